@@ -1,0 +1,1 @@
+"""Mindscape: a tenant-scoped PostgreSQL database for AI agents, served over MCP."""

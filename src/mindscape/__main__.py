@@ -1,0 +1,3 @@
+from mindscape.cli import app
+
+app(prog_name="mindscape")

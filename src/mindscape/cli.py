@@ -1,0 +1,263 @@
+"""The `mindscape` command: serve, demo, and operator tasks (database, tenants, personas).
+
+Every command prints failures as one line on stderr and exits 1; stdout stays clean for
+`serve`, where it is the MCP wire.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mindscape import admin
+from mindscape.database import migrate
+from mindscape.database.pool import connect
+from mindscape.errors import MindscapeError
+from mindscape.importing import read_persona_file
+from mindscape.runtime import prepare
+from mindscape.settings import Settings, is_slug, load_settings
+
+app = typer.Typer(
+    help="Mindscape: a tenant-scoped PostgreSQL database for AI agents, over MCP.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold database URLs with passwords
+)
+db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants: create, list, disable, enable.", no_args_is_help=True)
+persona_app = typer.Typer(help="Personas of one tenant: import, list.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(persona_app, name="persona")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
+]
+TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant slug.", show_default=False)]
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    try:
+        settings = load_settings(config, **flags)
+    except MindscapeError as exc:
+        _fail(exc)
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; anticipated failures become one line on stderr and exit code 1."""
+    try:
+        return anyio.run(main)
+    except MindscapeError as exc:
+        _fail(exc)
+    except BaseExceptionGroup as group:  # raised from inside the server's task groups
+        anticipated = group.subgroup(MindscapeError)
+        if anticipated is None:
+            raise
+        first = anticipated.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        _fail(first)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve (or MINDSCAPE_TENANT).")] = None,
+    transport: Annotated[Literal["stdio"], typer.Option(help="Transport.")] = "stdio",
+) -> None:
+    """Serve MCP over stdio for one tenant."""
+    from mindscape.server.app import build_server
+    from mindscape.server.state import open_state
+    from mindscape.server.stdio import serve_stdio
+
+    settings = _settings(config, tenant=tenant)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        # The state is opened before serving so that a bad tenant or database stops the
+        # process with one line instead of failing the client's first request.
+        async with open_state(settings, targets.runtime) as state:
+            await serve_stdio(build_server(lambda: nullcontext(state)))
+
+    _run(main)
+
+
+@app.command()
+def demo(config: ConfigOption = None) -> None:
+    """Start the embedded database, seed demo tenants and drive the real server over stdio."""
+    from mindscape.demo import run_demo
+
+    settings = _settings(config)
+    _run(lambda: run_demo(settings, out))
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None, revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings, migrate_embedded=False)
+        await migrate.upgrade(targets.owner, revision)
+
+    _run(main)
+    out.print(f"schema upgraded to {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")], config: ConfigOption = None
+) -> None:
+    """Revert migrations down to REVISION ('base' removes every Mindscape object but the roles)."""
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings, migrate_embedded=False)
+        await migrate.downgrade(targets.owner, revision)
+
+    _run(main)
+    out.print(f"schema downgraded to {revision}")
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = None) -> None:
+    """Show the database's schema revision and the one this Mindscape needs."""
+    settings = _settings(config)
+
+    async def main() -> str | None:
+        targets = await prepare(settings, migrate_embedded=False)
+        conn = await connect(targets.owner)
+        try:
+            return await migrate.current_revision(conn)
+        finally:
+            await conn.close()
+
+    current = _run(main)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "outdated: run `mindscape db upgrade`"
+    out.print(f"current: {current or 'none'}  head: {head}  ({state})")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    slug: str,
+    name: Annotated[str, typer.Option(help="Display name.", show_default=False)],
+    config: ConfigOption = None,
+) -> None:
+    """Create a tenant."""
+    settings = _settings(config)
+    slug, name = _slug(slug), _name(name)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        tenant = await admin.create_tenant(targets, slug=slug, name=name)
+        out.print(f"created tenant {tenant.slug} ({tenant.id})")
+
+    _run(main)
+
+
+@tenant_app.command("list")
+def tenant_list(config: ConfigOption = None) -> None:
+    """List tenants."""
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        table = Table("slug", "name", "status", "id", "created")
+        for t in await admin.list_tenants(targets):
+            table.add_row(t.slug, t.name, t.status, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M"))
+        out.print(table)
+
+    _run(main)
+
+
+def _set_status(slug: str, config: Path | None, status: str) -> None:
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        tenant = await admin.set_tenant_status(targets, slug=slug, status=status)
+        out.print(f"tenant {tenant.slug} is {tenant.status}")
+
+    _run(main)
+
+
+@tenant_app.command("disable")
+def tenant_disable(slug: str, config: ConfigOption = None) -> None:
+    """Disable a tenant: its agents are refused from their next call on. Data is kept."""
+    _set_status(slug, config, "disabled")
+
+
+@tenant_app.command("enable")
+def tenant_enable(slug: str, config: ConfigOption = None) -> None:
+    """Re-enable a disabled tenant."""
+    _set_status(slug, config, "active")
+
+
+@persona_app.command("import")
+def persona_import(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON file with a list of personas.")],
+    tenant: TenantOption,
+    config: ConfigOption = None,
+) -> None:
+    """Create or update personas by slug, all or nothing."""
+    settings = _settings(config)
+
+    async def main() -> None:
+        items = read_persona_file(file)
+        targets = await prepare(settings)
+        counts = await admin.import_personas(settings, targets, tenant_slug=tenant, items=items)
+        out.print(
+            f"imported {len(items)} persona(s) into {tenant}: "
+            f"{counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged"
+        )
+
+    _run(main)
+
+
+@persona_app.command("list")
+def persona_list(tenant: TenantOption, config: ConfigOption = None) -> None:
+    """List a tenant's personas."""
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        table = Table("slug", "name", "tags", "summary")
+        for p in await admin.list_personas(settings, targets, tenant_slug=tenant):
+            table.add_row(p.slug, p.name, ", ".join(p.tags), p.summary[:60])
+        out.print(table)
+
+    _run(main)
+
+
+def _slug(value: str) -> str:
+    if not is_slug(value):
+        raise typer.BadParameter(
+            "a slug is lowercase letters, digits and '-', at most 64 characters", param_hint="SLUG"
+        )
+    return value
+
+
+def _name(value: str) -> str:
+    if not 1 <= len(value.strip()) <= 200:
+        raise typer.BadParameter("a name is 1 to 200 characters", param_hint="--name")
+    return value.strip()

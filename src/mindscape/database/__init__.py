@@ -1,0 +1,1 @@
+"""Connecting to PostgreSQL: embedded server, URLs, pool, startup checks, migrations."""

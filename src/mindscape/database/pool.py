@@ -1,0 +1,56 @@
+"""The asyncpg pool every runtime query goes through.
+
+Each hook has one job: `init` registers codecs once per connection; `reset` puts a released
+connection back to a pristine session, including the role (`RESET ALL` leaves the role alone).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from mindscape.database.urls import redact
+from mindscape.errors import StartupError
+
+if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    # Query functions accept a plain connection or one borrowed from the pool.
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection
+
+
+async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg has already rolled back any open transaction; one round trip for the rest.
+    await conn.execute("RESET ROLE;\n" + conn.get_reset_query())
+
+
+async def connect(url: str, **kwargs: Any) -> asyncpg.Connection[asyncpg.Record]:
+    """A single connection, failing with a one-line message that hides the password."""
+    try:
+        return await asyncpg.connect(url, **kwargs)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+
+
+async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init,
+            reset=_reset,
+            server_settings={"application_name": "mindscape"},
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+    return pool

@@ -1,0 +1,1 @@
+"""Typed results returned by the query layer and, unchanged, by the tools."""

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mindscape.settings import SLUG_PATTERN
+
+
+class Persona(BaseModel):
+    """A persona: who an agent should be, as data."""
+
+    slug: str
+    name: str
+    summary: str
+    traits: dict[str, Any] = Field(description="Nested trait hierarchy, e.g. {'communication': {'tone': 'warm'}}.")
+    instructions: str = Field(description="System-prompt text for acting as this persona.")
+    tags: list[str]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PersonaSummary(BaseModel):
+    slug: str
+    name: str
+    summary: str = Field(description="First 200 characters of the summary.")
+    tags: list[str]
+
+
+class PersonaPage(BaseModel):
+    personas: list[PersonaSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+TRAIT_PATH_PATTERN = r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$"
+TAG_PATTERN = r"^[^\s,][^,]{0,63}$"
+
+
+class TraitFilter(BaseModel):
+    """Match personas whose trait at `path` equals `equals`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        pattern=TRAIT_PATH_PATTERN,
+        max_length=400,
+        description="Dot-separated path in the traits tree, e.g. 'communication.tone'.",
+    )
+    equals: Annotated[str, Field(max_length=200)] | int | float | bool = Field(description="Value at that path.")
+
+
+Tag = Annotated[str, Field(pattern=TAG_PATTERN, description="A tag: 1-64 characters, no comma.")]
+
+
+class PersonaIn(BaseModel):
+    """One persona as written in an import file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slug: str = Field(pattern=SLUG_PATTERN)
+    name: str = Field(min_length=1, max_length=200)
+    summary: str = Field(default="", max_length=2000)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    instructions: str = Field(default="", max_length=32000)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)

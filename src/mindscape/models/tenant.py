@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel
+
+
+class Tenant(BaseModel):
+    id: UUID
+    slug: str
+    name: str
+    status: Literal["active", "disabled"]
+    created_at: datetime

@@ -1,0 +1,37 @@
+"""The tenant registry. Reads work for the runtime role; writes need the owner connection."""
+
+from __future__ import annotations
+
+from mindscape.database.pool import Connection
+from mindscape.models.tenant import Tenant
+
+_COLUMNS = "id, slug, name, status, created_at"
+
+GET_BY_SLUG = f"SELECT {_COLUMNS} FROM mindscape.tenants WHERE slug = $1"
+LIST = f"SELECT {_COLUMNS} FROM mindscape.tenants ORDER BY slug"
+CREATE = f"""
+INSERT INTO mindscape.tenants (slug, name) VALUES ($1, $2)
+ON CONFLICT (slug) DO NOTHING
+RETURNING {_COLUMNS}
+"""
+SET_STATUS = f"UPDATE mindscape.tenants SET status = $2, updated_at = now() WHERE slug = $1 RETURNING {_COLUMNS}"
+
+
+async def get_by_slug(conn: Connection, *, slug: str) -> Tenant | None:
+    row = await conn.fetchrow(GET_BY_SLUG, slug)
+    return Tenant.model_validate(dict(row)) if row else None
+
+
+async def list_all(conn: Connection) -> list[Tenant]:
+    return [Tenant.model_validate(dict(row)) for row in await conn.fetch(LIST)]
+
+
+async def create(conn: Connection, *, slug: str, name: str) -> Tenant | None:
+    """The new tenant, or None when the slug is taken."""
+    row = await conn.fetchrow(CREATE, slug, name)
+    return Tenant.model_validate(dict(row)) if row else None
+
+
+async def set_status(conn: Connection, *, slug: str, status: str) -> Tenant | None:
+    row = await conn.fetchrow(SET_STATUS, slug, status)
+    return Tenant.model_validate(dict(row)) if row else None

@@ -1,0 +1,33 @@
+"""Turn a persona into system-prompt text (used by the `persona` prompt)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from mindscape.models.persona import Persona
+
+
+def flatten_traits(traits: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """{'a': {'b': 1}, 'c': ['x', 'y']} -> [('a.b', '1'), ('c', 'x, y')]"""
+    lines: list[tuple[str, str]] = []
+    for key, value in traits.items():
+        path = prefix + key
+        if isinstance(value, dict):
+            lines.extend(flatten_traits(cast(dict[str, Any], value), f"{path}."))
+        elif isinstance(value, list):
+            lines.append((path, ", ".join(str(item) for item in cast(list[Any], value))))
+        else:
+            lines.append((path, str(value)))
+    return lines
+
+
+def system_prompt(persona: Persona, task: str | None = None) -> str:
+    parts = [f"You are {persona.name}." + (f" {persona.summary}" if persona.summary else "")]
+    if persona.instructions:
+        parts.append(persona.instructions.strip())
+    traits = flatten_traits(persona.traits)
+    if traits:
+        parts.append("Your traits:\n" + "\n".join(f"- {path}: {value}" for path, value in traits))
+    if task:
+        parts.append(f"Your task: {task.strip()}")
+    return "\n\n".join(parts)

@@ -1,0 +1,1 @@
+"""The MCP server: factory, lifespan, transports, caller identity and tenant context."""

@@ -1,0 +1,31 @@
+"""Who is calling: the tenant and principal every tool call runs as.
+
+On stdio the tenant is configuration (`--tenant`); it is resolved once at startup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from mindscape.database.pool import Connection
+from mindscape.errors import TenantUnavailable
+from mindscape.queries import tenants
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant_id: UUID
+    tenant_slug: str
+    principal: str
+
+
+async def resolve_caller(conn: Connection, *, tenant_slug: str, principal: str) -> Caller:
+    tenant = await tenants.get_by_slug(conn, slug=tenant_slug)
+    if tenant is None:
+        raise TenantUnavailable(
+            f"tenant {tenant_slug!r} does not exist; create it with `mindscape tenant create {tenant_slug} --name ...`"
+        )
+    if tenant.status != "active":
+        raise TenantUnavailable(f"tenant {tenant_slug!r} is disabled; an operator must re-enable it")
+    return Caller(tenant_id=tenant.id, tenant_slug=tenant.slug, principal=principal)

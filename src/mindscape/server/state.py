@@ -1,0 +1,35 @@
+"""The lifespan: one pool and one resolved caller per server process (per connection in-memory)."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mindscape.database.checks import check_database
+from mindscape.database.pool import Pool, create_pool
+from mindscape.errors import StartupError
+from mindscape.server.identity import Caller, resolve_caller
+from mindscape.settings import Settings
+
+
+@dataclass(frozen=True)
+class AppState:
+    pool: Pool
+    caller: Caller
+    settings: Settings
+
+
+@asynccontextmanager
+async def open_state(settings: Settings, runtime_url: str) -> AsyncGenerator[AppState]:
+    if settings.tenant is None:
+        raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
+    pool = await create_pool(runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    try:
+        async with pool.acquire() as conn:
+            await check_database(conn)
+            caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=f"stdio:{getpass.getuser()}")
+        yield AppState(pool=pool, caller=caller, settings=settings)
+    finally:
+        await pool.close()

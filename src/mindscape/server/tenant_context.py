@@ -1,0 +1,71 @@
+"""The one way tenant data is touched: a transaction bound to a caller's tenant.
+
+Role, tenant, principal and statement timeout are set transaction-locally in one statement
+with bound parameters, so they vanish at commit, rollback, error or cancellation, and
+row-level security (not Python) decides which rows the queries see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from uuid import UUID
+
+import anyio
+
+from mindscape.database.pool import Connection, Pool
+from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.server.identity import Caller
+
+TENANT_ROLE = "mindscape_tenant"
+
+# The status subquery makes a tenant disabled mid-run stop being served on its next call.
+SET_CONTEXT = """
+SELECT set_config('role', 'mindscape_tenant', true),
+       set_config('app.tenant_id', $1, true),
+       set_config('app.principal', $2, true),
+       set_config('statement_timeout', $3, true),
+       (SELECT status FROM mindscape.tenants WHERE id = $4) AS status
+"""
+
+
+@dataclass(frozen=True)
+class TenantTx:
+    """An open tenant-scoped transaction: its connection and the tenant it is bound to."""
+
+    conn: Connection
+    tenant_id: UUID
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    pool: Pool, caller: Caller, *, read_only: bool, statement_timeout_ms: int
+) -> AsyncGenerator[TenantTx]:
+    if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
+        # A tenant identifier that is not a real UUID never reaches SQL.
+        raise InvalidArgument("tenant identifier is not a UUID")
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+        try:
+            context = await conn.fetchrow(
+                SET_CONTEXT, str(caller.tenant_id), caller.principal, str(statement_timeout_ms), caller.tenant_id
+            )
+            if context is None or context["status"] != "active":
+                raise TenantUnavailable(
+                    f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator"
+                )
+            yield TenantTx(conn=conn, tenant_id=caller.tenant_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _rollback(conn)
+            raise
+        await conn.execute("COMMIT")
+
+
+async def _rollback(conn: Connection) -> None:
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        # A connection that cannot roll back (e.g. cancelled mid-query) must never be reused.
+        conn.terminate()

@@ -1,0 +1,101 @@
+"""One settings object for the whole process.
+
+Precedence, highest first: command-line flags, environment variables `MINDSCAPE_*`,
+the TOML file (`--config` / `MINDSCAPE_CONFIG`), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mindscape.errors import StartupError
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+_SLUG_RE = re.compile(SLUG_PATTERN)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mindscape", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything the server and the CLI read from the outside world."""
+
+    model_config = SettingsConfigDict(env_prefix="MINDSCAPE_", extra="forbid", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL the server connects with (the runtime role). Unset: embedded PostgreSQL.",
+    )
+    owner_database_url: SecretStr | None = Field(
+        default=None,
+        description="URL used for migrations and tenant administration. Defaults to database_url.",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Where the embedded PostgreSQL keeps its data."
+    )
+    tenant: str | None = Field(default=None, description="Tenant slug served over stdio.")
+    statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    pool_min_size: int = Field(default=1, ge=0, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_is_slug(cls, value: str | None) -> str | None:
+        if value is not None and not _SLUG_RE.match(value):
+            raise ValueError("tenant must be a slug: lowercase letters, digits and '-', at most 64 characters")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if _config_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=_config_file),)
+        return sources
+
+
+# Set only for the duration of `load_settings`; pydantic-settings builds sources from the class.
+_config_file: Path | None = None
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build the settings from flags (None means "not given"), environment and config file."""
+    global _config_file
+    path = config_file or (Path(p) if (p := os.environ.get("MINDSCAPE_CONFIG")) else None)
+    if path is not None and not path.is_file():
+        raise StartupError(f"config file {path} does not exist; fix --config or MINDSCAPE_CONFIG")
+    _config_file = path
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise StartupError(f"invalid settings: {exc}") from exc
+    finally:
+        _config_file = None
+
+
+def is_slug(value: str) -> bool:
+    return bool(_SLUG_RE.match(value))

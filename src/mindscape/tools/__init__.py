@@ -1,0 +1,1 @@
+"""MCP tool families, one module each; functions stay thin and call the query layer."""
