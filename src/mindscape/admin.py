@@ -73,9 +73,10 @@ async def import_personas(
 ) -> Counter[str]:
     """Upsert every persona in one transaction: all of them land, or none."""
     outcomes: Counter[str] = Counter(created=0, updated=0, unchanged=0)
-    async with operator_session(settings, targets, tenant_slug) as (pool, caller), tenant_transaction(
-        pool, caller, read_only=False, statement_timeout_ms=settings.statement_timeout_ms
-    ) as tx:
+    async with (
+        operator_session(settings, targets, tenant_slug) as (pool, caller),
+        tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=settings.statement_timeout_ms) as tx,
+    ):
         for item in items:
             outcomes[await personas.upsert(tx.conn, tenant_id=tx.tenant_id, persona=item)] += 1
     return outcomes
@@ -83,9 +84,10 @@ async def import_personas(
 
 async def list_personas(settings: Settings, targets: Targets, *, tenant_slug: str) -> list[PersonaSummary]:
     found: list[PersonaSummary] = []
-    async with operator_session(settings, targets, tenant_slug) as (pool, caller), tenant_transaction(
-        pool, caller, read_only=True, statement_timeout_ms=settings.statement_timeout_ms
-    ) as tx:
+    async with (
+        operator_session(settings, targets, tenant_slug) as (pool, caller),
+        tenant_transaction(pool, caller, read_only=True, statement_timeout_ms=settings.statement_timeout_ms) as tx,
+    ):
         after: str | None = None
         while True:
             page = await personas.list_page(

@@ -88,7 +88,13 @@ async def list_page(
     after: str | None,
 ) -> PersonaPage:
     """One page of persona summaries; `after` is the cursor of the previous page."""
-    filters = {"query": query, "tags": sorted(tags) if tags else None, "trait": trait.model_dump() if trait else None}
+    # The tenant is part of the fingerprint: a cursor never carries over to another tenant.
+    filters = {
+        "tenant": str(tenant_id),
+        "query": query,
+        "tags": sorted(tags) if tags else None,
+        "trait": trait.model_dump() if trait else None,
+    }
     key = cursor.decode(after, filters) if after else None
     contains = trait_containment(trait) if trait else None
     tag_list = tags or None

@@ -6,8 +6,15 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
 
-from mcp.server import MCPServer
+from typing import Any
 
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
+
+from mindscape.server import validation
 from mindscape.server.state import AppState
 from mindscape.tools import personas
 
@@ -17,9 +24,23 @@ INSTRUCTIONS = (
 )
 
 
+class MindscapeServer(MCPServer[AppState]):
+    """MCPServer with argument errors rewritten for agents (see server.validation)."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
+            raise
+
+
 def build_server(lifespan_state: Callable[[], AbstractAsyncContextManager[AppState]]) -> MCPServer[AppState]:
     """`lifespan_state` opens the pool and resolves the caller (see server.state.open_state)."""
-    server: MCPServer[AppState] = MCPServer(
+    server = MindscapeServer(
         "mindscape",
         version=version("mindscape-mcp"),
         instructions=INSTRUCTIONS,
