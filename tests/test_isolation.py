@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -326,7 +327,7 @@ async def test_thousands_of_interleaved_calls_never_cross(world: World) -> None:
     async def call(caller: Caller) -> None:
         async with as_tenant(pool, caller, read_only=True) as tx:
             seen = await visible_tenants(tx.conn)
-            await anyio.sleep(0)  # let other calls interleave inside the transaction
+            await anyio.lowlevel.checkpoint()  # let other calls interleave inside the transaction
             seen |= {r["tenant_id"] for r in await tx.conn.fetch("SELECT tenant_id FROM mindscape.personas LIMIT 1")}
         if seen != {caller.tenant_id}:
             crossed.append(f"{caller.tenant_slug} saw {seen}")
@@ -416,8 +417,9 @@ async def test_every_key_of_a_tenant_table_leads_with_tenant_id(world: World) ->
         assert {t["relname"] for t in tables} >= {"personas"}
         for table in tables:
             keys = await conn.fetch(
-                "SELECT conname, contype::text AS contype, (SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum = conkey[1])"
-                " AS first FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'f')",
+                "SELECT conname, contype::text AS contype,"
+                " (SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum = conkey[1]) AS first"
+                " FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'f')",
                 table["oid"],
             )
             assert any(k["contype"] == "p" for k in keys), table["relname"]

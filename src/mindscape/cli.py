@@ -17,6 +17,7 @@ import anyio
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mindscape import admin
 from mindscape.database import migrate
@@ -58,8 +59,14 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    # Text, not markup: messages echo user input (slugs, file contents, regex patterns with [...]).
+    err.print(Text.assemble(("error:", "red"), " ", str(exc)), soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _row(*cells: str) -> list[Text]:
+    """Table cells as plain text: names and tags are user data, not rich markup or emoji codes."""
+    return [Text(cell) for cell in cells]
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -184,7 +191,7 @@ def tenant_list(config: ConfigOption = None) -> None:
         targets = await prepare(settings)
         table = Table("slug", "name", "status", "id", "created")
         for t in await admin.list_tenants(targets):
-            table.add_row(t.slug, t.name, t.status, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M"))
+            table.add_row(*_row(t.slug, t.name, t.status, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M")))
         out.print(table)
 
     _run(main)
@@ -243,7 +250,7 @@ def persona_list(tenant: TenantOption, config: ConfigOption = None) -> None:
         targets = await prepare(settings)
         table = Table("slug", "name", "tags", "summary")
         for p in await admin.list_personas(settings, targets, tenant_slug=tenant):
-            table.add_row(p.slug, p.name, ", ".join(p.tags), p.summary[:60])
+            table.add_row(*_row(p.slug, p.name, ", ".join(p.tags), p.summary[:60]))
         out.print(table)
 
     _run(main)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -53,9 +54,64 @@ def _load(path: Path) -> tuple[Any, yaml.Node | None]:
     try:
         return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "file"
-        raise ImportFileError(str(path), [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+        raise ImportFileError(str(path), [_yaml_problem(exc, text)]) from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    mark: yaml.Mark | None = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context: str | None = getattr(exc, "context", None)
+    context_mark: yaml.Mark | None = getattr(exc, "context_mark", None)
+    if mark is not None and mark.index >= len(text) and context is not None and context_mark is not None:
+        # Found only at the end of the file (an unclosed quote or bracket): the line past the
+        # last one helps nobody, the line where the construct started does.
+        return f"line {context_mark.line + 1}: invalid YAML: {context}, {problem}"
+    where = f"line {mark.line + 1}" if mark is not None else "file"
+    return f"{where}: invalid YAML: {problem}"
+
+
+Loc = tuple[int | str, ...]
+_NOT_JSON = {"date": "a date", "datetime": "a timestamp", "bytes": "binary data", "set": "a set"}
+
+
+def _unstorable(value: Any, loc: Loc) -> list[tuple[Loc, str]]:
+    """Values that pass validation but PostgreSQL refuses (text and jsonb), with where they are.
+
+    Without this check they fail the import's transaction halfway with a database error
+    instead of a line-numbered problem.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [(loc, "contains a NUL character (\\u0000), which PostgreSQL cannot store")]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [(loc, "contains an unpaired surrogate, which is not valid Unicode")]
+        return []
+    if value is None or isinstance(value, bool | int):
+        return []
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(loc, f"{value} is not a finite number; JSON has no inf or nan")]
+    found: list[tuple[Loc, str]] = []
+    if isinstance(value, list):
+        for index, element in enumerate(cast(list[Any], value)):
+            found += _unstorable(element, (*loc, index))
+        return found
+    if isinstance(value, dict):
+        for key, element in cast(dict[Any, Any], value).items():
+            if key is not None and not isinstance(key, str | int | float | bool):  # json.dumps turns those into text
+                what = _NOT_JSON.get(type(key).__name__, type(key).__name__)
+                found.append(((*loc, str(key)), f"key {key!r} is {what}, not text; quote it"))
+                continue
+            found += _unstorable(key, (*loc, str(key))) or _unstorable(element, (*loc, str(key)))
+        return found
+    what = _NOT_JSON.get(type(value).__name__, type(value).__name__)
+    return [(loc, f"{what} cannot be stored in JSON; quote it to keep it as text, or use a list")]
+
+
+def _field(loc: Loc) -> str:
+    """A dotted field path fit for a terminal: control characters and surrogates escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in ".".join(str(p) for p in loc))
 
 
 def read_persona_file(path: Path) -> list[PersonaIn]:
@@ -83,9 +139,12 @@ def read_persona_file(path: Path) -> list[PersonaIn]:
         except ValidationError as exc:
             for err in exc.errors():
                 loc = (*prefix, index, *err["loc"])
-                field = ".".join(str(p) for p in err["loc"]) or "persona"
+                field = _field(err["loc"]) or "persona"
                 problems.append(f"{_line(root, loc)}: persona #{index + 1}: {field}: {err['msg']}")
             continue
+        fields = {"name": persona.name, "summary": persona.summary, "instructions": persona.instructions}
+        for loc, message in _unstorable({**fields, "tags": persona.tags, "traits": persona.traits}, ()):
+            problems.append(f"{_line(root, (*prefix, index, *loc))}: persona #{index + 1}: {_field(loc)}: {message}")
         if persona.slug in first_seen:
             problems.append(
                 f"{_line(root, (*prefix, index, 'slug'))}: persona #{index + 1}: slug {persona.slug!r} "

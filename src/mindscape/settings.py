@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,10 +92,24 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     _config_file = path
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
-    except ValueError as exc:
+    except ValidationError as exc:
+        raise StartupError(f"invalid settings: {_one_line(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise StartupError(f"config file {path} is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # pydantic-settings' own SettingsError
         raise StartupError(f"invalid settings: {exc}") from exc
     finally:
         _config_file = None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each problem as `field: message`, without pydantic's input echo and help links (and so no secrets)."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in error["loc"]) or "settings"
+        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{field}: {message.removeprefix('Value error, ')}")
+    return "; ".join(problems)
 
 
 def is_slug(value: str) -> bool:

@@ -18,8 +18,10 @@ from mindscape.errors import StartupError
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
     # Query functions accept a plain connection or one borrowed from the pool.
-    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    PooledConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PooledConnection
 else:
+    PooledConnection = PoolConnectionProxy
     Pool = asyncpg.Pool
     Connection = asyncpg.Connection
 

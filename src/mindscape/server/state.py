@@ -7,6 +7,9 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
+from anyio.abc import TaskGroup
+
 from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, create_pool
 from mindscape.errors import StartupError
@@ -19,6 +22,7 @@ class AppState:
     pool: Pool
     caller: Caller
     settings: Settings
+    background: TaskGroup  # ends read-only transactions after the reply (see tenant_transaction)
 
 
 @asynccontextmanager
@@ -30,6 +34,7 @@ async def open_state(settings: Settings, runtime_url: str) -> AsyncGenerator[App
         async with pool.acquire() as conn:
             await check_database(conn)
             caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=f"stdio:{getpass.getuser()}")
-        yield AppState(pool=pool, caller=caller, settings=settings)
+        async with anyio.create_task_group() as background:
+            yield AppState(pool=pool, caller=caller, settings=settings, background=background)
     finally:
         await pool.close()

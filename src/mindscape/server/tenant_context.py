@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import anyio
+from anyio.abc import TaskGroup
 
-from mindscape.database.pool import Connection, Pool
+from mindscape.database.pool import Connection, Pool, PooledConnection
 from mindscape.errors import InvalidArgument, TenantUnavailable
 from mindscape.server.identity import Caller
 
@@ -40,12 +41,25 @@ class TenantTx:
 
 @asynccontextmanager
 async def tenant_transaction(
-    pool: Pool, caller: Caller, *, read_only: bool, statement_timeout_ms: int
+    pool: Pool,
+    caller: Caller,
+    *,
+    read_only: bool,
+    statement_timeout_ms: int,
+    background: TaskGroup | None = None,
 ) -> AsyncGenerator[TenantTx]:
+    """One transaction as `caller`'s tenant; commits on success, rolls back on any exception.
+
+    With `background`, a read-only transaction is ended and its connection released after the
+    caller has its result: its outcome cannot change any more, and the caller's reply no longer
+    waits for those two round trips. The connection returns to the pool only once clean.
+    """
     if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
         # A tenant identifier that is not a real UUID never reaches SQL.
         raise InvalidArgument("tenant identifier is not a UUID")
-    async with pool.acquire() as conn:
+    conn = await pool.acquire()
+    handed_off = False
+    try:
         await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
         try:
             context = await conn.fetchrow(
@@ -58,14 +72,31 @@ async def tenant_transaction(
             yield TenantTx(conn=conn, tenant_id=caller.tenant_id)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await _rollback(conn)
+                await _end(conn, "ROLLBACK")
             raise
-        await conn.execute("COMMIT")
+        if read_only and background is not None:
+            background.start_soon(_end_and_release, pool, conn)
+            handed_off = True
+        else:
+            # Shielded: a cancelled commit would leave the outcome unknown to the caller.
+            with anyio.CancelScope(shield=True):
+                await conn.execute("COMMIT")
+    finally:
+        if not handed_off:
+            with anyio.CancelScope(shield=True):
+                await pool.release(conn)
 
 
-async def _rollback(conn: Connection) -> None:
+async def _end(conn: Connection, statement: str) -> None:
     try:
-        await conn.execute("ROLLBACK")
+        await conn.execute(statement)
     except Exception:
-        # A connection that cannot roll back (e.g. cancelled mid-query) must never be reused.
+        # A connection that cannot end its transaction (e.g. cancelled mid-query) is never reused.
         conn.terminate()
+
+
+async def _end_and_release(pool: Pool, conn: PooledConnection) -> None:
+    try:
+        await _end(conn, "ROLLBACK")  # read-only: the same as COMMIT
+    finally:
+        await pool.release(conn)

@@ -13,11 +13,12 @@ from pydantic import Field
 from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
 from mindscape.queries import personas
 from mindscape.rendering import system_prompt
-from mindscape.server.calls import tenant_call
+from mindscape.server.calls import agent_error, tenant_call
 from mindscape.server.state import AppState
 from mindscape.settings import SLUG_PATTERN, is_slug
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
+MAX_TASK = 4000
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
@@ -57,7 +58,7 @@ async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
     """A persona as JSON."""
     if not is_slug(slug):
         raise ResourceNotFoundError(_not_found(slug))
-    async with tenant_call(ctx, read_only=True, for_resource=True) as tx:
+    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
         raise ResourceNotFoundError(_not_found(slug))
@@ -67,13 +68,13 @@ async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
 async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = None) -> str:
     """Act as a persona: its instructions and traits as a system prompt, optionally with a task."""
     if not is_slug(slug):
-        raise ValueError(f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
-    if task is not None and len(task) > 4000:
-        raise ValueError("task is longer than 4000 characters; shorten it")
-    async with tenant_call(ctx, read_only=True) as tx:
+        raise agent_error("prompt", f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
+    if task is not None and len(task) > MAX_TASK:
+        raise agent_error("prompt", f"task is longer than {MAX_TASK} characters; shorten it")
+    async with tenant_call(ctx, read_only=True, kind="prompt") as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
-        raise ValueError(_not_found(slug))
+        raise agent_error("prompt", _not_found(slug))
     return system_prompt(found, task)
 
 
