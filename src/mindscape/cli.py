@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import anyio
 import typer
+from alembic.util import CommandError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +23,7 @@ from rich.text import Text
 from mindscape import admin
 from mindscape.database import migrate
 from mindscape.database.pool import connect
-from mindscape.errors import MindscapeError
+from mindscape.errors import InvalidArgument, MindscapeError
 from mindscape.importing import read_persona_file
 from mindscape.runtime import prepare
 from mindscape.settings import Settings, is_slug, load_settings
@@ -117,6 +118,16 @@ def demo(config: ConfigOption = None) -> None:
     _run(lambda: run_demo(settings, out))
 
 
+async def _migrate(step: Callable[[str, str], Awaitable[None]], owner_url: str, revision: str) -> None:
+    """An Alembic step whose anticipated failures (no database, unknown revision) are one line, not a traceback."""
+    conn = await connect(owner_url)  # a one-line StartupError without the password
+    await conn.close()
+    try:
+        await step(owner_url, revision)
+    except CommandError as exc:
+        raise InvalidArgument(f"{exc}; `mindscape db current` shows the revisions") from exc
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None, revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
@@ -124,7 +135,7 @@ def db_upgrade(config: ConfigOption = None, revision: str = "head") -> None:
 
     async def main() -> None:
         targets = await prepare(settings, migrate_embedded=False)
-        await migrate.upgrade(targets.owner, revision)
+        await _migrate(migrate.upgrade, targets.owner, revision)
 
     _run(main)
     out.print(f"schema upgraded to {revision}")
@@ -139,7 +150,7 @@ def db_downgrade(
 
     async def main() -> None:
         targets = await prepare(settings, migrate_embedded=False)
-        await migrate.downgrade(targets.owner, revision)
+        await _migrate(migrate.downgrade, targets.owner, revision)
 
     _run(main)
     out.print(f"schema downgraded to {revision}")

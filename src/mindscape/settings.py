@@ -79,6 +79,8 @@ class Settings(BaseSettings):
         return sources
 
 
+DEFAULT_CONFIG = "mindscape.toml"  # read from the working directory when no file is named
+
 # Set only for the duration of `load_settings`; pydantic-settings builds sources from the class.
 _config_file: Path | None = None
 
@@ -87,6 +89,8 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build the settings from flags (None means "not given"), environment and config file."""
     global _config_file
     path = config_file or (Path(p) if (p := os.environ.get("MINDSCAPE_CONFIG")) else None)
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = Path(DEFAULT_CONFIG)
     if path is not None and not path.is_file():
         raise StartupError(f"config file {path} does not exist; fix --config or MINDSCAPE_CONFIG")
     _config_file = path

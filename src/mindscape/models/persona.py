@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mindscape.settings import SLUG_PATTERN
 
@@ -65,3 +66,24 @@ class PersonaIn(BaseModel):
     traits: dict[str, Any] = Field(default_factory=dict)
     instructions: str = Field(default="", max_length=32000)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
+
+    @field_validator("traits")
+    @classmethod
+    def _traits_fit(cls, traits: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(traits)) > MAX_TRAITS_BYTES:
+            raise ValueError(f"traits are larger than {MAX_TRAITS_BYTES // 1024} KiB of JSON")
+        if _depth(traits) > MAX_TRAITS_DEPTH:
+            raise ValueError(f"traits nest deeper than {MAX_TRAITS_DEPTH} levels")
+        return traits
+
+
+MAX_TRAITS_BYTES = 64 * 1024
+MAX_TRAITS_DEPTH = 8
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in cast(dict[str, Any], value).values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in cast(list[Any], value)), default=0)
+    return 0
