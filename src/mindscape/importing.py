@@ -134,20 +134,30 @@ def read_persona_file(path: Path) -> list[PersonaIn]:
     problems: list[str] = []
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
+        where = (*prefix, index)
+        # Traits are free-form, so YAML can put dates, sets or NaN in them; find those before
+        # validation, which serialises traits to measure them, and check the rest without them.
+        raw_traits = cast(dict[str, Any], item).get("traits") if isinstance(item, dict) else None
+        unstorable = _unstorable(raw_traits, ("traits",)) if isinstance(raw_traits, dict) else []
+        if unstorable:
+            item = dict(cast(dict[str, Any], item), traits={})
         try:
             persona = PersonaIn.model_validate(item)
         except ValidationError as exc:
             for err in exc.errors():
-                loc = (*prefix, index, *err["loc"])
                 field = _field(err["loc"]) or "persona"
-                problems.append(f"{_line(root, loc)}: persona #{index + 1}: {field}: {err['msg']}")
+                problems.append(f"{_line(root, (*where, *err['loc']))}: persona #{index + 1}: {field}: {err['msg']}")
+            persona = None
+        if persona is not None:
+            texts = {"name": persona.name, "summary": persona.summary, "instructions": persona.instructions}
+            unstorable += _unstorable({**texts, "tags": persona.tags}, ())
+        for loc, message in unstorable:
+            problems.append(f"{_line(root, (*where, *loc))}: persona #{index + 1}: {_field(loc)}: {message}")
+        if persona is None:
             continue
-        fields = {"name": persona.name, "summary": persona.summary, "instructions": persona.instructions}
-        for loc, message in _unstorable({**fields, "tags": persona.tags, "traits": persona.traits}, ()):
-            problems.append(f"{_line(root, (*prefix, index, *loc))}: persona #{index + 1}: {_field(loc)}: {message}")
         if persona.slug in first_seen:
             problems.append(
-                f"{_line(root, (*prefix, index, 'slug'))}: persona #{index + 1}: slug {persona.slug!r} "
+                f"{_line(root, (*where, 'slug'))}: persona #{index + 1}: slug {persona.slug!r} "
                 f"repeats persona #{first_seen[persona.slug] + 1}"
             )
         first_seen.setdefault(persona.slug, index)
