@@ -199,12 +199,6 @@ async def test_check_database_refuses_an_older_schema_revision(empty: Targets) -
     assert f"at revision 0000 but this Mindscape needs {migrate.head_revision()}" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncpg.InsufficientPrivilegeError,
-    reason="bug: downgrade revokes SELECT on alembic_version from mindscape_app but keeps the table, so "
-    "current_revision() fails with permission denied instead of check_database saying `mindscape db upgrade`",
-)
 async def test_check_database_refuses_a_downgraded_schema(empty: Targets) -> None:
     await migrate.upgrade(empty.owner)
     await migrate.downgrade(empty.owner, "base")

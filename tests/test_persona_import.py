@@ -354,12 +354,9 @@ def test_valid_file_is_imported_whole(targets: Targets, seeded: str, tmp_path: P
 
 
 async def test_write_the_database_rejects_rolls_back_the_whole_import(targets: Targets, seeded: str) -> None:
-    # Built in code, past the file checks: PostgreSQL's jsonb has no NaN, so the third upsert fails.
-    items = [
-        persona("ada", "Ada Renamed"),
-        persona("dora", "Dora New"),
-        persona("eve", "Eve", traits={"score": float("nan")}),
-    ]
+    # Built past validation: the table's CHECK (length(name) <= 200) refuses the third upsert.
+    too_long = PersonaIn.model_construct(slug="eve", name="E" * 201, summary="", traits={}, instructions="", tags=[])
+    items = [persona("ada", "Ada Renamed"), persona("dora", "Dora New"), too_long]
 
     with pytest.raises(asyncpg.PostgresError):
         await admin.import_personas(SETTINGS, targets, tenant_slug=seeded, items=items)

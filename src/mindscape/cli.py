@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import anyio
+import asyncpg
 import typer
 from alembic.util import CommandError
 from rich.console import Console
@@ -76,6 +77,8 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(main)
     except MindscapeError as exc:
         _fail(exc)
+    except asyncpg.PostgresError as exc:  # the operator's own database said no: show what it said
+        _fail(MindscapeError(f"database error ({exc.sqlstate}): {exc}"))
     except BaseExceptionGroup as group:  # raised from inside the server's task groups
         anticipated = group.subgroup(MindscapeError)
         if anticipated is None:

@@ -124,6 +124,10 @@ def read_persona_file(path: Path) -> list[PersonaIn]:
         raise ImportFileError(str(path), ["file: not UTF-8 text"]) from exc
     prefix: tuple[int | str, ...] = ()
     if isinstance(data, dict) and "personas" in data:
+        extra = sorted(str(k) for k in cast(dict[Any, Any], data) if k != "personas")
+        if extra:
+            where = _line(root, (extra[0],))
+            raise ImportFileError(str(path), [f"{where}: unknown top-level key(s) {extra}; only `personas` is read"])
         data, prefix = data["personas"], ("personas",)  # pyright: ignore[reportUnknownVariableType]
     if not isinstance(data, list):
         raise ImportFileError(str(path), ["file: expected a list of personas, or a mapping with a `personas` list"])

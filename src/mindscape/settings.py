@@ -34,7 +34,7 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Everything the server and the CLI read from the outside world."""
 
-    model_config = SettingsConfigDict(env_prefix="MINDSCAPE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="MINDSCAPE_", env_ignore_empty=True, extra="forbid", frozen=True)
 
     database_url: SecretStr | None = Field(
         default=None,

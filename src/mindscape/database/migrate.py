@@ -41,7 +41,11 @@ async def downgrade(owner_url: str, revision: str) -> None:
     await anyio.to_thread.run_sync(command.downgrade, alembic_config(owner_url), revision)
 
 
-HAS_VERSION_TABLE = "SELECT to_regclass('public.alembic_version') IS NOT NULL"
+# Without read access (e.g. after `db downgrade base` revoked it) the schema counts as unmigrated.
+HAS_VERSION_TABLE = """
+SELECT to_regclass('public.alembic_version') IS NOT NULL
+       AND has_table_privilege('public.alembic_version', 'SELECT')
+"""
 CURRENT_REVISION = "SELECT version_num FROM public.alembic_version LIMIT 1"
 
 

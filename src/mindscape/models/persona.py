@@ -70,7 +70,11 @@ class PersonaIn(BaseModel):
     @field_validator("traits")
     @classmethod
     def _traits_fit(cls, traits: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(traits)) > MAX_TRAITS_BYTES:
+        try:
+            size = len(json.dumps(traits, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"traits must be plain JSON (objects, lists, strings, finite numbers): {exc}") from exc
+        if size > MAX_TRAITS_BYTES:
             raise ValueError(f"traits are larger than {MAX_TRAITS_BYTES // 1024} KiB of JSON")
         if _depth(traits) > MAX_TRAITS_DEPTH:
             raise ValueError(f"traits nest deeper than {MAX_TRAITS_DEPTH} levels")
