@@ -36,7 +36,7 @@ from mindscape import admin
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.urls import Targets
-from mindscape.models.persona import PersonaIn
+from mindscape.demo import DEMO_PERSONAS
 from mindscape.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,14 +51,7 @@ PROTOCOL_VERSION = "2025-11-25"
 TENANT = "bench"
 REWARM = 5  # untimed calls per server at the start of each round, after it sat idle
 
-PERSONA = PersonaIn(
-    slug="ada",
-    name="Ada the Analyst",
-    summary="Turns messy data into clear findings; careful with numbers and sources.",
-    traits={"communication": {"tone": "precise", "verbosity": "low"}, "skills": ["sql", "statistics"]},
-    instructions="You are a data analyst. State assumptions, cite the query behind every number.",
-    tags=["analytics", "research"],
-)
+PERSONA = DEMO_PERSONAS[0]  # the demo's analyst: a realistic row with nested traits
 # The same columns get_persona returns, so both servers read and serialise the same row.
 REFERENCE_SQL = (
     "SELECT slug, name, summary, traits, instructions, tags, version, created_at, updated_at "
