@@ -38,13 +38,9 @@ def agent_error(kind: Kind, message: str, *, not_found: bool = False, internal: 
     return MCPError(INTERNAL_ERROR if internal else INVALID_PARAMS, message)
 
 
-def state_of(ctx: Context[AppState]) -> AppState:
-    return ctx.request_context.lifespan_context
-
-
 @asynccontextmanager
 async def tenant_call(ctx: Context[AppState], *, read_only: bool, kind: Kind = "tool") -> AsyncGenerator[TenantTx]:
-    state = state_of(ctx)
+    state = ctx.request_context.lifespan_context
     try:
         async with tenant_transaction(
             state.pool,

@@ -19,8 +19,6 @@ from mindscape.database.pool import Connection, Pool, PooledConnection
 from mindscape.errors import InvalidArgument, TenantUnavailable
 from mindscape.server.identity import Caller
 
-TENANT_ROLE = "mindscape_tenant"
-
 # The status subquery makes a tenant disabled mid-run stop being served on its next call.
 SET_CONTEXT = """
 SELECT set_config('role', 'mindscape_tenant', true),
