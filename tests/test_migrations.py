@@ -31,6 +31,8 @@ POLICIES = {
     ("tenants", "tenants_runtime_read"),
     ("tenants", "tenants_own_row"),
     ("personas", "personas_tenant"),
+    ("memories", "memories_tenant"),
+    ("memory_embeddings", "memory_embeddings_tenant"),
 }
 
 
@@ -113,6 +115,8 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
         )
         vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     assert [(t["relname"], t["relrowsecurity"], t["relforcerowsecurity"], t["owner"]) for t in tables] == [
+        ("memories", True, True, "mindscape_owner"),
+        ("memory_embeddings", True, True, "mindscape_owner"),
         ("personas", True, True, "mindscape_owner"),
         ("tenants", True, True, "mindscape_owner"),
     ]

@@ -67,8 +67,8 @@ def slugs(result: CallToolResult) -> list[str]:
 async def test_tool_list_has_schemas_and_annotations(shop: Caller, client_for: ClientFactory, mode: str) -> None:
     async with client_for(shop.tenant_slug, mode=mode) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(tools) == {"get_persona", "list_personas"}
-    for tool in tools.values():
+    assert {"get_persona", "list_personas"} <= set(tools)
+    for tool in (tools["get_persona"], tools["list_personas"]):
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is True
         assert tool.annotations.open_world_hint is False
@@ -235,7 +235,7 @@ async def test_persona_resource(shop: Caller, client_for: ClientFactory, mode: s
         read = await client.read_resource("persona://sec")
         with pytest.raises(MCPError) as missing:
             await client.read_resource("persona://nobody")
-    assert [t.uri_template for t in templates] == ["persona://{slug}"]
+    assert "persona://{slug}" in [t.uri_template for t in templates]
     content = read.contents[0]
     assert isinstance(content, TextResourceContents)
     assert content.mime_type == "application/json"
@@ -253,7 +253,7 @@ async def test_persona_prompt_renders_a_system_prompt(shop: Caller, client_for: 
         with pytest.raises(MCPError) as missing:
             await client.get_prompt("persona", {"slug": "nobody"})
     assert [p.name for p in prompts] == ["persona"]
-    assert {a.name: a.required for a in prompts[0].arguments or []} == {"slug": True, "task": False}
+    assert {a.name: a.required for a in prompts[0].arguments or []} == {"slug": True, "task": False, "recall": False}
     first = rendered.messages[0].content
     assert isinstance(first, TextContent)
     assert first.text.startswith("You are Sam Security.")

@@ -53,6 +53,24 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
+    # Semantic memory
+    memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    memory_exact_max_rows: int = Field(
+        default=20_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
+    )
+    embedding_provider: Literal["hashing", "openai"] = Field(
+        default="hashing", description="hashing: built in, offline, lexical (not semantic). openai: any compatible API."
+    )
+    embedding_model: str = Field(default="mindscape-hash-v1", pattern=r"^[A-Za-z0-9._/:@-]{1,100}$")
+    embedding_dimensions: int = Field(default=384, ge=16, le=2000)
+    embedding_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1"
+    )
+    embedding_api_key: SecretStr | None = None
+    embedding_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    embedding_max_retries: int = Field(default=3, ge=0, le=10)
+    embedding_batch_size: int = Field(default=64, ge=1, le=2048)
+
     @field_validator("tenant")
     @classmethod
     def _tenant_is_slug(cls, value: str | None) -> str | None:

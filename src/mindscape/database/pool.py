@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from pgvector.asyncpg import register_vector
 
 from mindscape.database.urls import redact
 from mindscape.errors import StartupError
@@ -26,8 +27,16 @@ else:
     Connection = asyncpg.Connection
 
 
+VECTOR_SCHEMA = (
+    "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = 'vector'"
+)
+
+
 async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    schema: str | None = await conn.fetchval(VECTOR_SCHEMA)
+    if schema is not None:  # without pgvector the startup check reports it in one line
+        await register_vector(conn, schema=schema)
 
 
 async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,9 +13,14 @@ from anyio.abc import TaskGroup
 
 from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, create_pool
+from mindscape.embeddings.factory import describe
 from mindscape.errors import StartupError
+from mindscape.memory.models import Embedders
+from mindscape.memory.recall import TenantSizes
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,9 @@ class AppState:
     pool: Pool
     caller: Caller
     settings: Settings
-    background: TaskGroup  # ends read-only transactions after the reply (see tenant_transaction)
+    background: TaskGroup  # work after the reply: ending read-only transactions, embedding backfill
+    embedders: Embedders
+    sizes: TenantSizes
 
 
 @asynccontextmanager
@@ -34,7 +42,19 @@ async def open_state(settings: Settings, runtime_url: str) -> AsyncGenerator[App
         async with pool.acquire() as conn:
             await check_database(conn)
             caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=f"stdio:{getpass.getuser()}")
-        async with anyio.create_task_group() as background:
-            yield AppState(pool=pool, caller=caller, settings=settings, background=background)
+        embedders = Embedders(settings)
+        log.info("embedding model: %s", describe(embedders.get(embedders.default)))
+        try:
+            async with anyio.create_task_group() as background:
+                yield AppState(
+                    pool=pool,
+                    caller=caller,
+                    settings=settings,
+                    background=background,
+                    embedders=embedders,
+                    sizes=TenantSizes(exact_max_rows=settings.memory_exact_max_rows),
+                )
+        finally:
+            await embedders.aclose()
     finally:
         await pool.close()

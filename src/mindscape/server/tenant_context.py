@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import anyio
@@ -25,16 +26,18 @@ SELECT set_config('role', 'mindscape_tenant', true),
        set_config('app.tenant_id', $1, true),
        set_config('app.principal', $2, true),
        set_config('statement_timeout', $3, true),
-       (SELECT status FROM mindscape.tenants WHERE id = $4) AS status
+       t.status, t.settings
+FROM (SELECT 1) one LEFT JOIN mindscape.tenants t ON t.id = $4
 """
 
 
 @dataclass(frozen=True)
 class TenantTx:
-    """An open tenant-scoped transaction: its connection and the tenant it is bound to."""
+    """An open tenant-scoped transaction: its connection, its tenant and that tenant's settings."""
 
     conn: Connection
     tenant_id: UUID
+    settings: dict[str, Any]
 
 
 @asynccontextmanager
@@ -67,7 +70,7 @@ async def tenant_transaction(
                 raise TenantUnavailable(
                     f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator"
                 )
-            yield TenantTx(conn=conn, tenant_id=caller.tenant_id)
+            yield TenantTx(conn=conn, tenant_id=caller.tenant_id, settings=context["settings"])
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await _end(conn, "ROLLBACK")

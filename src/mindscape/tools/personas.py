@@ -10,15 +10,21 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mindscape.embeddings.base import EmbeddingError
+from mindscape.memory.recall import recall
+from mindscape.models.memory import Memory
 from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
-from mindscape.queries import personas
-from mindscape.rendering import system_prompt
+from mindscape.queries import memories, personas
+from mindscape.queries.memories import Filters
+from mindscape.rendering import memories_block, system_prompt
 from mindscape.server.calls import agent_error, tenant_call
 from mindscape.server.state import AppState
+from mindscape.server.tenant_context import TenantTx
 from mindscape.settings import SLUG_PATTERN, is_slug
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
 MAX_TASK = 4000
+MAX_RECALL = 20
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
@@ -65,17 +71,71 @@ async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
     return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
 
 
-async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = None) -> str:
-    """Act as a persona: its instructions and traits as a system prompt, optionally with a task."""
+async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = None, recall: str | None = None) -> str:
+    """Act as a persona: its instructions and traits as a system prompt, optionally with a task.
+
+    `recall` (a number, 1-20) appends that many of the persona's memories: the best matches for
+    the task, or the most recent ones without a task.
+    """
     if not is_slug(slug):
         raise agent_error("prompt", f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
     if task is not None and len(task) > MAX_TASK:
         raise agent_error("prompt", f"task is longer than {MAX_TASK} characters; shorten it")
+    count = _recall_count(recall)
+    if count and task:
+        # Embedded before the transaction: a provider call must not hold a connection.
+        state = ctx.request_context.lifespan_context
+        vector = await _embed_or_none(state, task)
+    else:
+        vector = None
     async with tenant_call(ctx, read_only=True, kind="prompt") as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
-    if found is None:
-        raise agent_error("prompt", _not_found(slug))
-    return system_prompt(found, task)
+        if found is None:
+            raise agent_error("prompt", _not_found(slug))
+        recalled = await _persona_memories(ctx, tx, slug, task, count, vector) if count else []
+    text = system_prompt(found, task)
+    if recalled:
+        text += "\n\n" + memories_block(recalled, "What you remember:")
+    return text
+
+
+def _recall_count(recall: str | None) -> int:
+    if recall is None or recall.strip() == "":
+        return 0
+    if not recall.strip().isdigit() or not 0 <= int(recall) <= MAX_RECALL:
+        raise agent_error("prompt", f"recall must be a number of memories from 0 to {MAX_RECALL}, got {recall[:20]!r}")
+    return int(recall)
+
+
+async def _embed_or_none(state: AppState, text: str) -> list[float] | None:
+    try:
+        return (await state.embedders.get(state.embedders.model_for(state.caller.tenant_id)).embed([text]))[0]
+    except EmbeddingError:
+        return None  # keyword matches still come back
+
+
+async def _persona_memories(
+    ctx: Context[AppState], tx: TenantTx, slug: str, task: str | None, count: int, vector: list[float] | None
+) -> list[Memory]:
+    state = ctx.request_context.lifespan_context
+    filters = Filters(persona_id=await personas.id_by_slug(tx.conn, tenant_id=tx.tenant_id, slug=slug))
+    if not task:
+        return await memories.recent(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=count)
+    spec = state.embedders.observe(tx.tenant_id, tx.settings)
+    if spec != state.embedders.model_for(tx.tenant_id):
+        vector = None
+    result = await recall(
+        tx.conn,
+        tenant_id=tx.tenant_id,
+        query=task,
+        k=count,
+        filters=filters,
+        mode="hybrid",
+        spec=spec,
+        vector=vector,
+        sizes=state.sizes,
+    )
+    return list(result.memories)
 
 
 def register(server: MCPServer[AppState]) -> None:

@@ -1,0 +1,39 @@
+"""From settings to an embedder, and a one-line description of it for logs and `doctor`."""
+
+from __future__ import annotations
+
+from mindscape.embeddings.base import Embedder, ModelSpec
+from mindscape.embeddings.hashing import HashingEmbedder
+from mindscape.embeddings.openai_compat import OpenAIEmbedder
+from mindscape.settings import Settings
+
+
+def configured_spec(settings: Settings) -> ModelSpec:
+    """The model new embeddings are made with."""
+    return ModelSpec(settings.embedding_provider, settings.embedding_model, settings.embedding_dimensions)
+
+
+def make_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
+    """An embedder for `spec` (not necessarily the configured one), with the settings' endpoint and limits."""
+    if spec.provider == "hashing":
+        return HashingEmbedder(spec.model, spec.dimensions)
+    api_key = settings.embedding_api_key
+    return OpenAIEmbedder(
+        spec.model,
+        spec.dimensions,
+        base_url=settings.embedding_base_url,  # None: OpenAI's own API
+        api_key=api_key.get_secret_value() if api_key is not None else None,
+        timeout_s=settings.embedding_timeout_s,
+        max_retries=settings.embedding_max_retries,
+        batch_size=settings.embedding_batch_size,
+    )
+
+
+def describe(embedder: Embedder) -> str:
+    """E.g. `openai:text-embedding-3-small:1536 via https://api.openai.com/v1 (semantic)`."""
+    key = embedder.spec.key
+    if isinstance(embedder, OpenAIEmbedder):
+        return f"{key} via {embedder.base_url} (semantic)"
+    if embedder.semantic:
+        return f"{key} (semantic)"
+    return f"{key} (lexical: matches shared words and spellings, not meanings)"

@@ -1,0 +1,1 @@
+"""Semantic memory: embedding models per tenant, storing (remember) and finding (recall)."""

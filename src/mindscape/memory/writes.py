@@ -1,0 +1,122 @@
+"""Remember and backfill: nothing an agent stores is lost to an embedding provider outage.
+
+A memory is written even when its embedding fails; it is then "pending" for the tenant's
+model. Keyword recall finds it at once, and the next successful `remember` (in the background,
+after its reply) or `mindscape memory backfill` embeds the pending rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from mindscape.embeddings.base import EmbeddingError, ModelSpec
+from mindscape.errors import InvalidArgument, NotFound
+from mindscape.memory.models import Embedders
+from mindscape.models.memory import Remembered
+from mindscape.queries import memories, personas
+from mindscape.server.tenant_context import TenantTx
+
+log = logging.getLogger(__name__)
+BACKFILL_BATCH = 32
+
+OpenTx = Callable[[bool], AbstractAsyncContextManager[TenantTx]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A memory checked and embedded before its transaction opens."""
+
+    content: str
+    spec: ModelSpec
+    vector: list[float] | None
+    problem: str | None
+
+
+async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_bytes: int) -> Prepared:
+    size = len(content.encode("utf-8"))
+    if not content.strip():
+        raise InvalidArgument("content is empty; send the text to remember")
+    if size > max_bytes:
+        raise InvalidArgument(f"content is {size} bytes, over the {max_bytes}-byte limit; store a shorter text")
+    spec = embedders.model_for(tenant_id)
+    try:
+        vector = (await embedders.get(spec).embed([content]))[0]
+    except EmbeddingError as exc:
+        log.warning("embedding failed, memory stored as pending: %s", exc)
+        return Prepared(content, spec, None, str(exc))
+    return Prepared(content, spec, vector, None)
+
+
+async def persona_id(tx: TenantTx, slug: str | None) -> UUID | None:
+    if slug is None:
+        return None
+    found = await personas.id_by_slug(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+    if found is None:
+        raise NotFound(f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs")
+    return found
+
+
+async def store(
+    tx: TenantTx,
+    embedders: Embedders,
+    prepared: Prepared,
+    *,
+    persona: str | None,
+    kind: str,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_in_days: int | None,
+) -> Remembered:
+    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    memory_id, duplicate = await memories.insert(
+        tx.conn,
+        tenant_id=tx.tenant_id,
+        persona_id=await persona_id(tx, persona),
+        kind=kind,
+        content=prepared.content,
+        metadata=metadata,
+        importance=importance,
+        expires_at=expires_at,
+    )
+    active = embedders.observe(tx.tenant_id, tx.settings)
+    if prepared.vector is not None and prepared.spec == active:
+        await memories.store_embeddings(
+            tx.conn, tenant_id=tx.tenant_id, model=active.key, memory_ids=[memory_id], vectors=[prepared.vector]
+        )
+        ready = True
+    else:
+        ready = await memories.has_embedding(tx.conn, tenant_id=tx.tenant_id, model=active.key, memory_id=memory_id)
+    note = None
+    if not ready:
+        note = "stored; embedding is pending (provider unavailable), keyword recall finds it now"
+    return Remembered(id=memory_id, duplicate=duplicate, embedding="ready" if ready else "pending", note=note)
+
+
+async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, batch: int = BACKFILL_BATCH) -> int:
+    """Embed one batch of the tenant's pending memories; returns how many were embedded."""
+    async with open_tx(True) as tx:
+        todo = await memories.pending(tx.conn, tenant_id=tx.tenant_id, model=spec.key, limit=batch)
+    if not todo:
+        return 0
+    vectors = await embedders.get(spec).embed([content for _, content in todo])
+    async with open_tx(False) as tx:
+        await memories.store_embeddings(
+            tx.conn, tenant_id=tx.tenant_id, model=spec.key, memory_ids=[i for i, _ in todo], vectors=vectors
+        )
+    return len(todo)
+
+
+async def backfill_quietly(run: Callable[[], Awaitable[int]]) -> None:
+    """For the background: a failure is logged, never raised into the server's task group."""
+    try:
+        done = await run()
+        if done:
+            log.info("embedded %d pending memories", done)
+    except Exception:
+        log.warning("background backfill failed; `mindscape memory backfill` retries it", exc_info=True)

@@ -1,0 +1,312 @@
+"""Memory SQL: writes, candidate searches (vector and full text) and reads.
+
+Every search query shares the filter block below, whose parameters are always $1..$6:
+$1 tenant, $2 persona id, $3 kinds, $4 metadata containment, $5 since, $6 until.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pgvector import Vector
+
+from mindscape.database.pool import Connection
+from mindscape.models.memory import Memory
+
+
+@dataclass(frozen=True)
+class Filters:
+    persona_id: UUID | None = None
+    kinds: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def params(self, tenant_id: UUID) -> tuple[Any, ...]:
+        return (tenant_id, self.persona_id, self.kinds, self.metadata, self.since, self.until)
+
+
+FILTERS = """
+  AND ($2::uuid IS NULL OR m.persona_id = $2)
+  AND ($3::text[] IS NULL OR m.kind = ANY($3))
+  AND ($4::jsonb IS NULL OR m.metadata @> $4)
+  AND ($5::timestamptz IS NULL OR m.created_at >= $5)
+  AND ($6::timestamptz IS NULL OR m.created_at < $6)
+  AND (m.expires_at IS NULL OR m.expires_at > now())
+"""
+
+INSERT = """
+INSERT INTO mindscape.memories AS m
+    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT ON CONSTRAINT memories_dedup
+DO UPDATE SET expires_at = EXCLUDED.expires_at, updated_at = now()
+RETURNING m.id, (m.xmax = 0) AS created
+"""
+
+
+def content_hash(content: str) -> bytes:
+    return hashlib.sha256(content.encode("utf-8")).digest()
+
+
+async def insert(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    persona_id: UUID | None,
+    kind: str,
+    content: str,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_at: datetime | None,
+) -> tuple[UUID, bool]:
+    """(id, duplicate). Storing the same content for the same persona again renews its expiry only."""
+    row = await conn.fetchrow(
+        INSERT, tenant_id, persona_id, kind, content, content_hash(content), metadata, importance, expires_at
+    )
+    assert row is not None
+    return row["id"], not row["created"]
+
+
+INSERT_MANY = """
+INSERT INTO mindscape.memories
+    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, created_at)
+SELECT $1, r.persona_id, r.kind, r.content, r.sha, r.metadata, r.importance, NULL, coalesce(r.created_at, now())
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::real[], $8::timestamptz[])
+     AS r(persona_id, kind, content, sha, metadata, importance, created_at)
+ON CONFLICT ON CONSTRAINT memories_dedup DO NOTHING
+RETURNING id, content_sha256, persona_id
+"""
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    content: str
+    persona_id: UUID | None = None
+    kind: str = "note"
+    metadata: dict[str, Any] | None = None
+    importance: float | None = None
+    created_at: datetime | None = None
+
+
+async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMemory]) -> dict[int, UUID]:
+    """Insert a batch in one statement; returns {index in `rows`: new id} (duplicates are skipped).
+
+    `COPY` is refused on tables under row-level security, so bulk loads send arrays instead.
+    """
+    hashes = [content_hash(r.content) for r in rows]
+    inserted = await conn.fetch(
+        INSERT_MANY,
+        tenant_id,
+        [r.persona_id for r in rows],
+        [r.kind for r in rows],
+        [r.content for r in rows],
+        hashes,
+        [r.metadata or {} for r in rows],
+        [r.importance for r in rows],
+        [r.created_at for r in rows],
+    )
+    where = {(h, r.persona_id): i for i, (h, r) in enumerate(zip(hashes, rows, strict=True))}
+    return {where[(row["content_sha256"], row["persona_id"])]: row["id"] for row in inserted}
+
+
+STORE_EMBEDDINGS = """
+INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding)
+SELECT $1, $2, r.memory_id, r.embedding
+FROM unnest($3::uuid[], $4::vector[]) AS r(memory_id, embedding)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def store_embeddings(
+    conn: Connection, *, tenant_id: UUID, model: str, memory_ids: Sequence[UUID], vectors: Sequence[Sequence[float]]
+) -> None:
+    # Vector objects, not lists: asyncpg would read a list of lists as a 2-D array of numbers.
+    await conn.execute(STORE_EMBEDDINGS, tenant_id, model, list(memory_ids), [Vector(v) for v in vectors])
+
+
+HAS_EMBEDDING = """
+SELECT EXISTS (SELECT 1 FROM mindscape.memory_embeddings WHERE tenant_id = $1 AND model = $2 AND memory_id = $3)
+"""
+
+
+async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory_id: UUID) -> bool:
+    return bool(await conn.fetchval(HAS_EMBEDDING, tenant_id, model, memory_id))
+
+
+PENDING = """
+SELECT m.id, m.content FROM mindscape.memories m
+WHERE m.tenant_id = $1
+  AND NOT EXISTS (SELECT 1 FROM mindscape.memory_embeddings e
+                  WHERE e.tenant_id = m.tenant_id AND e.model = $2 AND e.memory_id = m.id)
+ORDER BY m.id
+LIMIT $3
+"""
+COUNT_PENDING = """
+SELECT count(*) FROM mindscape.memories m
+WHERE m.tenant_id = $1
+  AND NOT EXISTS (SELECT 1 FROM mindscape.memory_embeddings e
+                  WHERE e.tenant_id = m.tenant_id AND e.model = $2 AND e.memory_id = m.id)
+"""
+
+
+async def pending(conn: Connection, *, tenant_id: UUID, model: str, limit: int) -> list[tuple[UUID, str]]:
+    """Memories with no embedding for `model` yet, in a stable order (so batches resume)."""
+    return [(r["id"], r["content"]) for r in await conn.fetch(PENDING, tenant_id, model, limit)]
+
+
+async def count_pending(conn: Connection, *, tenant_id: UUID, model: str) -> int:
+    count: int = await conn.fetchval(COUNT_PENDING, tenant_id, model)
+    return count
+
+
+COUNT_EMBEDDED = """
+SELECT count(*) FROM (
+  SELECT 1 FROM mindscape.memory_embeddings WHERE tenant_id = $1 AND model = $2 LIMIT $3
+) capped
+"""
+
+
+async def count_embedded(conn: Connection, *, tenant_id: UUID, model: str, cap: int) -> int:
+    """How many of the tenant's memories have a `model` embedding, counting at most `cap`."""
+    count: int = await conn.fetchval(COUNT_EMBEDDED, tenant_id, model, cap)
+    return count
+
+
+# Exact: ordering by the bare column cannot use the per-model HNSW index (built on a cast), so
+# the tenant's rows are scanned through the primary key and every match is ranked exactly.
+SEMANTIC_EXACT = (
+    """
+SELECT e.memory_id, e.embedding <=> $8 AS distance
+FROM mindscape.memory_embeddings e
+JOIN mindscape.memories m ON m.tenant_id = e.tenant_id AND m.id = e.memory_id
+WHERE e.tenant_id = $1 AND e.model = $7
+"""
+    + FILTERS
+    + """
+ORDER BY e.embedding <=> $8
+LIMIT $9
+"""
+)
+
+# Approximate: the per-model partial HNSW index, scanned iteratively until enough of this
+# tenant's rows turn up, then re-sorted (relaxed order). Other filters apply after the join,
+# so the caller asks for extra candidates and falls back to the exact query when short.
+# {dims} is a validated integer type modifier, not a value: it must match the index expression.
+SEMANTIC_HNSW_TEMPLATE = """
+SELECT c.memory_id, c.distance FROM (
+  SELECT e.memory_id, e.embedding::vector({dims}) <=> $8::vector({dims}) AS distance
+  FROM mindscape.memory_embeddings e
+  WHERE e.tenant_id = $1 AND e.model = $7
+  ORDER BY e.embedding::vector({dims}) <=> $8::vector({dims})
+  LIMIT $9
+) c
+JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = c.memory_id
+WHERE true {filters}
+ORDER BY c.distance
+"""
+
+HNSW_SETTINGS = """
+SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+       set_config('hnsw.ef_search', $1, true),
+       set_config('plan_cache_mode', 'force_custom_plan', true)
+"""
+
+
+def semantic_hnsw_sql(dims: int) -> str:
+    if not isinstance(dims, int) or not 1 <= dims <= 2000:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ValueError(f"bad vector dimensions {dims!r}")
+    return SEMANTIC_HNSW_TEMPLATE.format(dims=dims, filters=FILTERS)
+
+
+async def semantic_candidates(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    model: str,
+    dims: int,
+    vector: Sequence[float],
+    filters: Filters,
+    limit: int,
+    exact: bool,
+    ef_search: int = 100,
+) -> list[tuple[UUID, float]]:
+    """Up to `limit` (id, cosine distance) pairs, nearest first."""
+    params = (*filters.params(tenant_id), model, list(vector), limit)
+    if exact:
+        rows = await conn.fetch(SEMANTIC_EXACT, *params)
+    else:
+        # force_custom_plan lets the planner see the model value and match the partial index.
+        await conn.execute(HNSW_SETTINGS, str(max(ef_search, limit)))
+        rows = await conn.fetch(semantic_hnsw_sql(dims), *params)
+    return [(r["memory_id"], float(r["distance"])) for r in rows]
+
+
+# websearch syntax ("quoted phrases", -excluded), but any word may match (OR): recall should
+# find a memory sharing some of the words; ts_rank_cd ranks those sharing more of them first.
+KEYWORD = (
+    """
+SELECT m.id, ts_rank_cd(m.search, q) AS rank
+FROM mindscape.memories m,
+     CAST(replace(websearch_to_tsquery('english', $7)::text, ' & ', ' | ') AS tsquery) AS q
+WHERE m.tenant_id = $1 AND m.search @@ q
+"""
+    + FILTERS
+    + """
+ORDER BY rank DESC, m.created_at DESC
+LIMIT $8
+"""
+)
+
+
+async def keyword_candidates(
+    conn: Connection, *, tenant_id: UUID, query: str, filters: Filters, limit: int
+) -> list[tuple[UUID, float]]:
+    rows = await conn.fetch(KEYWORD, *filters.params(tenant_id), query, limit)
+    return [(r["id"], float(r["rank"])) for r in rows]
+
+
+_MEMORY_COLUMNS = """
+SELECT m.id, m.content, m.kind, p.slug AS persona, m.metadata, m.importance, m.created_at, m.expires_at
+FROM mindscape.memories m
+LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
+"""
+FETCH = _MEMORY_COLUMNS + "WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])"
+GET = _MEMORY_COLUMNS + "WHERE m.tenant_id = $1 AND m.id = $2 AND (m.expires_at IS NULL OR m.expires_at > now())"
+RECENT = (
+    _MEMORY_COLUMNS
+    + "WHERE m.tenant_id = $1"
+    + FILTERS
+    + """
+ORDER BY m.created_at DESC
+LIMIT $7
+"""
+)
+
+
+async def fetch(conn: Connection, *, tenant_id: UUID, ids: Sequence[UUID]) -> dict[UUID, Memory]:
+    rows = await conn.fetch(FETCH, tenant_id, list(ids))
+    return {r["id"]: Memory.model_validate(dict(r)) for r in rows}
+
+
+async def get(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> Memory | None:
+    row = await conn.fetchrow(GET, tenant_id, memory_id)
+    return Memory.model_validate(dict(row)) if row else None
+
+
+async def recent(conn: Connection, *, tenant_id: UUID, filters: Filters, limit: int) -> list[Memory]:
+    rows = await conn.fetch(RECENT, *filters.params(tenant_id), limit)
+    return [Memory.model_validate(dict(r)) for r in rows]
+
+
+DELETE = "DELETE FROM mindscape.memories WHERE tenant_id = $1 AND id = $2"
+
+
+async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> bool:
+    """Delete one memory and (by cascade) its embeddings; False when there is no such memory."""
+    return await conn.execute(DELETE, tenant_id, memory_id) == "DELETE 1"
