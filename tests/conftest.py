@@ -27,6 +27,7 @@ from mindscape.server.app import build_server
 from mindscape.server.identity import Caller
 from mindscape.server.state import open_state
 from mindscape.settings import Settings
+from tests.openai_stub import stub as stub  # the fixture, for every test module
 
 # Keep a developer's own configuration out of the tests.
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:

@@ -54,7 +54,7 @@ def upgrade() -> None:
         # Computed by the writer (sha256 of the UTF-8 content): convert_to() is not immutable.
         sa.Column("content_sha256", pg.BYTEA(), nullable=False),
         sa.Column("metadata", pg.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("importance", sa.REAL(), nullable=True),
+        sa.Column("importance", sa.Float(precision=24), nullable=True),  # real
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
@@ -94,7 +94,8 @@ def upgrade() -> None:
             CONSTRAINT memory_embeddings_pkey PRIMARY KEY (tenant_id, model, memory_id),
             CONSTRAINT memory_embeddings_memory_fkey FOREIGN KEY (tenant_id, memory_id)
                 REFERENCES mindscape.memories (tenant_id, id) ON DELETE CASCADE,
-            CONSTRAINT memory_embeddings_model_key CHECK (model ~ '^(hashing|openai):[A-Za-z0-9._/:@-]{1,100}:[0-9]{1,4}$'),
+            CONSTRAINT memory_embeddings_model_key
+                CHECK (model ~ '^(hashing|openai):[A-Za-z0-9._/:@-]{1,100}:[0-9]{1,4}$'),
             CONSTRAINT memory_embeddings_dims CHECK (vector_dims(embedding) = split_part(model, ':', -1)::int)
         )
     """)

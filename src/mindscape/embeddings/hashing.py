@@ -20,8 +20,9 @@ e_0 = (1, 0, ..., 0) instead of a zero vector, which could not be normalised or 
 
 The output depends only on the text, the model name and `dimensions`: the same in every process
 and on every machine (BLAKE2b, not Python's randomised hash()), assuming the same Unicode version
-for lowercasing and NFKC. Changing anything in this algorithm changes stored vectors: give the
-result a new model name instead of editing "mindscape-hash-v1".
+for lowercasing and NFKC; another platform's libm may change ln() in the last bit, nothing more.
+Changing anything in this algorithm changes stored vectors: give the result a new model name
+instead of editing "mindscape-hash-v1".
 """
 
 from __future__ import annotations

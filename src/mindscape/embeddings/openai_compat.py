@@ -103,7 +103,7 @@ class OpenAIEmbedder:
                 )
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                if status < 500:
+                if status != 429 and status < 500:
                     raise EmbeddingError(self._refused(status, exc.body)) from None
                 reason, retry_after = f"HTTP {status}", _retry_after(exc.response.headers)
             except openai.APITimeoutError:
