@@ -211,10 +211,14 @@ WHERE true {filters}
 ORDER BY c.distance
 """
 
+# enable_sort=off: the index's own order is the point of this path, so the planner must not
+# prefer sorting the tenant's rows itself (it does for smaller tenants); the outer re-sort of a
+# few rows is disabled for every plan alike.
 HNSW_SETTINGS = """
 SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('hnsw.ef_search', $1, true),
-       set_config('plan_cache_mode', 'force_custom_plan', true)
+       set_config('plan_cache_mode', 'force_custom_plan', true),
+       set_config('enable_sort', 'off', true)
 """
 
 
@@ -310,3 +314,29 @@ DELETE = "DELETE FROM mindscape.memories WHERE tenant_id = $1 AND id = $2"
 async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> bool:
     """Delete one memory and (by cascade) its embeddings; False when there is no such memory."""
     return await conn.execute(DELETE, tenant_id, memory_id) == "DELETE 1"
+
+
+# Bulk import (mindscape memory import): the checks it makes before writing anything.
+
+PERSONA_IDS = """
+SELECT slug, id FROM mindscape.personas
+WHERE tenant_id = $1 AND slug = ANY($2::text[]) AND deleted_at IS NULL
+"""
+
+
+async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> dict[str, UUID]:
+    """Slug -> id for those of `slugs` that name a live persona; one query for a whole file."""
+    rows = await conn.fetch(PERSONA_IDS, tenant_id, list(slugs))
+    return {r["slug"]: r["id"] for r in rows}
+
+
+EXISTING = """
+SELECT persona_id, content_sha256 FROM mindscape.memories
+WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[])
+"""
+
+
+async def existing(conn: Connection, *, tenant_id: UUID, hashes: Sequence[bytes]) -> set[tuple[UUID | None, bytes]]:
+    """(persona id, content hash) of the stored memories among `hashes`: what an insert would skip as duplicates."""
+    rows = await conn.fetch(EXISTING, tenant_id, list(hashes))
+    return {(r["persona_id"], r["content_sha256"]) for r in rows}
