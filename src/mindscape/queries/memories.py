@@ -127,7 +127,7 @@ async def store_embeddings(
     conn: Connection, *, tenant_id: UUID, model: str, memory_ids: Sequence[UUID], vectors: Sequence[Sequence[float]]
 ) -> None:
     # Vector objects, not lists: asyncpg would read a list of lists as a 2-D array of numbers.
-    await conn.execute(STORE_EMBEDDINGS, tenant_id, model, list(memory_ids), [Vector(v) for v in vectors])
+    await conn.execute(STORE_EMBEDDINGS, tenant_id, model, list(memory_ids), [Vector(list(v)) for v in vectors])
 
 
 HAS_EMBEDDING = """

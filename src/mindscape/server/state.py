@@ -43,7 +43,9 @@ async def open_state(settings: Settings, runtime_url: str) -> AsyncGenerator[App
             await check_database(conn)
             caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=f"stdio:{getpass.getuser()}")
         embedders = Embedders(settings)
-        log.info("embedding model: %s", describe(embedders.get(embedders.default)))
+        default = embedders.get(embedders.default)
+        # WARNING, not INFO: an operator must notice that recall is word-based, not semantic.
+        log.log(logging.INFO if default.semantic else logging.WARNING, "embedding model: %s", describe(default))
         try:
             async with anyio.create_task_group() as background:
                 yield AppState(
