@@ -84,6 +84,19 @@ OTHER_PERSONAS = [
 ]
 
 
+DEMO_MEMORIES: list[dict[str, Any]] = [
+    {"content": "Ana (ana@example.com) prefers email over phone calls", "persona": "basil", "kind": "preference"},
+    {
+        "content": "Ana's invoice #1042 was paid twice; refund approved on 3 Nov",
+        "persona": "basil",
+        "kind": "event",
+        "metadata": {"customer": "ana"},
+    },
+    {"content": "Invoices are issued on the first business day of each month", "kind": "fact"},
+    {"content": "Quarterly report drafts are due two weeks before the board meeting", "persona": "ada", "kind": "fact"},
+]
+
+
 async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
     try:
         await admin.create_tenant(targets, slug=slug, name=name)
@@ -154,6 +167,18 @@ async def run_demo(settings: Settings, console: Console) -> None:
         await d.tool("get_persona", {"slug": "nobody"})
         await d.tool("get_persona", {"slug": "Not A Slug!"})
         demo_ada = await client.call_tool("get_persona", {"slug": "ada"})
+        for memory in DEMO_MEMORIES:
+            await d.tool("remember", memory)
+        await d.tool("recall", {"query": "does Ana prefer email or phone?", "k": 3})
+        await d.tool("recall", {"query": "invoice", "mode": "keyword", "kinds": ["fact"]})
+        console.print("\n[bold cyan]→ prompts/get[/bold cyan] persona {slug: basil, task: ..., recall: 2}")
+        prompt = await client.get_prompt(
+            "persona", {"slug": "basil", "task": "Reply to Ana about her invoice", "recall": "2"}
+        )
+        for message in prompt.messages:
+            if isinstance(message.content, TextContent):
+                console.print(message.content.text, highlight=False, markup=False)
+        await d.tool("remember", {"content": ""})
 
     console.print(f"\n[bold]Isolation check: serving tenant {OTHER_TENANT!r}[/bold]")
     async with Client(_server(targets, OTHER_TENANT)) as client:
@@ -161,17 +186,20 @@ async def run_demo(settings: Settings, console: Console) -> None:
         listed = await d.tool("list_personas", {})
         foreign = await d.tool("get_persona", {"slug": "basil"})
         other_ada = await d.tool("get_persona", {"slug": "ada"})
+        foreign_memories = await d.tool("recall", {"query": "Ana prefers email invoice"})
     seen: set[str] = {p["slug"] for p in _data(listed)["personas"]}
     problems: list[str] = []
     if seen != {p.slug for p in OTHER_PERSONAS}:
         problems.append(f"{OTHER_TENANT} listed {sorted(seen)}")
     if not foreign.is_error:
         problems.append(f"{OTHER_TENANT} could read basil")
+    if _data(foreign_memories)["memories"]:
+        problems.append(f"{OTHER_TENANT} recalled {DEMO_TENANT}'s memories")
     if _data(other_ada).get("name") == _data(demo_ada).get("name"):
         problems.append(f"{OTHER_TENANT} got {DEMO_TENANT}'s ada")
     if problems:
         raise MindscapeError("isolation check FAILED: " + "; ".join(problems))
     console.print(
-        f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas[/green] "
+        f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas or memories[/green] "
         f"(demo finished in {time.perf_counter() - started:.1f} s)"
     )
