@@ -1,7 +1,8 @@
-"""The `mindscape` command: serve, demo, and operator tasks (database, tenants, personas).
+"""The `mindscape` command: serve, demo, and operator tasks (database, tenants, personas, memories).
 
 Every command prints failures as one line on stderr and exits 1; stdout stays clean for
-`serve`, where it is the MCP wire.
+`serve`, where it is the MCP wire. Progress bars go to stderr, and only when it is a terminal;
+results go to stdout.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import anyio
 import asyncpg
 import typer
 from alembic.util import CommandError
+from rich import filesize
 from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from mindscape import admin
 from mindscape.database import migrate
 from mindscape.database.pool import connect
+from mindscape.embeddings.factory import configured_spec
 from mindscape.errors import InvalidArgument, MindscapeError
 from mindscape.importing import read_persona_file
-from mindscape.runtime import prepare
+from mindscape.runtime import ensure_vector_index, prepare
 from mindscape.settings import Settings, is_slug, load_settings
 
 app = typer.Typer(
@@ -39,7 +43,9 @@ tenant_app = typer.Typer(help="Tenants: create, list, disable, enable.", no_args
 persona_app = typer.Typer(help="Personas of one tenant: import, list.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
+memory_app = typer.Typer(help="Memories of one tenant: import, backfill, reembed.", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
+app.add_typer(memory_app, name="memory")
 
 out = Console()
 err = Console(stderr=True)
@@ -139,6 +145,8 @@ def db_upgrade(config: ConfigOption = None, revision: str = "head") -> None:
     async def main() -> None:
         targets = await prepare(settings, migrate_embedded=False)
         await _migrate(migrate.upgrade, targets.owner, revision)
+        # Which model is in use is configuration, so its index is not a migration.
+        await ensure_vector_index(targets.owner, configured_spec(settings))
 
     _run(main)
     out.print(f"schema upgraded to {revision}")
@@ -282,3 +290,143 @@ def _name(value: str) -> str:
     if not 1 <= len(value.strip()) <= 200:
         raise typer.BadParameter("a name is 1 to 200 characters", param_hint="--name")
     return value.strip()
+
+
+class _Count(ProgressColumn):
+    """Done/total: memories, or file sizes for tasks added with `bytes=True`."""
+
+    def render(self, task: Task) -> Text:
+        done, total = int(task.completed), int(task.total or 0)
+        if task.fields.get("bytes"):
+            return Text(f"{filesize.decimal(done)}/{filesize.decimal(total)}", style="progress.download")
+        return Text(f"{done}/{total}", style="progress.download")
+
+
+def _progress() -> Progress:
+    """A progress bar on stderr; off when stderr is not a terminal (a log has no use for one)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _Count(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )
+
+
+def _interruptible(main: Callable[[], Awaitable[T]], interrupted: str) -> T:
+    """`_run`, with Ctrl-C reported in one line (`interrupted`) instead of a traceback."""
+    try:
+        return _run(main)
+    except KeyboardInterrupt:
+        err.print(Text.assemble(("interrupted:", "red"), " ", interrupted), soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+BatchOption = Annotated[int, typer.Option("--batch", min=1, max=10_000, help="Memories per batch.")]
+
+
+@memory_app.command("import")
+def memory_import(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file: one memory (a JSON object) per line.")],
+    tenant: TenantOption,
+    batch: BatchOption = 1000,
+    config: ConfigOption = None,
+) -> None:
+    """Import memories, all or nothing; a file with any problem is refused with every problem listed by line.
+
+    Each line: {"content": "...", "persona": "slug", "kind": "fact|event|preference|instruction|note",
+    "metadata": {...}, "created_at": "2024-05-01T09:30:00Z", "importance": 0.5, "embedding": [...]}; only
+    content is required. created_at needs a timezone. embedding must have the tenant model's dimensions;
+    lines without one are embedded by the provider (or left pending if it fails).
+    """
+    from mindscape.memory.bulk_import import import_memories
+
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        with _progress() as progress:
+            report = await import_memories(
+                settings, targets, tenant_slug=tenant, path=file, batch=batch, progress=progress
+            )
+        out.print(
+            Text(
+                f"imported {report.imported} memories into {tenant}: {report.duplicates} duplicate(s) skipped, "
+                f"{report.from_file} embedded from the file, {report.by_provider} embedded by the provider, "
+                f"{report.pending} pending ({report.model})"
+            ),
+            soft_wrap=True,
+        )
+        if report.provider_error is not None and report.pending:
+            out.print(
+                Text(
+                    f"the provider failed ({report.provider_error}); keyword recall finds the pending memories now, "
+                    f"`mindscape memory backfill --tenant {tenant}` embeds them"
+                ),
+                soft_wrap=True,
+            )
+
+    _interruptible(main, "the import is one transaction, so nothing was written")
+
+
+@memory_app.command("backfill")
+def memory_backfill(tenant: TenantOption, batch: BatchOption = 64, config: ConfigOption = None) -> None:
+    """Embed the tenant's memories that lack an embedding for its model (stored while the provider failed)."""
+    from mindscape.memory.reembed import backfill
+
+    settings = _settings(config)
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        with _progress() as progress:
+            report = await backfill(settings, targets, tenant_slug=tenant, batch=batch, progress=progress)
+        out.print(
+            Text(f"embedded {report.embedded} pending memories of {tenant} with {report.model}; none left"),
+            soft_wrap=True,
+        )
+
+    _interruptible(main, "the batches stored so far are kept; run the same command again to continue")
+
+
+@memory_app.command("reembed")
+def memory_reembed(
+    tenant: TenantOption,
+    model: Annotated[str, typer.Option("--model", help="Model name to embed with.", show_default=False)],
+    provider: Annotated[
+        Literal["hashing", "openai"] | None,
+        typer.Option("--provider", help="Embedding provider [default: the configured one]", show_default=False),
+    ] = None,
+    dimensions: Annotated[
+        int | None,
+        typer.Option(
+            "--dimensions", min=16, max=2000, help="Vector size [default: the configured one]", show_default=False
+        ),
+    ] = None,
+    batch: BatchOption = 64,
+    config: ConfigOption = None,
+) -> None:
+    """Embed every memory with another model, then switch the tenant to it.
+
+    Recall keeps using the current model until every memory has the new one's embedding. Resumable:
+    after Ctrl-C or a provider failure, the same command continues with the memories still missing.
+    """
+    from mindscape.memory.reembed import reembed, target_spec
+
+    settings = _settings(config)
+
+    async def main() -> None:
+        target = target_spec(settings, model=model, provider=provider, dimensions=dimensions)
+        targets = await prepare(settings)
+        with _progress() as progress:
+            report = await reembed(settings, targets, tenant_slug=tenant, target=target, batch=batch, progress=progress)
+        lines = [f"embedded {report.embedded} memories of {tenant} with {report.target}"]
+        if report.index_built:
+            lines.insert(0, f"built the HNSW index for {report.target}")
+        if report.switched:
+            lines.append(f"switched {tenant} from {report.previous} to {report.target}")
+        else:
+            lines.append(f"{tenant} already uses {report.target}: nothing to switch")
+        out.print(Text("\n".join(lines)), soft_wrap=True)
+
+    _interruptible(main, "the batches stored so far are kept; run the same command again to continue")

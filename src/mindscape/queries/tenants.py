@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from mindscape.database.pool import Connection
 from mindscape.models.tenant import Tenant
 
@@ -34,4 +36,19 @@ async def create(conn: Connection, *, slug: str, name: str) -> Tenant | None:
 
 async def set_status(conn: Connection, *, slug: str, status: str) -> Tenant | None:
     row = await conn.fetchrow(SET_STATUS, slug, status)
+    return Tenant.model_validate(dict(row)) if row else None
+
+
+# Owner connection only: tenants cannot change their own settings.
+SET_SETTING = f"""
+UPDATE mindscape.tenants
+SET settings = jsonb_set(settings, ARRAY[$2::text], to_jsonb($3::text)), updated_at = now()
+WHERE id = $1
+RETURNING {_COLUMNS}
+"""
+
+
+async def set_setting(conn: Connection, *, tenant_id: UUID, key: str, value: str) -> Tenant | None:
+    """Set one text value in the tenant's `settings` object, keeping the other keys."""
+    row = await conn.fetchrow(SET_SETTING, tenant_id, key, value)
     return Tenant.model_validate(dict(row)) if row else None
