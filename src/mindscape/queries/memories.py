@@ -111,7 +111,9 @@ async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMe
         [r.importance for r in rows],
         [r.created_at for r in rows],
     )
-    where = {(h, r.persona_id): i for i, (h, r) in enumerate(zip(hashes, rows, strict=True))}
+    where: dict[tuple[bytes, UUID | None], int] = {}
+    for i, (h, r) in enumerate(zip(hashes, rows, strict=True)):
+        where.setdefault((h, r.persona_id), i)  # a repeat within the batch is the duplicate, not the first
     return {where[(row["content_sha256"], row["persona_id"])]: row["id"] for row in inserted}
 
 
