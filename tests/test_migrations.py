@@ -33,6 +33,11 @@ POLICIES = {
     ("personas", "personas_tenant"),
     ("memories", "memories_tenant"),
     ("memory_embeddings", "memory_embeddings_tenant"),
+    ("campaigns", "campaigns_tenant"),
+    ("campaign_personas", "campaign_personas_tenant"),
+    ("tasks", "tasks_tenant"),
+    ("audit_events", "audit_events_read"),
+    ("audit_events", "audit_events_append"),
 }
 
 
@@ -115,9 +120,13 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
         )
         vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     assert [(t["relname"], t["relrowsecurity"], t["relforcerowsecurity"], t["owner"]) for t in tables] == [
+        ("audit_events", True, True, "mindscape_owner"),
+        ("campaign_personas", True, True, "mindscape_owner"),
+        ("campaigns", True, True, "mindscape_owner"),
         ("memories", True, True, "mindscape_owner"),
         ("memory_embeddings", True, True, "mindscape_owner"),
         ("personas", True, True, "mindscape_owner"),
+        ("tasks", True, True, "mindscape_owner"),
         ("tenants", True, True, "mindscape_owner"),
     ]
     assert {(p["tablename"], p["policyname"]) for p in policies} == POLICIES

@@ -35,7 +35,22 @@ async def test_stdio_subprocess_end_to_end(world: World) -> None:
         ada = await client.call_tool("get_persona", {"slug": "ada"})
         foreign = await client.call_tool("get_persona", {"slug": "zed"})
         listed = await client.call_tool("list_personas", {"tags": ["support"]})
-    assert tools == ["forget", "get_persona", "list_personas", "recall", "remember"]
+    assert tools == [
+        "claim_next_task",
+        "create_campaign",
+        "create_task",
+        "forget",
+        "get_campaign",
+        "get_persona",
+        "get_task",
+        "list_campaigns",
+        "list_personas",
+        "list_tasks",
+        "recall",
+        "remember",
+        "update_campaign",
+        "update_task",
+    ]
     assert ada.structured_content is not None
     assert ada.structured_content["name"] == "Ada Analyst"
     assert foreign.is_error
@@ -146,7 +161,22 @@ def test_mcp_inspector_lists_and_calls_over_stdio(world: World, repo_root: Path)
     listed = run("--method", "tools/list", "--strict")
     assert listed.returncode == 0, listed.stderr
     names = sorted(t["name"] for t in json.loads(listed.stdout)["result"]["tools"])
-    assert names == ["forget", "get_persona", "list_personas", "recall", "remember"]
+    assert names == [
+        "claim_next_task",
+        "create_campaign",
+        "create_task",
+        "forget",
+        "get_campaign",
+        "get_persona",
+        "get_task",
+        "list_campaigns",
+        "list_personas",
+        "list_tasks",
+        "recall",
+        "remember",
+        "update_campaign",
+        "update_task",
+    ]
 
     called = run("--method", "tools/call", "--tool-name", "get_persona", "--tool-arg", "slug=ada")
     assert called.returncode == 0, called.stderr

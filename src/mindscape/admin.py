@@ -17,7 +17,7 @@ from mindscape.database.urls import Targets
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.persona import PersonaIn, PersonaSummary
 from mindscape.models.tenant import Tenant
-from mindscape.queries import personas, tenants
+from mindscape.queries import audit, personas, tenants
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.server.tenant_context import tenant_transaction
 from mindscape.settings import Settings
@@ -77,8 +77,20 @@ async def import_personas(
         operator_session(settings, targets, tenant_slug) as (pool, caller),
         tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=settings.statement_timeout_ms) as tx,
     ):
+        changed: list[str] = []
         for item in items:
-            outcomes[await personas.upsert(tx.conn, tenant_id=tx.tenant_id, persona=item)] += 1
+            outcome = await personas.upsert(tx.conn, tenant_id=tx.tenant_id, persona=item)
+            outcomes[outcome] += 1
+            if outcome != "unchanged":
+                changed.append(item.slug)
+        await audit.record(
+            tx.conn,
+            tenant_id=tx.tenant_id,
+            tool="persona_import",
+            target_ids=changed,
+            outcome="imported",
+            detail=dict(outcomes),
+        )
     return outcomes
 
 

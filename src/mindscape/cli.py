@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mindscape import admin
+from mindscape.cli_audit import audit_app
 from mindscape.database import migrate
 from mindscape.database.pool import connect
 from mindscape.embeddings.factory import configured_spec
@@ -46,6 +47,7 @@ app.add_typer(tenant_app, name="tenant")
 memory_app = typer.Typer(help="Memories of one tenant: import, backfill, reembed.", no_args_is_help=True)
 app.add_typer(persona_app, name="persona")
 app.add_typer(memory_app, name="memory")
+app.add_typer(audit_app, name="audit")
 
 out = Console()
 err = Console(stderr=True)

@@ -18,7 +18,7 @@ from mindscape.errors import InvalidArgument
 from mindscape.memory import writes
 from mindscape.memory.recall import recall as run_recall
 from mindscape.models.memory import Forgotten, Kind, Metadata, Mode, Recall, Remembered
-from mindscape.queries import memories
+from mindscape.queries import audit, memories
 from mindscape.queries.memories import Filters
 from mindscape.rendering import memories_block
 from mindscape.server.calls import tenant_call
@@ -64,18 +64,26 @@ async def remember(
             importance=importance,
             expires_in_days=expires_in_days,
         )
+        await audit.record(
+            tx.conn,
+            tenant_id=tx.tenant_id,
+            tool="remember",
+            target_ids=[result.id],
+            outcome="duplicate" if result.duplicate else "created",
+        )
     if prepared.vector is not None:  # the provider works again: embed what is pending, after the reply
-        state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx, prepared))
+        state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx))
     return result
 
 
-async def _backfill(ctx: Context[AppState], prepared: writes.Prepared) -> int:
+async def _backfill(ctx: Context[AppState]) -> int:
     state = ctx.request_context.lifespan_context
 
     def open_tx(read_only: bool) -> AbstractAsyncContextManager[TenantTx]:
         return tenant_call(ctx, read_only=read_only)
 
-    return await writes.backfill(open_tx, state.embedders, prepared.spec)
+    # The model the tenant uses now (store() just observed it), not the one this call embedded with.
+    return await writes.backfill(open_tx, state.embedders, state.embedders.model_for(state.caller.tenant_id))
 
 
 async def recall(
@@ -149,6 +157,10 @@ async def forget(
         raise ToolError(f"{id!r} is not a memory id (a UUID); recall shows the ids")
     async with tenant_call(ctx, read_only=False) as tx:
         deleted = await memories.delete(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
+        if deleted:
+            await audit.record(
+                tx.conn, tenant_id=tx.tenant_id, tool="forget", target_ids=[memory_id], outcome="deleted"
+            )
     if not deleted:
         raise ToolError(f"no memory with id {id} in this workspace (already forgotten?); recall shows the ids")
     return Forgotten(id=memory_id, forgotten=True)

@@ -1,0 +1,275 @@
+"""Campaign SQL, and the checks that task SQL shares with it (versions, transitions, cursors).
+
+Updates are guarded twice: Python checks the version and the transition against the row it
+read, and the UPDATE's WHERE repeats both, so a change committed in between makes the UPDATE
+match nothing instead of slipping through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Record
+
+from mindscape.database.pool import Connection
+from mindscape.errors import InvalidArgument, NotFound
+from mindscape.models.campaign import (
+    CAMPAIGN_TRANSITIONS,
+    Campaign,
+    CampaignPage,
+    CampaignSummary,
+    TaskCounts,
+)
+from mindscape.queries import cursor
+
+BAD_CURSOR = "cursor is not valid; repeat the call without `cursor` to start from the first page"
+
+
+def cursor_time(key: list[Any], index: int) -> datetime:
+    try:
+        return datetime.fromisoformat(cursor.key_str(key, index))
+    except ValueError as exc:
+        raise InvalidArgument(BAD_CURSOR) from exc
+
+
+def cursor_uuid(key: list[Any], index: int) -> UUID:
+    try:
+        return UUID(cursor.key_str(key, index))
+    except ValueError as exc:
+        raise InvalidArgument(BAD_CURSOR) from exc
+
+
+def campaign_not_found(campaign_id: UUID | str) -> NotFound:
+    return NotFound(f"no campaign with id {campaign_id} in this workspace; list_campaigns shows the ids")
+
+
+def persona_not_found(slug: str) -> NotFound:
+    return NotFound(f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs")
+
+
+def conflict(kind: str, item_id: UUID, *, current_version: int, status: str, expected: int) -> InvalidArgument:
+    """A stale expected_version: the message says what the row is now, in words and as JSON."""
+    facts = {"conflict": {"id": str(item_id), "current_version": current_version, "status": status}}
+    return InvalidArgument(
+        f"version conflict: {kind} {item_id} is at version {current_version} (status {status}), "
+        f"not {expected}: it changed since you read it. Re-read it with get_{kind}, then retry with "
+        f"expected_version={current_version}. {json.dumps(facts)}"
+    )
+
+
+def check_transition(kind: str, transitions: Mapping[str, Sequence[str]], current: str, target: str) -> None:
+    allowed = transitions[current]
+    if target in allowed:
+        return
+    if not allowed:
+        raise InvalidArgument(f"cannot move {kind} from {current} to {target}: {current} is final")
+    raise InvalidArgument(
+        f"cannot move {kind} from {current} to {target}; from {current} it can move to: {', '.join(allowed)}"
+    )
+
+
+def sources(transitions: Mapping[str, Sequence[str]], target: str) -> list[str]:
+    """The statuses a row may have for an update to `target` (the UPDATE's WHERE)."""
+    return [status for status, targets in transitions.items() if target in targets]
+
+
+PERSONA_IDS = """
+SELECT slug, id FROM mindscape.personas
+WHERE tenant_id = $1 AND slug = ANY($2::text[]) AND deleted_at IS NULL
+"""
+
+
+async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> list[UUID]:
+    """Ids of `slugs`, in order; the first unknown slug is a NotFound."""
+    found = {r["slug"]: r["id"] for r in await conn.fetch(PERSONA_IDS, tenant_id, list(slugs))}
+    for slug in slugs:
+        if slug not in found:
+            raise persona_not_found(slug)
+    return [found[slug] for slug in slugs]
+
+
+GET = """
+SELECT c.id, c.name, c.objective, c.status, c.starts_at, c.ends_at, c.metadata, c.version,
+       c.created_at, c.updated_at,
+       ARRAY(SELECT p.slug FROM mindscape.campaign_personas cp
+             JOIN mindscape.personas p ON p.tenant_id = cp.tenant_id AND p.id = cp.persona_id
+             WHERE cp.tenant_id = c.tenant_id AND cp.campaign_id = c.id AND p.deleted_at IS NULL
+             ORDER BY p.slug) AS personas,
+       (SELECT coalesce(jsonb_object_agg(n.status, n.count), '{}'::jsonb)
+        FROM (SELECT t.status, count(*) AS count FROM mindscape.tasks t
+              WHERE t.tenant_id = c.tenant_id AND t.campaign_id = c.id GROUP BY t.status) n) AS task_counts
+FROM mindscape.campaigns c
+WHERE c.tenant_id = $1 AND c.id = $2
+"""
+
+
+async def get(conn: Connection, *, tenant_id: UUID, campaign_id: UUID) -> Campaign | None:
+    row = await conn.fetchrow(GET, tenant_id, campaign_id)
+    if row is None:
+        return None
+    fields = dict(row)
+    fields["task_counts"] = TaskCounts.model_validate(row["task_counts"])
+    return Campaign.model_validate(fields)
+
+
+STATUS = "SELECT status FROM mindscape.campaigns WHERE tenant_id = $1 AND id = $2"
+
+
+async def status_of(conn: Connection, *, tenant_id: UUID, campaign_id: UUID) -> str:
+    """The campaign's status; an unknown id (or another tenant's) is a NotFound."""
+    status: str | None = await conn.fetchval(STATUS, tenant_id, campaign_id)
+    if status is None:
+        raise campaign_not_found(campaign_id)
+    return status
+
+
+INSERT = """
+INSERT INTO mindscape.campaigns (tenant_id, name, objective, status, starts_at, ends_at, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id
+"""
+
+ASSIGN = """
+INSERT INTO mindscape.campaign_personas (tenant_id, campaign_id, persona_id)
+SELECT $1, $2, unnest($3::uuid[])
+ON CONFLICT DO NOTHING
+"""
+UNASSIGN_ALL = "DELETE FROM mindscape.campaign_personas WHERE tenant_id = $1 AND campaign_id = $2"
+
+
+@dataclass(frozen=True)
+class NewCampaign:
+    name: str
+    objective: str
+    status: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    personas: Sequence[str]
+    metadata: dict[str, Any]
+
+
+def _check_period(starts_at: datetime | None, ends_at: datetime | None) -> None:
+    if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+        raise InvalidArgument(f"ends_at ({ends_at.isoformat()}) must be later than starts_at ({starts_at.isoformat()})")
+
+
+async def create(conn: Connection, *, tenant_id: UUID, new: NewCampaign) -> Campaign:
+    _check_period(new.starts_at, new.ends_at)
+    persona_list = await persona_ids(conn, tenant_id=tenant_id, slugs=new.personas)
+    campaign_id: UUID = await conn.fetchval(
+        INSERT, tenant_id, new.name, new.objective, new.status, new.starts_at, new.ends_at, new.metadata
+    )
+    if persona_list:
+        await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
+    created = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+    assert created is not None
+    return created
+
+
+LIST = """
+SELECT id, name, left(objective, 200) AS objective, status, starts_at, ends_at, version, created_at, updated_at
+FROM mindscape.campaigns
+WHERE tenant_id = $1
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $5
+"""
+
+
+async def list_page(
+    conn: Connection, *, tenant_id: UUID, status: str | None, limit: int, after: str | None
+) -> CampaignPage:
+    """Newest first; `after` is the cursor of the previous page."""
+    filters = {"tenant": str(tenant_id), "campaigns": True, "status": status}
+    key = cursor.decode(after, filters) if after else None
+    last_time = cursor_time(key, 0) if key else None
+    last_id = cursor_uuid(key, 1) if key else None
+    rows = await conn.fetch(LIST, tenant_id, status, last_time, last_id, limit + 1)
+    page = [CampaignSummary.model_validate(dict(r)) for r in rows[:limit]]
+    more = len(rows) > limit
+    return CampaignPage(campaigns=page, next_cursor=cursor.encode(_key(rows[limit - 1]), filters) if more else None)
+
+
+def _key(row: Record) -> list[Any]:
+    return [row["created_at"].isoformat(), str(row["id"])]
+
+
+CURRENT = "SELECT version, status FROM mindscape.campaigns WHERE tenant_id = $1 AND id = $2"
+
+UPDATE = """
+UPDATE mindscape.campaigns
+SET name = $5, objective = $6, status = $7, starts_at = $8, ends_at = $9, metadata = $10,
+    version = version + 1, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND version = $3 AND status = ANY($4::text[])
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class CampaignChanges:
+    """Fields to change; None leaves a field as it is, `clear` sets starts_at / ends_at to null."""
+
+    name: str | None = None
+    objective: str | None = None
+    status: str | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    personas: Sequence[str] | None = None
+    metadata: dict[str, Any] | None = None
+    clear: frozenset[str] = frozenset()
+
+
+async def update(
+    conn: Connection, *, tenant_id: UUID, campaign_id: UUID, expected_version: int, changes: CampaignChanges
+) -> tuple[Campaign, str]:
+    """Apply `changes` if the campaign is still at `expected_version`; returns it and its previous status."""
+    before = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+    if before is None:
+        raise campaign_not_found(campaign_id)
+    if before.version != expected_version:
+        raise conflict(
+            "campaign", campaign_id, current_version=before.version, status=before.status, expected=expected_version
+        )
+    status = changes.status or before.status
+    if status != before.status:
+        check_transition("campaign", CAMPAIGN_TRANSITIONS, before.status, status)
+        allowed_from = sources(CAMPAIGN_TRANSITIONS, status)
+    else:
+        allowed_from = [before.status]
+    starts_at = None if "starts_at" in changes.clear else changes.starts_at or before.starts_at
+    ends_at = None if "ends_at" in changes.clear else changes.ends_at or before.ends_at
+    _check_period(starts_at, ends_at)
+    persona_list = (
+        await persona_ids(conn, tenant_id=tenant_id, slugs=changes.personas) if changes.personas is not None else None
+    )
+    updated = await conn.fetchval(
+        UPDATE,
+        tenant_id,
+        campaign_id,
+        expected_version,
+        allowed_from,
+        changes.name if changes.name is not None else before.name,
+        changes.objective if changes.objective is not None else before.objective,
+        status,
+        starts_at,
+        ends_at,
+        changes.metadata if changes.metadata is not None else before.metadata,
+    )
+    if updated is None:  # changed by a transaction that committed after our read
+        now = await conn.fetchrow(CURRENT, tenant_id, campaign_id)
+        assert now is not None  # campaigns are never deleted
+        raise conflict(
+            "campaign", campaign_id, current_version=now["version"], status=now["status"], expected=expected_version
+        )
+    if persona_list is not None:
+        await conn.execute(UNASSIGN_ALL, tenant_id, campaign_id)
+        await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
+    after = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+    assert after is not None
+    return after, before.status

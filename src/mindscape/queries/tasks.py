@@ -1,0 +1,305 @@
+"""Task SQL: idempotent creation, listing, versioned updates and the claim.
+
+The claim locks the next claimable row with FOR UPDATE SKIP LOCKED, so concurrent claimers
+each take a different task instead of queueing behind one another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from asyncpg import Record
+
+from mindscape.database.pool import Connection
+from mindscape.errors import InvalidArgument, NotFound
+from mindscape.models.task import TASK_TRANSITIONS, Task, TaskPage, TaskSummary
+from mindscape.queries import campaigns, cursor
+from mindscape.queries.campaigns import check_transition, conflict, cursor_time, cursor_uuid, sources
+
+DEFAULT_LEASE_SECONDS = 300
+# Tasks are added while a campaign is being planned or worked on, not after it ended.
+OPEN_CAMPAIGN = ("draft", "active", "paused")
+
+
+def task_not_found(task_id: UUID | str, role: str = "task") -> NotFound:
+    return NotFound(f"no {role} with id {task_id} in this workspace; list_tasks shows the ids")
+
+
+_COLUMNS = """
+SELECT t.id, t.title, t.description, t.status, t.priority, t.campaign_id, p.slug AS persona, t.persona_id,
+       t.parent_id, t.due_at, t.input, t.result, t.idempotency_key, t.claimed_by, t.lease_expires_at,
+       t.attempts, t.version, t.created_at, t.updated_at
+FROM mindscape.tasks t
+LEFT JOIN mindscape.personas p ON p.tenant_id = t.tenant_id AND p.id = t.persona_id
+"""
+GET = _COLUMNS + "WHERE t.tenant_id = $1 AND t.id = $2"
+BY_KEY = _COLUMNS + "WHERE t.tenant_id = $1 AND t.idempotency_key = $2"
+
+
+async def _fetch(conn: Connection, statement: str, *args: Any) -> Task | None:
+    row = await conn.fetchrow(statement, *args)
+    return Task.model_validate(dict(row)) if row else None
+
+
+async def get(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> Task | None:
+    return await _fetch(conn, GET, tenant_id, task_id)
+
+
+async def persona_id(conn: Connection, *, tenant_id: UUID, slug: str | None) -> UUID | None:
+    if slug is None:
+        return None
+    return (await campaigns.persona_ids(conn, tenant_id=tenant_id, slugs=[slug]))[0]
+
+
+INSERT = """
+INSERT INTO mindscape.tasks
+    (tenant_id, campaign_id, persona_id, parent_id, title, description, priority, due_at, input, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+RETURNING id
+"""
+PARENT_CAMPAIGN = "SELECT campaign_id FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2"
+
+
+@dataclass(frozen=True)
+class NewTask:
+    title: str
+    description: str = ""
+    campaign_id: UUID | None = None
+    persona: str | None = None
+    parent_id: UUID | None = None
+    priority: int = 2
+    due_at: datetime | None = None
+    input: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Task, bool]:
+    """(task, duplicate). A known idempotency key returns the task it created, unchanged."""
+    if new.idempotency_key is not None:
+        # Before any check: a retry gets the original even if, say, its campaign has ended since.
+        existing = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key)
+        if existing is not None:
+            return existing, True
+    campaign_id = new.campaign_id
+    if new.parent_id is not None:
+        parent = await conn.fetchrow(PARENT_CAMPAIGN, tenant_id, new.parent_id)
+        if parent is None:
+            raise task_not_found(new.parent_id, "parent task")
+        if campaign_id is None:
+            campaign_id = parent["campaign_id"]  # a subtask belongs to its parent's campaign
+        elif parent["campaign_id"] != campaign_id:
+            raise InvalidArgument(
+                "a subtask belongs to its parent's campaign; omit `campaign` or pass the parent's campaign_id"
+            )
+    if campaign_id is not None:
+        status = await campaigns.status_of(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+        if status not in OPEN_CAMPAIGN:
+            raise InvalidArgument(
+                f"campaign {campaign_id} is {status}; tasks can be added only to draft, active or paused campaigns"
+            )
+    task_id: UUID | None = await conn.fetchval(
+        INSERT,
+        tenant_id,
+        campaign_id,
+        await persona_id(conn, tenant_id=tenant_id, slug=new.persona),
+        new.parent_id,
+        new.title,
+        new.description,
+        new.priority,
+        new.due_at,
+        new.input or {},
+        new.idempotency_key,
+    )
+    if task_id is None:
+        # A concurrent retry inserted the same key first; the conflict waited for its commit.
+        winner = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key)
+        assert winner is not None
+        return winner, True
+    created = await get(conn, tenant_id=tenant_id, task_id=task_id)
+    assert created is not None
+    return created, False
+
+
+LIST = """
+SELECT t.id, t.title, t.status, t.priority, t.campaign_id, p.slug AS persona, t.parent_id, t.due_at,
+       t.claimed_by, t.lease_expires_at, t.attempts, t.version, t.created_at, t.updated_at
+FROM mindscape.tasks t
+LEFT JOIN mindscape.personas p ON p.tenant_id = t.tenant_id AND p.id = t.persona_id
+WHERE t.tenant_id = $1
+  AND ($2::uuid IS NULL OR t.campaign_id = $2)
+  AND ($3::text IS NULL OR t.status = $3)
+  AND ($4::uuid IS NULL OR t.persona_id = $4)
+  AND ($5::timestamptz IS NULL OR t.due_at < $5)
+  AND ($6::uuid IS NULL OR t.parent_id = $6)
+  AND ($7::int IS NULL OR (t.priority, t.created_at, t.id) > ($7::smallint, $8::timestamptz, $9::uuid))
+ORDER BY t.priority, t.created_at, t.id
+LIMIT $10
+"""
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    campaign_id: UUID | None = None
+    status: str | None = None
+    persona_id: UUID | None = None
+    due_before: datetime | None = None
+    parent_id: UUID | None = None
+
+    def fingerprint(self, tenant_id: UUID) -> dict[str, Any]:
+        # The tenant is part of it: a cursor never carries over to another tenant.
+        return {"tenant": str(tenant_id), "tasks": True, **{k: str(v) for k, v in vars(self).items() if v is not None}}
+
+
+async def list_page(
+    conn: Connection, *, tenant_id: UUID, filters: TaskFilters, limit: int, after: str | None
+) -> TaskPage:
+    """Queue order (priority, then oldest); `after` is the cursor of the previous page."""
+    fingerprint = filters.fingerprint(tenant_id)
+    key = cursor.decode(after, fingerprint) if after else None
+    last = (int(cursor.key_float(key, 0)), cursor_time(key, 1), cursor_uuid(key, 2)) if key else (None, None, None)
+    f = filters
+    rows = await conn.fetch(
+        LIST, tenant_id, f.campaign_id, f.status, f.persona_id, f.due_before, f.parent_id, *last, limit + 1
+    )
+    page = [TaskSummary.model_validate(dict(r)) for r in rows[:limit]]
+    more = len(rows) > limit
+    return TaskPage(tasks=page, next_cursor=cursor.encode(_key(rows[limit - 1]), fingerprint) if more else None)
+
+
+def _key(row: Record) -> list[Any]:
+    return [row["priority"], row["created_at"].isoformat(), str(row["id"])]
+
+
+CURRENT = "SELECT version, status FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2"
+
+# Moving to in_progress (re)claims the task for the transaction's principal with a fresh lease;
+# leaving in_progress drops the lease; lease_seconds alone renews it while in progress.
+UPDATE = """
+UPDATE mindscape.tasks
+SET title = $5, description = $6, priority = $7, due_at = $8, persona_id = $9, result = $10, status = $11,
+    claimed_by = CASE WHEN $12 THEN current_setting('app.principal') ELSE claimed_by END,
+    lease_expires_at = CASE WHEN $11 <> 'in_progress' THEN NULL
+                            WHEN $13::int IS NOT NULL THEN now() + $13::int * interval '1 second'
+                            ELSE lease_expires_at END,
+    attempts = attempts + $14,
+    version = version + 1, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND version = $3 AND status = ANY($4::text[])
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class TaskChanges:
+    """Fields to change; None leaves a field as it is, `clear` sets due_at / persona to null."""
+
+    status: str | None = None
+    result: dict[str, Any] | None = None
+    title: str | None = None
+    description: str | None = None
+    priority: int | None = None
+    due_at: datetime | None = None
+    persona: str | None = None
+    lease_seconds: int | None = None
+    clear: frozenset[str] = frozenset()
+
+
+async def update(
+    conn: Connection, *, tenant_id: UUID, task_id: UUID, expected_version: int, changes: TaskChanges
+) -> tuple[Task, str]:
+    """Apply `changes` if the task is still at `expected_version`; returns it and its previous status."""
+    row = await conn.fetchrow(GET, tenant_id, task_id)
+    if row is None:
+        raise task_not_found(task_id)
+    before = Task.model_validate(dict(row))
+    if before.version != expected_version:
+        raise conflict("task", task_id, current_version=before.version, status=before.status, expected=expected_version)
+    status = changes.status or before.status
+    entering = status == "in_progress" and before.status != "in_progress"
+    if status != before.status:
+        check_transition("task", TASK_TRANSITIONS, before.status, status)
+        allowed_from = sources(TASK_TRANSITIONS, status)
+    else:
+        allowed_from = [before.status]
+    if changes.lease_seconds is not None and status != "in_progress":
+        raise InvalidArgument(f"lease_seconds applies only to a task in progress; this one would be {status}")
+    lease = changes.lease_seconds or (DEFAULT_LEASE_SECONDS if entering else None)
+    c = changes
+    if "persona" in c.clear:
+        new_persona = None
+    else:
+        new_persona = await persona_id(conn, tenant_id=tenant_id, slug=c.persona) or row["persona_id"]
+    updated = await conn.fetchval(
+        UPDATE,
+        tenant_id,
+        task_id,
+        expected_version,
+        allowed_from,
+        c.title if c.title is not None else before.title,
+        c.description if c.description is not None else before.description,
+        c.priority if c.priority is not None else before.priority,
+        None if "due_at" in c.clear else c.due_at or before.due_at,
+        new_persona,
+        c.result if c.result is not None else before.result,
+        status,
+        entering,
+        lease,
+        1 if entering and before.status == "pending" else 0,  # resuming a blocked task is not a new attempt
+    )
+    if updated is None:  # changed by a transaction that committed after our read
+        now = await conn.fetchrow(CURRENT, tenant_id, task_id)
+        assert now is not None  # tasks are never deleted
+        raise conflict("task", task_id, current_version=now["version"], status=now["status"], expected=expected_version)
+    after = await get(conn, tenant_id=tenant_id, task_id=task_id)
+    assert after is not None
+    return after, before.status
+
+
+CLAIM = """
+WITH next AS (
+  SELECT t.id, t.status AS previous_status
+  FROM mindscape.tasks t
+  WHERE t.tenant_id = $1
+    AND (t.status = 'pending' OR (t.status = 'in_progress' AND t.lease_expires_at < now()))
+    AND ($2::uuid IS NULL OR t.campaign_id = $2)
+    AND ($3::uuid IS NULL OR t.persona_id = $3)
+    AND (t.campaign_id IS NULL OR EXISTS (
+      SELECT 1 FROM mindscape.campaigns c
+      WHERE c.tenant_id = t.tenant_id AND c.id = t.campaign_id AND c.status = 'active'))
+  ORDER BY t.priority, t.created_at, t.id
+  LIMIT 1
+  FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE mindscape.tasks t
+SET status = 'in_progress', claimed_by = current_setting('app.principal'),
+    lease_expires_at = now() + $4::int * interval '1 second',
+    attempts = t.attempts + 1, version = t.version + 1, updated_at = now()
+FROM next
+WHERE t.tenant_id = $1 AND t.id = next.id
+RETURNING t.id, next.previous_status
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    task: Task
+    reclaimed: bool  # its previous holder's lease had expired
+
+
+async def claim(
+    conn: Connection, *, tenant_id: UUID, campaign_id: UUID | None, persona_id: UUID | None, lease_seconds: int
+) -> Claimed | None:
+    """Hand the next claimable task to the transaction's principal; None when there is none.
+
+    Claimable: pending, or in progress with an expired lease, and outside any campaign or in an
+    active one. Order: priority (0 first), then oldest.
+    """
+    row = await conn.fetchrow(CLAIM, tenant_id, campaign_id, persona_id, lease_seconds)
+    if row is None:
+        return None
+    task = await get(conn, tenant_id=tenant_id, task_id=row["id"])
+    assert task is not None
+    return Claimed(task=task, reclaimed=row["previous_status"] == "in_progress")
