@@ -2,8 +2,8 @@
 
 Everything runs as the runtime role `mindscape_app`, like the server. Queries here omit
 `WHERE tenant_id = ...` on purpose: row-level security alone must keep tenants apart.
-Item 16 (parent references) applies once tables with parents exist (campaigns, tasks);
-items 20 and 22 arrive with semantic memory and PgBouncer support.
+Item 16 (parent references) is tested in test_memory_isolation.py and test_work_isolation.py,
+item 20 in test_memory_isolation.py; item 22 arrives with PgBouncer support.
 """
 
 from __future__ import annotations
