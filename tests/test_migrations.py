@@ -38,6 +38,9 @@ POLICIES = {
     ("tasks", "tasks_tenant"),
     ("audit_events", "audit_events_read"),
     ("audit_events", "audit_events_append"),
+    ("api_keys", "api_keys_admin"),
+    ("api_keys", "api_keys_runtime_read"),
+    ("api_keys", "api_keys_runtime_touch"),
 }
 
 
@@ -120,6 +123,7 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
         )
         vector = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     assert [(t["relname"], t["relrowsecurity"], t["relforcerowsecurity"], t["owner"]) for t in tables] == [
+        ("api_keys", True, True, "mindscape_owner"),
         ("audit_events", True, True, "mindscape_owner"),
         ("campaign_personas", True, True, "mindscape_owner"),
         ("campaigns", True, True, "mindscape_owner"),

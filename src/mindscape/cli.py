@@ -26,6 +26,7 @@ from rich.text import Text
 
 from mindscape import admin
 from mindscape.cli_audit import audit_app
+from mindscape.cli_keys import key_app
 from mindscape.database import migrate
 from mindscape.database.pool import connect
 from mindscape.embeddings.factory import configured_spec
@@ -48,6 +49,7 @@ memory_app = typer.Typer(help="Memories of one tenant: import, backfill, reembed
 app.add_typer(persona_app, name="persona")
 app.add_typer(memory_app, name="memory")
 app.add_typer(audit_app, name="audit")
+app.add_typer(key_app, name="key")
 
 out = Console()
 err = Console(stderr=True)
@@ -100,11 +102,16 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
 @app.command()
 def serve(
     config: ConfigOption = None,
-    tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve (or MINDSCAPE_TENANT).")] = None,
-    transport: Annotated[Literal["stdio"], typer.Option(help="Transport.")] = "stdio",
+    tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve over stdio (or MINDSCAPE_TENANT).")] = None,
+    transport: Annotated[
+        Literal["stdio", "http"], typer.Option(help="stdio: one tenant. http: Streamable HTTP at /mcp, API keys.")
+    ] = "stdio",
+    host: Annotated[str, typer.Option(help="HTTP: address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP: port to listen on.")] = 8000,
 ) -> None:
-    """Serve MCP over stdio for one tenant."""
+    """Serve MCP over stdio for one tenant, or over HTTP for every tenant with an API key."""
     from mindscape.server.app import build_server
+    from mindscape.server.http import serve_http
     from mindscape.server.state import open_state
     from mindscape.server.stdio import serve_stdio
 
@@ -114,8 +121,11 @@ def serve(
         targets = await prepare(settings)
         # The state is opened before serving so that a bad tenant or database stops the
         # process with one line instead of failing the client's first request.
-        async with open_state(settings, targets.runtime) as state:
-            await serve_stdio(build_server(lambda: nullcontext(state)))
+        async with open_state(settings, targets.runtime, transport=transport) as state:
+            if transport == "http":
+                await serve_http(state, host=host, port=port)
+            else:
+                await serve_stdio(build_server(lambda: nullcontext(state)))
 
     _run(main)
 

@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=10, ge=1, le=100)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
+    # HTTP transport: DNS-rebinding protection is always on; these are the Host and Origin
+    # header values it lets through ("host:*" and "scheme://host:*" allow any port).
+    http_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        description="Host header values accepted by `serve --transport http`.",
+    )
+    http_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        description="Origin header values accepted by `serve --transport http` (requests without Origin pass).",
+    )
+
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     memory_exact_max_rows: int = Field(

@@ -8,6 +8,9 @@ from importlib.metadata import version
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, InputRequiredResult
@@ -27,11 +30,14 @@ INSTRUCTIONS = (
 
 
 class MindscapeServer(MCPServer[AppState]):
-    """MCPServer with argument errors rewritten for agents (see server.validation)."""
+    """MCPServer with argument errors rewritten for agents (see server.validation) and key scopes enforced."""
+
+    _writers: frozenset[str] | None = None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        await self._check_scope(name)
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -39,14 +45,44 @@ class MindscapeServer(MCPServer[AppState]):
                 raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
             raise
 
+    async def _check_scope(self, name: str) -> None:
+        """Refuse a tool that may write to a caller whose key has the 'read' scope.
 
-def build_server(lifespan_state: Callable[[], AbstractAsyncContextManager[AppState]]) -> MCPServer[AppState]:
-    """`lifespan_state` opens the pool and resolves the caller (see server.state.open_state)."""
+        Checked here, once for every tool, so no tool can forget it. A tool counts as a writer
+        unless its annotations say read_only_hint=True. Read tools also run in READ ONLY
+        transactions, so even a mislabelled tool could not write for a read key.
+        """
+        token = get_access_token()
+        if token is None or "write" in token.scopes:
+            return  # stdio/in-memory (the configured tenant has full rights) or a write key
+        if self._writers is None:
+            self._writers = frozenset(
+                t.name for t in await self.list_tools() if not (t.annotations and t.annotations.read_only_hint)
+            )
+        if name in self._writers:
+            raise ToolError(
+                f"{name} changes data, and this API key has only the 'read' scope; "
+                "use a key with the 'write' scope (`mindscape key create --scope write`)"
+            )
+
+
+def build_server(
+    lifespan_state: Callable[[], AbstractAsyncContextManager[AppState]],
+    *,
+    token_verifier: TokenVerifier | None = None,
+    auth: AuthSettings | None = None,
+) -> MCPServer[AppState]:
+    """`lifespan_state` opens the pool and resolves the caller (see server.state.open_state).
+
+    `token_verifier` and `auth` are for HTTP (see server.http); stdio and in-memory use neither.
+    """
     server = MindscapeServer(
         "mindscape",
         version=version("mindscape-mcp"),
         instructions=INSTRUCTIONS,
         lifespan=lambda _server: lifespan_state(),
+        token_verifier=token_verifier,
+        auth=auth,
     )
     personas.register(server)
     memory.register(server)

@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
 
 from mindscape.errors import MindscapeError, NotFound
+from mindscape.server.identity import Caller, current_caller
 from mindscape.server.state import AppState
 from mindscape.server.tenant_context import TenantTx, tenant_transaction
 
@@ -39,12 +40,15 @@ def agent_error(kind: Kind, message: str, *, not_found: bool = False, internal: 
 
 
 @asynccontextmanager
-async def tenant_call(ctx: Context[AppState], *, read_only: bool, kind: Kind = "tool") -> AsyncGenerator[TenantTx]:
+async def tenant_call(
+    ctx: Context[AppState], *, read_only: bool, kind: Kind = "tool", caller: Caller | None = None
+) -> AsyncGenerator[TenantTx]:
+    """A transaction as `caller` (default: the request's caller, see identity.current_caller)."""
     state = ctx.request_context.lifespan_context
     try:
         async with tenant_transaction(
             state.pool,
-            state.caller,
+            caller or current_caller(ctx),
             read_only=read_only,
             statement_timeout_ms=state.settings.statement_timeout_ms,
             background=state.background,

@@ -1,4 +1,7 @@
-"""The lifespan: one pool and one resolved caller per server process (per connection in-memory)."""
+"""The lifespan: one pool per server process (per connection in-memory), and on stdio its one caller.
+
+Over HTTP there is no configured tenant: each request's API key names it (identity.current_caller).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AppState:
     pool: Pool
-    caller: Caller
+    caller: Caller | None  # the stdio tenant; None over HTTP
     settings: Settings
     background: TaskGroup  # work after the reply: ending read-only transactions, embedding backfill
     embedders: Embedders
@@ -34,14 +38,19 @@ class AppState:
 
 
 @asynccontextmanager
-async def open_state(settings: Settings, runtime_url: str) -> AsyncGenerator[AppState]:
-    if settings.tenant is None:
+async def open_state(
+    settings: Settings, runtime_url: str, *, transport: Literal["stdio", "http"] = "stdio"
+) -> AsyncGenerator[AppState]:
+    if transport == "stdio" and settings.tenant is None:
         raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
     pool = await create_pool(runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
     try:
+        caller: Caller | None = None
         async with pool.acquire() as conn:
             await check_database(conn)
-            caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=f"stdio:{getpass.getuser()}")
+            if transport == "stdio" and settings.tenant is not None:
+                principal = f"stdio:{getpass.getuser()}"
+                caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
         embedders = Embedders(settings)
         default = embedders.get(embedders.default)
         # WARNING, not INFO: an operator must notice that recall is word-based, not semantic.

@@ -22,6 +22,7 @@ from mindscape.queries import audit, memories
 from mindscape.queries.memories import Filters
 from mindscape.rendering import memories_block
 from mindscape.server.calls import tenant_call
+from mindscape.server.identity import Caller, current_caller
 from mindscape.server.state import AppState
 from mindscape.server.tenant_context import TenantTx
 from mindscape.settings import SLUG_PATTERN
@@ -47,9 +48,10 @@ async def remember(
 ) -> Remembered:
     """Store one memory. The same content again (same persona) returns the existing id with duplicate=true."""
     state = ctx.request_context.lifespan_context
+    caller = current_caller(ctx)
     try:
         prepared = await writes.prepare(
-            state.embedders, state.caller.tenant_id, content, max_bytes=state.settings.memory_max_content_bytes
+            state.embedders, caller.tenant_id, content, max_bytes=state.settings.memory_max_content_bytes
         )
     except InvalidArgument as exc:
         raise ToolError(str(exc)) from exc
@@ -72,18 +74,19 @@ async def remember(
             outcome="duplicate" if result.duplicate else "created",
         )
     if prepared.vector is not None:  # the provider works again: embed what is pending, after the reply
-        state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx))
+        state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx, caller))
     return result
 
 
-async def _backfill(ctx: Context[AppState]) -> int:
+async def _backfill(ctx: Context[AppState], caller: Caller) -> int:
+    # `caller` is passed in, not looked up: this runs after the reply, outside the request.
     state = ctx.request_context.lifespan_context
 
     def open_tx(read_only: bool) -> AbstractAsyncContextManager[TenantTx]:
-        return tenant_call(ctx, read_only=read_only)
+        return tenant_call(ctx, read_only=read_only, caller=caller)
 
     # The model the tenant uses now (store() just observed it), not the one this call embedded with.
-    return await writes.backfill(open_tx, state.embedders, state.embedders.model_for(state.caller.tenant_id))
+    return await writes.backfill(open_tx, state.embedders, state.embedders.model_for(caller.tenant_id))
 
 
 async def recall(
@@ -101,7 +104,7 @@ async def recall(
     if since is not None and until is not None and since >= until:
         raise ToolError("`since` must be earlier than `until`")
     state = ctx.request_context.lifespan_context
-    spec = state.embedders.model_for(state.caller.tenant_id)
+    spec = state.embedders.model_for(current_caller(ctx).tenant_id)
     vector, note = None, None
     if mode != "keyword":
         try:

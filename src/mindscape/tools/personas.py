@@ -18,6 +18,7 @@ from mindscape.queries import memories, personas
 from mindscape.queries.memories import Filters
 from mindscape.rendering import memories_block, system_prompt
 from mindscape.server.calls import agent_error, tenant_call
+from mindscape.server.identity import Caller, current_caller
 from mindscape.server.state import AppState
 from mindscape.server.tenant_context import TenantTx
 from mindscape.settings import SLUG_PATTERN, is_slug
@@ -85,7 +86,7 @@ async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = N
     if count and task:
         # Embedded before the transaction: a provider call must not hold a connection.
         state = ctx.request_context.lifespan_context
-        vector = await _embed_or_none(state, task)
+        vector = await _embed_or_none(state, current_caller(ctx), task)
     else:
         vector = None
     async with tenant_call(ctx, read_only=True, kind="prompt") as tx:
@@ -107,9 +108,9 @@ def _recall_count(recall: str | None) -> int:
     return int(recall)
 
 
-async def _embed_or_none(state: AppState, text: str) -> list[float] | None:
+async def _embed_or_none(state: AppState, caller: Caller, text: str) -> list[float] | None:
     try:
-        return (await state.embedders.get(state.embedders.model_for(state.caller.tenant_id)).embed([text]))[0]
+        return (await state.embedders.get(state.embedders.model_for(caller.tenant_id)).embed([text]))[0]
     except EmbeddingError:
         return None  # keyword matches still come back
 

@@ -1,0 +1,117 @@
+"""API keys. Administration needs the owner connection; lookup and touch work for the runtime role.
+
+No query returns a secret: the table holds only its hash, and the admin listings not even that.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from mindscape.database.pool import Connection
+from mindscape.models.api_key import ApiKey, KeyRecord, Scope
+
+_COLUMNS = (
+    "k.id, t.slug AS tenant_slug, k.name, k.scope, k.prefix, k.created_at, k.expires_at, k.revoked_at, k.last_used_at"
+)
+
+CREATE = f"""
+WITH new AS (
+    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at)
+    SELECT t.id, $2, $3, $4, $5, now() + $6::interval FROM mindscape.tenants t WHERE t.slug = $1
+    RETURNING *
+)
+SELECT {_COLUMNS} FROM new k JOIN mindscape.tenants t ON t.id = k.tenant_id
+"""
+
+
+async def create(
+    conn: Connection,
+    *,
+    tenant_slug: str,
+    name: str,
+    scope: Scope,
+    prefix: str,
+    key_hash: bytes,
+    lifetime: timedelta | None,
+) -> ApiKey | None:
+    """The new key, or None when the tenant does not exist."""
+    row = await conn.fetchrow(CREATE, tenant_slug, name, scope, prefix, key_hash, lifetime)
+    return ApiKey.model_validate(dict(row)) if row else None
+
+
+LIST = f"""
+SELECT {_COLUMNS} FROM mindscape.api_keys k JOIN mindscape.tenants t ON t.id = k.tenant_id
+WHERE $1::text IS NULL OR t.slug = $1
+ORDER BY t.slug, k.created_at, k.id
+"""
+
+
+async def list_keys(conn: Connection, *, tenant_slug: str | None) -> list[ApiKey]:
+    return [ApiKey.model_validate(dict(row)) for row in await conn.fetch(LIST, tenant_slug)]
+
+
+# Revoking twice keeps the first revocation time.
+REVOKE = f"""
+WITH done AS (
+    UPDATE mindscape.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING *
+)
+SELECT {_COLUMNS} FROM done k JOIN mindscape.tenants t ON t.id = k.tenant_id
+"""
+
+
+async def revoke(conn: Connection, *, key_id: UUID) -> ApiKey | None:
+    row = await conn.fetchrow(REVOKE, key_id)
+    return ApiKey.model_validate(dict(row)) if row else None
+
+
+# The replacement keeps the tenant, scope and name, and by default the old key's lifetime
+# (counted from now). FOR UPDATE makes two concurrent rotations of one key fail one of them.
+ROTATE = f"""
+WITH old AS (
+    SELECT * FROM mindscape.api_keys WHERE id = $1 AND revoked_at IS NULL FOR UPDATE
+), revoked AS (
+    UPDATE mindscape.api_keys k SET revoked_at = now() FROM old WHERE k.id = old.id RETURNING k.id
+), new AS (
+    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at)
+    SELECT old.tenant_id, old.name, old.scope, $2, $3,
+           now() + coalesce($4::interval, old.expires_at - old.created_at)
+    FROM old JOIN revoked ON revoked.id = old.id
+    RETURNING *
+)
+SELECT {_COLUMNS} FROM new k JOIN mindscape.tenants t ON t.id = k.tenant_id
+"""
+
+
+async def rotate(
+    conn: Connection, *, key_id: UUID, prefix: str, key_hash: bytes, lifetime: timedelta | None
+) -> ApiKey | None:
+    """The replacement key, or None when `key_id` is unknown or already revoked."""
+    row = await conn.fetchrow(ROTATE, key_id, prefix, key_hash, lifetime)
+    return ApiKey.model_validate(dict(row)) if row else None
+
+
+# Runtime role: only the columns it was granted (see migration 0004); expiry is judged by the
+# database clock, the same one that wrote created_at.
+LOOKUP = """
+SELECT k.id, k.tenant_id, t.slug AS tenant_slug, t.status = 'active' AS tenant_active, k.scope, k.key_hash,
+       coalesce(k.expires_at <= now(), false) AS expired, k.revoked_at IS NOT NULL AS revoked
+FROM mindscape.api_keys k JOIN mindscape.tenants t ON t.id = k.tenant_id
+WHERE k.prefix = $1
+"""
+
+
+async def lookup(conn: Connection, *, prefix: str) -> list[KeyRecord]:
+    """Every key with this prefix: almost always one, but the prefix is not declared unique (see 0004)."""
+    return [KeyRecord.model_validate(dict(row)) for row in await conn.fetch(LOOKUP, prefix)]
+
+
+# At most one write per key per minute: a busy agent must not turn every request into an UPDATE.
+TOUCH = """
+UPDATE mindscape.api_keys SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+"""
+
+
+async def touch(conn: Connection, *, key_id: UUID) -> None:
+    await conn.execute(TOUCH, key_id)
