@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
 from tests.conftest import World
-
-INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+from tests.inspector import inspector_cli
 
 
 def server_env(world: World, tenant: str) -> dict[str, str]:
@@ -127,25 +125,8 @@ def test_raw_peer_gets_answers_after_garbage(world: World) -> None:
     assert "Traceback" not in json.dumps(replies)
 
 
-def _inspector(repo_root: Path) -> list[str]:
-    """The pinned Inspector, installed once into a cache dir (npm registry only, no binaries fetched)."""
-    npm = shutil.which("npm")
-    if shutil.which("npx") is None or npm is None:
-        pytest.skip("npx is not installed: the MCP Inspector CLI test needs Node.js")
-    prefix = repo_root / ".cache" / "inspector"
-    launcher = prefix / "node_modules" / ".bin" / "mcp-inspector"
-    if not launcher.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error", INSPECTOR],
-            check=True,
-            timeout=600,
-        )
-    return [str(launcher), "--cli"]
-
-
 def test_mcp_inspector_lists_and_calls_over_stdio(world: World, repo_root: Path) -> None:
-    inspector = _inspector(repo_root)
+    inspector = inspector_cli(repo_root)
     env_flags = [
         "-e",
         f"MINDSCAPE_DATABASE_URL={world.targets.runtime}",

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from mindscape import admin
 from mindscape.cli_audit import audit_app
+from mindscape.cli_doctor import doctor
 from mindscape.cli_keys import key_app
 from mindscape.database import migrate
 from mindscape.database.pool import connect
@@ -50,6 +51,7 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(memory_app, name="memory")
 app.add_typer(audit_app, name="audit")
 app.add_typer(key_app, name="key")
+app.command()(doctor)
 
 out = Console()
 err = Console(stderr=True)
@@ -104,7 +106,8 @@ def serve(
     config: ConfigOption = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve over stdio (or MINDSCAPE_TENANT).")] = None,
     transport: Annotated[
-        Literal["stdio", "http"], typer.Option(help="stdio: one tenant. http: Streamable HTTP at /mcp, API keys.")
+        Literal["stdio", "http", "sse"],
+        typer.Option(help="stdio: one tenant. http: Streamable HTTP at /mcp, API keys. sse: legacy SSE at /sse."),
     ] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP: address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP: port to listen on.")] = 8000,
@@ -121,9 +124,10 @@ def serve(
         targets = await prepare(settings)
         # The state is opened before serving so that a bad tenant or database stops the
         # process with one line instead of failing the client's first request.
-        async with open_state(settings, targets.runtime, transport=transport) as state:
-            if transport == "http":
-                await serve_http(state, host=host, port=port)
+        served_as = "stdio" if transport == "stdio" else "http"  # SSE, like HTTP, takes the tenant from the key
+        async with open_state(settings, targets.runtime, transport=served_as) as state:
+            if transport != "stdio":
+                await serve_http(state, host=host, port=port, transport=transport)
             else:
                 await serve_stdio(build_server(lambda: nullcontext(state)))
 

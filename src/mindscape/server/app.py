@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
@@ -17,6 +18,7 @@ from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 from mindscape.server import validation
+from mindscape.server.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.server.state import AppState
 from mindscape.tools import campaigns, memory, personas, tasks
 
@@ -33,9 +35,27 @@ class MindscapeServer(MCPServer[AppState]):
     """MCPServer with argument errors rewritten for agents (see server.validation) and key scopes enforced."""
 
     _writers: frozenset[str] | None = None
+    _names: frozenset[str] | None = None
+    metrics: ToolMetrics
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        # Every call is measured here, refusals included, so /metrics sees what agents see.
+        started = time.perf_counter()
+        error = True
+        try:
+            result = await self._call_checked(name, arguments, context)
+            error = isinstance(result, CallToolResult) and result.is_error
+            return result
+        finally:
+            if self._names is None:
+                self._names = frozenset(t.name for t in await self.list_tools())
+            label = name if name in self._names else UNKNOWN_TOOL
+            self.metrics.observe(label, time.perf_counter() - started, error=error)
+
+    async def _call_checked(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
     ) -> CallToolResult | InputRequiredResult:
         await self._check_scope(name)
         try:
@@ -71,7 +91,7 @@ def build_server(
     *,
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
-) -> MCPServer[AppState]:
+) -> MindscapeServer:
     """`lifespan_state` opens the pool and resolves the caller (see server.state.open_state).
 
     `token_verifier` and `auth` are for HTTP (see server.http); stdio and in-memory use neither.
@@ -84,6 +104,7 @@ def build_server(
         token_verifier=token_verifier,
         auth=auth,
     )
+    server.metrics = ToolMetrics()
     personas.register(server)
     memory.register(server)
     campaigns.register(server)

@@ -1,0 +1,181 @@
+"""`mindscape doctor`: the effective configuration (secrets masked) and a check of everything it points at.
+
+Each check prints `ok`, `warn` or `FAIL` and, for a problem, one line saying how to fix it. Only
+FAIL sets exit code 1: a warning (lexical embeddings, a missing HNSW index) degrades quality or
+speed but the service still works. Nothing is changed: doctor only reads, so it is safe to run
+against production; it connects as the runtime role, exactly like `serve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import anyio
+import asyncpg
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+from rich.text import Text
+
+from mindscape.database import migrate, vector_index
+from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
+from mindscape.database.pool import connect
+from mindscape.database.targets import resolve_targets
+from mindscape.database.urls import RUNTIME_ROLE, redact
+from mindscape.embeddings.factory import configured_spec, describe, make_embedder
+from mindscape.errors import MindscapeError
+from mindscape.settings import Settings, load_settings
+
+out = Console(highlight=False)
+Status = Literal["ok", "warn", "FAIL"]
+_STYLES = {"ok": "green", "warn": "yellow", "FAIL": "red"}
+_URL_FIELDS = {"database_url", "owner_database_url", "embedding_base_url"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def masked_config(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting and its effective value; URLs lose their password, other secrets become ***."""
+    rows: list[tuple[str, str]] = []
+    for name in type(settings).model_fields:
+        value: object = getattr(settings, name)
+        if value is None:
+            shown = "(unset)"
+        elif isinstance(value, SecretStr):
+            shown = redact(value.get_secret_value()) if name in _URL_FIELDS else "***"
+        elif name in _URL_FIELDS:
+            shown = redact(str(value))  # a base URL may carry user:password too
+        else:
+            shown = str(value)
+        rows.append((name, shown))
+    return rows
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+async def embedding_check(settings: Settings) -> Check:
+    """Which model new memories get, and whether it ranks by meaning. No request is sent to a provider."""
+    embedder = make_embedder(configured_spec(settings), settings)
+    try:
+        semantic, described = embedder.semantic, describe(embedder)
+    finally:
+        await embedder.aclose()
+    if semantic:
+        return Check("embeddings", "ok", described)
+    return Check(
+        "embeddings",
+        "warn",
+        described,
+        'for recall by meaning set embedding_provider = "openai" (any OpenAI-compatible API, e.g. Ollama) '
+        "and run `mindscape memory reembed`",
+    )
+
+
+async def database_checks(settings: Settings) -> list[Check]:
+    """Reachability, versions, role, schema revision and the configured model's HNSW index."""
+    try:
+        targets = await resolve_targets(settings)
+        conn = await connect(targets.runtime)
+    except MindscapeError as exc:  # the message already hides the password
+        return [Check("database", "FAIL", str(exc), "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
+    try:
+        checks = [Check("database", "ok", f"reachable at {redact(targets.runtime)}")]
+        row = await conn.fetchrow(FACTS)
+        assert row is not None
+        checks += _server_checks(row)
+        revision = await migrate.current_revision(conn)
+        head = migrate.head_revision()
+        if revision != head:
+            detail = f"at revision {revision or 'none'}, head is {head}"
+            checks.append(Check("schema", "FAIL", detail, "run `mindscape db upgrade`"))
+            return checks  # the index lives in a table an old schema may not have
+        checks.append(Check("schema", "ok", f"at head ({head})"))
+        spec = configured_spec(settings)
+        if await vector_index.has_index(conn, spec):
+            checks.append(Check("hnsw index", "ok", f"{vector_index.index_name(spec)} for {spec.key}"))
+        else:
+            checks.append(
+                Check(
+                    "hnsw index",
+                    "warn",
+                    f"none for {spec.key}: recall ranks exactly, which slows down as tenants grow",
+                    "run `mindscape db upgrade` (it builds the configured model's index)",
+                )
+            )
+        return checks
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]
+    finally:
+        await conn.close()
+
+
+def _server_checks(row: asyncpg.Record) -> list[Check]:
+    checks: list[Check] = []
+    version: int = row["server_version"]
+    major = f"{version // 10000}.{version % 10000}"
+    if version < MIN_SERVER_VERSION:
+        checks.append(Check("postgresql", "FAIL", major, "upgrade to PostgreSQL 15 or newer"))
+    else:
+        checks.append(Check("postgresql", "ok", major))
+    pgvector: str | None = row["pgvector"]
+    if pgvector is None:
+        checks.append(Check("pgvector", "FAIL", "not installed", "run `mindscape db upgrade` (it creates it)"))
+    elif _version_tuple(pgvector) < MIN_PGVECTOR:
+        checks.append(Check("pgvector", "FAIL", pgvector, "run ALTER EXTENSION vector UPDATE (0.8 or newer)"))
+    else:
+        checks.append(Check("pgvector", "ok", pgvector))
+    if row["superuser"] or row["bypassrls"]:
+        checks.append(
+            Check(
+                "role",
+                "FAIL",
+                f"{row['role']} bypasses row-level security",
+                f"connect as {RUNTIME_ROLE} in database_url; keep the owner in owner_database_url",
+            )
+        )
+    else:
+        checks.append(Check("role", "ok", f"{row['role']} (subject to row-level security)"))
+    return checks
+
+
+def doctor(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
+    ] = None,
+) -> None:
+    """Print the effective configuration (secrets masked) and check the database and embeddings."""
+    try:
+        settings = load_settings(config)
+    except MindscapeError as exc:
+        out.print(Text.assemble(("FAIL", "red"), f"  settings: {exc}"), soft_wrap=True)
+        out.print("      fix: correct the setting named above (config file, MINDSCAPE_* or flags)")
+        raise typer.Exit(1) from None
+    out.print("configuration:")
+    for name, shown in masked_config(settings):
+        out.print(Text(f"  {name} = {shown}"), soft_wrap=True)
+    out.print("checks:")
+
+    async def run_checks() -> list[Check]:
+        return [*await database_checks(settings), await embedding_check(settings)]
+
+    checks = anyio.run(run_checks)
+    for check in checks:
+        # Text, not markup: details echo URLs and server messages.
+        out.print(
+            Text.assemble((f"{check.status:<4}", _STYLES[check.status]), f"  {check.name}: {check.detail}"),
+            soft_wrap=True,
+        )
+        if check.fix is not None:
+            out.print(Text(f"      fix: {check.fix}"), soft_wrap=True)
+    if any(c.status == "FAIL" for c in checks):
+        raise typer.Exit(1)

@@ -1,0 +1,75 @@
+"""Prometheus text exposition for `/metrics`: per-tool calls, errors and latency, plus pool usage.
+
+Written by hand (a few lines) rather than with prometheus_client, to add no dependency. Every
+tool call is counted in one place, MindscapeServer.call_tool, so no tool can be left out. All
+updates happen on the server's one event loop, so plain dicts need no lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mindscape.database.pool import Pool
+
+# Seconds. Fixed buckets keep the output small and let Prometheus aggregate across processes.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNKNOWN_TOOL = "(unknown)"  # one label for every unregistered name: a client cannot grow the output
+
+
+@dataclass
+class _Series:
+    calls: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+
+
+class ToolMetrics:
+    """Counters per tool name; `observe` once per call, `render` on each scrape."""
+
+    def __init__(self) -> None:
+        self._series: dict[str, _Series] = {}
+
+    def observe(self, tool: str, seconds: float, *, error: bool) -> None:
+        series = self._series.setdefault(tool, _Series())
+        series.calls += 1
+        series.errors += int(error)
+        series.seconds += seconds
+        for i, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                series.buckets[i] += 1
+
+    def render(self, pool: Pool | None = None) -> str:
+        lines = [
+            "# HELP mindscape_tool_calls_total Tool calls, by tool.",
+            "# TYPE mindscape_tool_calls_total counter",
+            *(f'mindscape_tool_calls_total{{tool="{t}"}} {s.calls}' for t, s in self._sorted()),
+            "# HELP mindscape_tool_errors_total Tool calls that ended in an error result, by tool.",
+            "# TYPE mindscape_tool_errors_total counter",
+            *(f'mindscape_tool_errors_total{{tool="{t}"}} {s.errors}' for t, s in self._sorted()),
+            "# HELP mindscape_tool_duration_seconds Tool call latency, by tool.",
+            "# TYPE mindscape_tool_duration_seconds histogram",
+        ]
+        for tool, s in self._sorted():
+            for bound, count in zip(BUCKETS, s.buckets, strict=True):
+                lines.append(f'mindscape_tool_duration_seconds_bucket{{tool="{tool}",le="{bound:g}"}} {count}')
+            lines.append(f'mindscape_tool_duration_seconds_bucket{{tool="{tool}",le="+Inf"}} {s.calls}')
+            lines.append(f'mindscape_tool_duration_seconds_sum{{tool="{tool}"}} {s.seconds:.6f}')
+            lines.append(f'mindscape_tool_duration_seconds_count{{tool="{tool}"}} {s.calls}')
+        if pool is not None:
+            size, idle = pool.get_size(), pool.get_idle_size()
+            lines += [
+                "# HELP mindscape_pool_connections Database connections of this process, by state.",
+                "# TYPE mindscape_pool_connections gauge",
+                f'mindscape_pool_connections{{state="in_use"}} {size - idle}',
+                f'mindscape_pool_connections{{state="idle"}} {idle}',
+                "# HELP mindscape_pool_max_connections The pool's configured maximum (pool_max_size).",
+                "# TYPE mindscape_pool_max_connections gauge",
+                f"mindscape_pool_max_connections {pool.get_max_size()}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def _sorted(self) -> list[tuple[str, _Series]]:
+        # Tool names are registered identifiers ([a-z_]), so they need no label escaping.
+        return sorted(self._series.items())
