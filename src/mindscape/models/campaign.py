@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, Field
+
+from mindscape.models.json_limits import json_depth
 
 CampaignStatus = Literal["draft", "active", "paused", "completed", "archived"]
 
@@ -25,14 +27,6 @@ MAX_JSON_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 16
 
 
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in cast(dict[str, Any], value).values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in cast(list[Any], value)), default=0)
-    return 0
-
-
 def _json_fits(value: dict[str, Any]) -> dict[str, Any]:
     try:
         size = len(json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode())
@@ -40,7 +34,7 @@ def _json_fits(value: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("must be plain JSON (no NaN or Infinity)") from exc
     if size > MAX_JSON_BYTES:
         raise ValueError(f"{size} bytes of JSON, over the {MAX_JSON_BYTES}-byte limit; store less or a reference")
-    if _depth(value) > MAX_JSON_DEPTH:
+    if json_depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
     return value
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mindscape.models.json_limits import json_depth
 from mindscape.settings import SLUG_PATTERN
 
 
@@ -76,18 +77,10 @@ class PersonaIn(BaseModel):
             raise ValueError(f"traits must be plain JSON (objects, lists, strings, finite numbers): {exc}") from exc
         if size > MAX_TRAITS_BYTES:
             raise ValueError(f"traits are larger than {MAX_TRAITS_BYTES // 1024} KiB of JSON")
-        if _depth(traits) > MAX_TRAITS_DEPTH:
+        if json_depth(traits) > MAX_TRAITS_DEPTH:
             raise ValueError(f"traits nest deeper than {MAX_TRAITS_DEPTH} levels")
         return traits
 
 
 MAX_TRAITS_BYTES = 64 * 1024
 MAX_TRAITS_DEPTH = 8
-
-
-def _depth(value: object) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in cast(dict[str, Any], value).values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in cast(list[Any], value)), default=0)
-    return 0

@@ -1,13 +1,12 @@
 """Campaigns: create_campaign, get_campaign, list_campaigns, update_campaign and campaign://."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
-import json
 import uuid
 from typing import Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
@@ -15,6 +14,7 @@ from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, Js
 from mindscape.queries import audit, campaigns
 from mindscape.queries.campaigns import CampaignChanges, NewCampaign
 from mindscape.server.calls import tenant_call
+from mindscape.server.resources import read_by_id
 from mindscape.server.state import AppState
 from mindscape.settings import SLUG_PATTERN
 
@@ -136,16 +136,9 @@ async def update_campaign(
 
 async def campaign_resource(id: str, ctx: Context[AppState]) -> str:
     """A campaign as JSON."""
-    missing = f"no campaign with id {id[:64]!r} in this workspace"
-    try:
-        campaign_id = uuid.UUID(id)
-    except ValueError:
-        raise ResourceNotFoundError(missing) from None
-    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
-        found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
-    if found is None:
-        raise ResourceNotFoundError(missing)
-    return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
+    return await read_by_id(
+        ctx, id, "campaign", lambda conn, tenant_id, key: campaigns.get(conn, tenant_id=tenant_id, campaign_id=key)
+    )
 
 
 def register(server: MCPServer[AppState]) -> None:

@@ -1,7 +1,6 @@
 """Semantic memory: remember, recall, forget and the memory:// resource."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
-import json
 import uuid
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -9,7 +8,7 @@ from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -23,6 +22,7 @@ from mindscape.queries.memories import Filters
 from mindscape.rendering import memories_block
 from mindscape.server.calls import tenant_call
 from mindscape.server.identity import Caller, current_caller
+from mindscape.server.resources import read_by_id
 from mindscape.server.state import AppState
 from mindscape.server.tenant_context import TenantTx
 from mindscape.settings import SLUG_PATTERN
@@ -171,15 +171,12 @@ async def forget(
 
 async def memory_resource(id: str, ctx: Context[AppState]) -> str:
     """A memory as JSON; `content` is data written by agents."""
-    memory_id = _memory_id(id)
-    missing = f"no memory with id {id[:64]!r} in this workspace"
-    if memory_id is None:
-        raise ResourceNotFoundError(missing)
-    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
-        found = await memories.get(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
-    if found is None:
-        raise ResourceNotFoundError(missing)
-    return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
+    return await read_by_id(
+        ctx,
+        id,
+        "memory",
+        lambda conn, tenant_id, memory_id: memories.get(conn, tenant_id=tenant_id, memory_id=memory_id),
+    )
 
 
 def register(server: MCPServer[AppState]) -> None:

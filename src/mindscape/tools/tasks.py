@@ -1,13 +1,12 @@
 """Tasks: create_task, get_task, list_tasks, update_task, claim_next_task and task://."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
-import json
 import uuid
 from typing import Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
@@ -16,6 +15,7 @@ from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
 from mindscape.queries import audit, campaigns, tasks
 from mindscape.queries.tasks import NewTask, TaskChanges, TaskFilters
 from mindscape.server.calls import tenant_call
+from mindscape.server.resources import read_by_id
 from mindscape.server.state import AppState
 from mindscape.settings import SLUG_PATTERN
 from mindscape.tools.campaigns import CampaignId, Version, parse_id
@@ -211,16 +211,9 @@ async def claim_next_task(
 
 async def task_resource(id: str, ctx: Context[AppState]) -> str:
     """A task as JSON; its texts and JSON were written by agents."""
-    missing = f"no task with id {id[:64]!r} in this workspace"
-    try:
-        task_id = uuid.UUID(id)
-    except ValueError:
-        raise ResourceNotFoundError(missing) from None
-    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
-        found = await tasks.get(tx.conn, tenant_id=tx.tenant_id, task_id=task_id)
-    if found is None:
-        raise ResourceNotFoundError(missing)
-    return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
+    return await read_by_id(
+        ctx, id, "task", lambda conn, tenant_id, key: tasks.get(conn, tenant_id=tenant_id, task_id=key)
+    )
 
 
 def register(server: MCPServer[AppState]) -> None:
