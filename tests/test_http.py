@@ -7,12 +7,7 @@ Status codes are checked with plain HTTP requests.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +30,7 @@ from mindscape.models.api_key import Scope
 from mindscape.queries import api_keys
 from mindscape.server.http import not_ready
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
+from tests.serving import running_server
 from tests.test_cli import mindscape
 
 MODES = ["legacy", "auto"]
@@ -47,12 +43,6 @@ INITIALIZE = {
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("http") / "server.log"
@@ -60,39 +50,8 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_url(targets: Targets, server_log: Path) -> Iterator[str]:
-    port = free_port()
-    log = server_log
-    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO"}
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mindscape", "serve", "--transport", "http", "--port", str(port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(proc, url, log)
+    with running_server(targets, "http", server_log) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    # Polling, not timing: the deadline only bounds a server that never comes up.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx2.get(f"{url}/healthz").status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"server did not come up:\n{log.read_text()}")
 
 
 async def new_key(targets: Targets, tenant_slug: str, scope: Scope, lifetime: timedelta | None = None) -> str:
