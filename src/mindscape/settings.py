@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     memory_exact_max_rows: int = Field(
-        default=20_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
+        default=5_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
     )
     embedding_provider: Literal["hashing", "openai"] = Field(
         default="hashing", description="hashing: built in, offline, lexical (not semantic). openai: any compatible API."
