@@ -132,6 +132,34 @@ class _Driver:
         return result
 
 
+CAMPAIGN = "Billing clean-up"
+
+
+async def _work_queue(d: _Driver) -> None:
+    """A campaign, two tasks (idempotent, so a second run finds them) and one claim-and-finish."""
+    active = _data(await d.client.call_tool("list_campaigns", {"status": "active"}))["campaigns"]
+    existing = [c for c in active if c["name"] == CAMPAIGN]
+    if existing:
+        campaign_id = existing[0]["id"]
+    else:
+        created = await d.tool(
+            "create_campaign", {"name": CAMPAIGN, "objective": "Refund double payments", "status": "active"}
+        )
+        campaign_id = _data(created)["id"]
+    for key, title, priority in (("refund-1042", "Refund Ana's invoice #1042", 0), ("audit-q3", "Audit Q3", 3)):
+        await d.tool(
+            "create_task",
+            {"title": title, "campaign": campaign_id, "priority": priority, "persona": "basil", "idempotency_key": key},
+        )
+    claimed = _data(await d.tool("claim_next_task", {"campaign": campaign_id}))
+    task = claimed.get("task")
+    if task:
+        done = {"id": task["id"], "expected_version": task["version"], "status": "done", "result": {"ok": True}}
+        await d.tool("update_task", done)
+        await d.tool("update_task", done)  # the same version again: a conflict result, not a lost update
+    await d.tool("get_campaign", {"id": campaign_id})
+
+
 async def run_demo(settings: Settings, console: Console) -> None:
     started = time.perf_counter()
     targets = await prepare(settings)
@@ -179,6 +207,7 @@ async def run_demo(settings: Settings, console: Console) -> None:
             if isinstance(message.content, TextContent):
                 console.print(message.content.text, highlight=False, markup=False)
         await d.tool("remember", {"content": ""})
+        await _work_queue(d)
 
     console.print(f"\n[bold]Isolation check: serving tenant {OTHER_TENANT!r}[/bold]")
     async with Client(_server(targets, OTHER_TENANT)) as client:
@@ -187,12 +216,15 @@ async def run_demo(settings: Settings, console: Console) -> None:
         foreign = await d.tool("get_persona", {"slug": "basil"})
         other_ada = await d.tool("get_persona", {"slug": "ada"})
         foreign_memories = await d.tool("recall", {"query": "Ana prefers email invoice"})
+        foreign_tasks = await d.tool("list_tasks", {})
     seen: set[str] = {p["slug"] for p in _data(listed)["personas"]}
     problems: list[str] = []
     if seen != {p.slug for p in OTHER_PERSONAS}:
         problems.append(f"{OTHER_TENANT} listed {sorted(seen)}")
     if not foreign.is_error:
         problems.append(f"{OTHER_TENANT} could read basil")
+    if _data(foreign_tasks)["tasks"]:
+        problems.append(f"{OTHER_TENANT} listed {DEMO_TENANT}'s tasks")
     if _data(foreign_memories)["memories"]:
         problems.append(f"{OTHER_TENANT} recalled {DEMO_TENANT}'s memories")
     if _data(other_ada).get("name") == _data(demo_ada).get("name"):
@@ -200,6 +232,6 @@ async def run_demo(settings: Settings, console: Console) -> None:
     if problems:
         raise MindscapeError("isolation check FAILED: " + "; ".join(problems))
     console.print(
-        f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas or memories[/green] "
+        f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas, memories or tasks[/green] "
         f"(demo finished in {time.perf_counter() - started:.1f} s)"
     )
