@@ -13,14 +13,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult, TextContent
 
 from mindscape import admin, keys
 from mindscape.database import migrate
@@ -30,6 +28,8 @@ from mindscape.models.api_key import Scope
 from mindscape.queries import api_keys
 from mindscape.server.http import not_ready
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
+from tests.results import data as structured
+from tests.results import text_of
 from tests.serving import running_server
 from tests.test_cli import mindscape
 
@@ -82,19 +82,21 @@ class Keys:
     b_write: str
 
 
+async def seed_keys(targets: Targets, prefix: str) -> Keys:
+    """Tenants A and B (the shared persona sets) with a write and a read key for A, a write key for B."""
+    a = await make_tenant(targets, PERSONAS_A, f"{prefix}a")
+    b = await make_tenant(targets, PERSONAS_B, f"{prefix}b")
+    return Keys(
+        a_slug=a.tenant_slug,
+        a_write=await new_key(targets, a.tenant_slug, "write"),
+        a_read=await new_key(targets, a.tenant_slug, "read"),
+        b_write=await new_key(targets, b.tenant_slug, "write"),
+    )
+
+
 @pytest.fixture(scope="module")
 def tenant_keys(targets: Targets) -> Keys:
-    async def seed() -> Keys:
-        a = await make_tenant(targets, PERSONAS_A, "ha")
-        b = await make_tenant(targets, PERSONAS_B, "hb")
-        return Keys(
-            a_slug=a.tenant_slug,
-            a_write=await new_key(targets, a.tenant_slug, "write"),
-            a_read=await new_key(targets, a.tenant_slug, "read"),
-            b_write=await new_key(targets, b.tenant_slug, "write"),
-        )
-
-    return anyio.run(seed)
+    return anyio.run(seed_keys, targets, "h")
 
 
 @asynccontextmanager
@@ -105,16 +107,6 @@ async def mcp_client(base_url: str, key: str, mode: str) -> AsyncGenerator[Clien
         Client(streamable_http_client(f"{base_url}/mcp", http_client=http), mode=mode, cache=None) as client,  # pyright: ignore[reportArgumentType]
     ):
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def structured(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def post_mcp(base_url: str, authorization: str | None, **headers: str) -> httpx2.Response:

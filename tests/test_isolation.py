@@ -12,7 +12,6 @@ import random
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -24,6 +23,7 @@ from mindscape.errors import InvalidArgument
 from mindscape.server.identity import Caller
 from mindscape.server.tenant_context import SET_CONTEXT, TenantTx, tenant_transaction
 from tests.conftest import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
+from tests.results import text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -143,13 +143,9 @@ async def test_tools_see_only_own_personas(world: World, client_for: ClientFacto
     assert {p["slug"] for p in listed.structured_content["personas"]} == {p.slug for p in PERSONAS_A}
     assert foreign.is_error
     assert missing.is_error
-    assert _text(foreign).replace("zed", "X") == _text(missing).replace("no-such-one", "X")
+    assert text_of(foreign).replace("zed", "X") == text_of(missing).replace("no-such-one", "X")
     assert own_ada.structured_content is not None
     assert own_ada.structured_content["name"] == "Ada Analyst"
-
-
-def _text(result: Any) -> str:
-    return " ".join(c.text for c in result.content)
 
 
 # 5
@@ -446,5 +442,5 @@ async def test_disabled_tenant_is_refused_on_its_next_call(world: World, client_
         await admin.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")
         refused = await client.call_tool("get_persona", {"slug": "solo"})
     assert refused.is_error
-    assert "disabled" in _text(refused)
-    assert "Solo" not in _text(refused)
+    assert "disabled" in text_of(refused)
+    assert "Solo" not in text_of(refused)

@@ -22,6 +22,7 @@ from mindscape.server.state import open_state
 from mindscape.server.tenant_context import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona, settings_for
 from tests.openai_stub import Stub
+from tests.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -31,17 +32,6 @@ MODES = ["legacy", "auto"]
 async def office(targets: Targets) -> Caller:
     """A fresh tenant per test: memory tests write."""
     return await make_tenant(targets, [persona("basil", "Basil"), persona("cora", "Cora")], "mem")
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 def contents(result: CallToolResult) -> list[str]:

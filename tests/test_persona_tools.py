@@ -17,6 +17,7 @@ from mindscape.server.calls import tenant_call
 from mindscape.server.identity import Caller
 from mindscape.server.state import AppState
 from tests.conftest import ClientFactory, make_tenant, persona
+from tests.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -46,17 +47,6 @@ CATALOGUE = [
 @pytest.fixture(scope="module")
 def shop(targets: Targets) -> Caller:
     return anyio.run(make_tenant, targets, CATALOGUE, "shop")
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 def slugs(result: CallToolResult) -> list[str]:

@@ -12,9 +12,10 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from mindscape.database.urls import Targets
-from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
+from tests.results import data as structured
+from tests.results import text_of
 from tests.serving import running_server
-from tests.test_http import Keys, new_key, structured, text_of
+from tests.test_http import Keys, seed_keys
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +26,7 @@ def sse_url(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def sse_keys(targets: Targets) -> Keys:
-    async def seed() -> Keys:
-        a = await make_tenant(targets, PERSONAS_A, "sa")
-        b = await make_tenant(targets, PERSONAS_B, "sb")
-        return Keys(
-            a_slug=a.tenant_slug,
-            a_write=await new_key(targets, a.tenant_slug, "write"),
-            a_read=await new_key(targets, a.tenant_slug, "read"),
-            b_write=await new_key(targets, b.tenant_slug, "write"),
-        )
-
-    return anyio.run(seed)
+    return anyio.run(seed_keys, targets, "s")
 
 
 def sse_client_for(url: str, key: str) -> Client:

@@ -23,6 +23,11 @@ def server_env(world: World, tenant: str) -> dict[str, str]:
 
 
 SERVE = [sys.executable, "-m", "mindscape", "serve"]
+PERSONA_TOOLS = ["get_persona", "list_personas"]
+MEMORY_TOOLS = ["remember", "recall", "forget"]
+CAMPAIGN_TOOLS = ["create_campaign", "get_campaign", "list_campaigns", "update_campaign"]
+TASK_TOOLS = ["create_task", "get_task", "list_tasks", "update_task", "claim_next_task"]
+ALL_TOOLS = sorted([*PERSONA_TOOLS, *MEMORY_TOOLS, *CAMPAIGN_TOOLS, *TASK_TOOLS])
 
 
 @pytest.mark.anyio
@@ -33,22 +38,7 @@ async def test_stdio_subprocess_end_to_end(world: World) -> None:
         ada = await client.call_tool("get_persona", {"slug": "ada"})
         foreign = await client.call_tool("get_persona", {"slug": "zed"})
         listed = await client.call_tool("list_personas", {"tags": ["support"]})
-    assert tools == [
-        "claim_next_task",
-        "create_campaign",
-        "create_task",
-        "forget",
-        "get_campaign",
-        "get_persona",
-        "get_task",
-        "list_campaigns",
-        "list_personas",
-        "list_tasks",
-        "recall",
-        "remember",
-        "update_campaign",
-        "update_task",
-    ]
+    assert tools == ALL_TOOLS
     assert ada.structured_content is not None
     assert ada.structured_content["name"] == "Ada Analyst"
     assert foreign.is_error
@@ -142,22 +132,7 @@ def test_mcp_inspector_lists_and_calls_over_stdio(world: World, repo_root: Path)
     listed = run("--method", "tools/list", "--strict")
     assert listed.returncode == 0, listed.stderr
     names = sorted(t["name"] for t in json.loads(listed.stdout)["result"]["tools"])
-    assert names == [
-        "claim_next_task",
-        "create_campaign",
-        "create_task",
-        "forget",
-        "get_campaign",
-        "get_persona",
-        "get_task",
-        "list_campaigns",
-        "list_personas",
-        "list_tasks",
-        "recall",
-        "remember",
-        "update_campaign",
-        "update_task",
-    ]
+    assert names == ALL_TOOLS
 
     called = run("--method", "tools/call", "--tool-name", "get_persona", "--tool-arg", "slug=ada")
     assert called.returncode == 0, called.stderr

@@ -11,7 +11,6 @@ import anyio
 import asyncpg
 import pytest
 import typer
-from mcp.types import CallToolResult
 from typer.testing import CliRunner
 
 from mindscape import admin
@@ -23,6 +22,7 @@ from mindscape.server.identity import Caller
 from mindscape.server.tenant_context import tenant_transaction
 from mindscape.settings import Settings
 from tests.conftest import ClientFactory, make_tenant, persona
+from tests.results import data
 
 pytestmark = pytest.mark.anyio
 USER = getpass.getuser()
@@ -36,12 +36,6 @@ async def office(targets: Targets) -> Caller:
 async def events(pool: Pool, caller: Caller) -> list[asyncpg.Record]:
     async with tenant_transaction(pool, caller, read_only=True, statement_timeout_ms=5000) as tx:
         return await tx.conn.fetch("SELECT * FROM mindscape.audit_events ORDER BY created_at, id")
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

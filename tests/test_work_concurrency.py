@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 
 from mindscape.database.pool import Pool, connect
 from mindscape.database.urls import Targets
@@ -27,6 +27,7 @@ from mindscape.server.identity import Caller
 from mindscape.server.state import open_state
 from mindscape.server.tenant_context import tenant_transaction
 from tests.conftest import make_tenant, persona, settings_for
+from tests.results import text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -41,10 +42,6 @@ async def two_connection_client(targets: Targets, tenant: str) -> AsyncGenerator
     settings = settings_for(targets, tenant, pool_min_size=1, pool_max_size=2)
     async with Client(build_server(lambda: open_state(settings, targets.runtime))) as client:
         yield client
-
-
-def text_of(result: CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 async def gather(calls: list[Callable[[], Awaitable[Any]]]) -> list[Any]:

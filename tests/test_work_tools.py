@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import CallToolResult, TextResourceContents
 
 from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
 from mindscape.server.identity import Caller
 from mindscape.server.tenant_context import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
+from tests.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -39,17 +40,6 @@ WORK_TOOLS = {
 async def office(targets: Targets) -> Caller:
     """A fresh tenant per test: these tests write."""
     return await make_tenant(targets, [persona("ada", "Ada"), persona("basil", "Basil")], "work")
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_text(result: CallToolResult) -> str:
-    assert result.is_error, result.structured_content
-    return " ".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
