@@ -37,6 +37,10 @@ class Embedders:
         self.default = configured_spec(settings)
         self._embedders: dict[str, Embedder] = {}
         self._tenant_models: dict[UUID, ModelSpec] = {}
+        # (tenant, model key) pairs this process found with nothing pending. Pending rows come
+        # from failed embeddings; another process (an import) can add some, which the next
+        # restart or `mindscape memory backfill` picks up.
+        self._clean: set[tuple[UUID, str]] = set()
 
     def get(self, spec: ModelSpec) -> Embedder:
         embedder = self._embedders.get(spec.key)
@@ -51,6 +55,15 @@ class Embedders:
         spec = active_spec(tenant_settings, self.default)
         self._tenant_models[tenant_id] = spec
         return spec
+
+    def pending_possible(self, tenant_id: UUID, spec: ModelSpec) -> bool:
+        return (tenant_id, spec.key) not in self._clean
+
+    def mark(self, tenant_id: UUID, spec: ModelSpec, *, clean: bool) -> None:
+        if clean:
+            self._clean.add((tenant_id, spec.key))
+        else:
+            self._clean.discard((tenant_id, spec.key))
 
     async def aclose(self) -> None:
         for embedder in self._embedders.values():

@@ -94,6 +94,7 @@ async def store(
         ready = await memories.has_embedding(tx.conn, tenant_id=tx.tenant_id, model=active.key, memory_id=memory_id)
     note = None
     if not ready:
+        embedders.mark(tx.tenant_id, active, clean=False)
         note = "stored; embedding is pending (provider unavailable), keyword recall finds it now"
     return Remembered(id=memory_id, duplicate=duplicate, embedding="ready" if ready else "pending", note=note)
 
@@ -101,14 +102,16 @@ async def store(
 async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, batch: int = BACKFILL_BATCH) -> int:
     """Embed one batch of the tenant's pending memories; returns how many were embedded."""
     async with open_tx(True) as tx:
-        todo = await memories.pending(tx.conn, tenant_id=tx.tenant_id, model=spec.key, limit=batch)
-    if not todo:
-        return 0
-    vectors = await embedders.get(spec).embed([content for _, content in todo])
-    async with open_tx(False) as tx:
-        await memories.store_embeddings(
-            tx.conn, tenant_id=tx.tenant_id, model=spec.key, memory_ids=[i for i, _ in todo], vectors=vectors
-        )
+        tenant_id = tx.tenant_id
+        todo = await memories.pending(tx.conn, tenant_id=tenant_id, model=spec.key, limit=batch)
+    if todo:
+        vectors = await embedders.get(spec).embed([content for _, content in todo])
+        async with open_tx(False) as tx:
+            await memories.store_embeddings(
+                tx.conn, tenant_id=tx.tenant_id, model=spec.key, memory_ids=[i for i, _ in todo], vectors=vectors
+            )
+    if len(todo) < batch:  # the backlog is empty now: later remembers need not look again
+        embedders.mark(tenant_id, spec, clean=True)
     return len(todo)
 
 

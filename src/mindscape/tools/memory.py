@@ -73,7 +73,9 @@ async def remember(
             target_ids=[result.id],
             outcome="duplicate" if result.duplicate else "created",
         )
-    if prepared.vector is not None:  # the provider works again: embed what is pending, after the reply
+    # The provider works again: embed what is pending, after the reply (only when some may be).
+    spec = state.embedders.model_for(caller.tenant_id)
+    if prepared.vector is not None and state.embedders.pending_possible(caller.tenant_id, spec):
         state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx, caller))
     return result
 
