@@ -111,6 +111,12 @@ def serve(
     ] = "stdio",
     host: Annotated[str, typer.Option(help="HTTP: address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP: port to listen on.")] = 8000,
+    stateless: Annotated[
+        bool, typer.Option("--stateless", help="HTTP: no server-side sessions (or http_stateless).")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="HTTP: worker processes; > 1 needs --stateless.")
+    ] = None,
 ) -> None:
     """Serve MCP over stdio for one tenant, or over HTTP for every tenant with an API key."""
     from mindscape.server.app import build_server
@@ -118,7 +124,12 @@ def serve(
     from mindscape.server.state import open_state
     from mindscape.server.stdio import serve_stdio
 
-    settings = _settings(config, tenant=tenant)
+    settings = _settings(config, tenant=tenant, http_stateless=stateless or None, http_workers=workers)
+    if settings.http_workers > 1:
+        if transport != "http":
+            _fail(MindscapeError(f"--workers > 1 needs --transport http: {transport} keeps its sessions in memory"))
+        _serve_workers(settings, host=host, port=port)
+        return
 
     async def main() -> None:
         targets = await prepare(settings)
@@ -132,6 +143,20 @@ def serve(
                 await serve_stdio(build_server(lambda: nullcontext(state)))
 
     _run(main)
+
+
+def _serve_workers(settings: Settings, *, host: str, port: int) -> None:
+    """Migrate and check the database once, here in the parent, then start the workers."""
+    from mindscape.server.state import open_state
+    from mindscape.server.workers import run_workers
+
+    async def check() -> str:
+        targets = await prepare(settings)
+        async with open_state(settings, targets.runtime, transport="http"):
+            return targets.runtime
+
+    runtime = _run(check)
+    run_workers(settings, runtime, host=host, port=port)
 
 
 @app.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
         description="Origin header values accepted by `serve --transport http` (requests without Origin pass).",
     )
+    # Stateless HTTP keeps no sessions in process memory, so several workers (or hosts behind a
+    # load balancer) can each answer any request; stateful sessions would be lost between them.
+    http_stateless: bool = Field(default=False, description="Streamable HTTP without server-side sessions.")
+    http_workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes sharing the HTTP port (> 1 needs http_stateless)."
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest HTTP request body; larger get 413."
+    )
+    http_shutdown_timeout_s: int = Field(
+        default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    )
 
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
@@ -88,6 +100,15 @@ class Settings(BaseSettings):
         if value is not None and not _SLUG_RE.match(value):
             raise ValueError("tenant must be a slug: lowercase letters, digits and '-', at most 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_stateless(self) -> Settings:
+        if self.http_workers > 1 and not self.http_stateless:
+            raise ValueError(
+                "http_workers > 1 needs http_stateless (--stateless): sessions live in one process's memory, "
+                "so a request that reaches another worker would not find its session"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

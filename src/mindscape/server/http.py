@@ -26,8 +26,11 @@ from mindscape.database import migrate
 from mindscape.database.pool import Pool
 from mindscape.server.app import build_server
 from mindscape.server.auth import ApiKeyVerifier, key_auth_settings
+from mindscape.server.body_limit import BodyLimit
+from mindscape.server.graceful import GracefulServer
 from mindscape.server.metrics import CONTENT_TYPE
 from mindscape.server.state import AppState
+from mindscape.settings import Settings
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0
@@ -65,9 +68,18 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         allowed_hosts=list(state.settings.http_allowed_hosts),
         allowed_origins=list(state.settings.http_allowed_origins),
     )
+    limit = state.settings.http_max_body_bytes
     if transport == "sse":
-        return server.sse_app(transport_security=security, host=host)
-    return server.streamable_http_app(transport_security=security, host=host)
+        app = server.sse_app(transport_security=security, host=host, max_request_body_size=limit)
+    else:
+        app = server.streamable_http_app(
+            transport_security=security,
+            host=host,
+            stateless_http=state.settings.http_stateless,
+            max_request_body_size=limit,
+        )
+    app.add_middleware(BodyLimit, max_bytes=limit)
+    return app
 
 
 async def not_ready(pool: Pool, head: str) -> str | None:
@@ -89,7 +101,20 @@ async def not_ready(pool: Pool, head: str) -> str | None:
 async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTransport = "http") -> None:
     app = build_http_app(state, host=host, port=port, transport=transport)
     # log_config=None: uvicorn's loggers go through the root logger (stderr, configured level).
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=state.settings.http_shutdown_timeout_s,
+    )
     where = "legacy SSE at http://%s:%d/sse" if transport == "sse" else "Streamable HTTP at http://%s:%d/mcp"
-    log.warning("serving MCP over " + where, host, port)
-    await uvicorn.Server(config).serve()
+    log.warning("serving MCP over " + where + describe_mode(state.settings), host, port)
+    await GracefulServer(config).serve()
+
+
+def describe_mode(settings: Settings) -> str:
+    if not settings.http_stateless:
+        return " (sessions in this process)"
+    return f" (stateless, {settings.http_workers} worker(s) x pool_max_size {settings.pool_max_size} connections)"
