@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,13 +28,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(targets: Targets, transport: str, log: Path) -> Generator[str]:
-    """Yield the base URL (http://127.0.0.1:PORT) of a `serve --transport TRANSPORT` process."""
+def running_server(targets: Targets, transport: str, log: Path, *extra: str) -> Generator[str]:
+    """Yield the base URL (http://127.0.0.1:PORT) of a `serve --transport TRANSPORT [EXTRA...]` process."""
+    with server_process(targets, log, "--transport", transport, *extra) as (_proc, url):
+        yield url
+
+
+@contextmanager
+def server_process(
+    targets: Targets, log: Path, *args: str, env: Mapping[str, str] | None = None
+) -> Generator[tuple[subprocess.Popen[bytes], str]]:
+    """`mindscape serve ARGS --port P` once /healthz answers: the process (to signal it) and its base URL."""
     port = free_port()
-    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO", **(env or {})}
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mindscape", "serve", "--transport", transport, "--port", str(port)],
+            [sys.executable, "-m", "mindscape", "serve", *args, "--port", str(port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -43,10 +52,11 @@ def running_server(targets: Targets, transport: str, log: Path) -> Generator[str
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(proc, url, log)
-        yield url
+        yield proc, url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:

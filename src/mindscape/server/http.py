@@ -28,6 +28,7 @@ from mindscape.server.app import build_server
 from mindscape.server.auth import ApiKeyVerifier, key_auth_settings
 from mindscape.server.body_limit import BodyLimit
 from mindscape.server.graceful import GracefulServer
+from mindscape.server.media_types import MediaTypes
 from mindscape.server.metrics import CONTENT_TYPE
 from mindscape.server.state import AppState
 from mindscape.settings import Settings
@@ -78,7 +79,8 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
             stateless_http=state.settings.http_stateless,
             max_request_body_size=limit,
         )
-    app.add_middleware(BodyLimit, max_bytes=limit)
+        app.add_middleware(MediaTypes)
+    app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first
     return app
 
 

@@ -1,0 +1,30 @@
+"""Everything a tenant owns, read through the owner connection: to prove that nothing was written."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from mindscape.database.pool import connect
+from mindscape.database.urls import Targets
+
+# Every tenant-scoped table (api_keys is left out: using a key stamps its last_used_at).
+TABLES = ("personas", "memories", "memory_embeddings", "campaigns", "campaign_personas", "tasks", "audit_events")
+
+
+async def snapshot(targets: Targets, tenant_id: UUID) -> dict[str, tuple[int, str]]:
+    """Per table: the row count and an md5 over the rows' full text."""
+    conn = await connect(targets.owner)
+    try:
+        found: dict[str, tuple[int, str]] = {}
+        for table in TABLES:
+            # The table name is one of the constants above, never input.
+            row = await conn.fetchrow(
+                f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS digest "
+                f"FROM mindscape.{table} t WHERE tenant_id = $1",
+                tenant_id,
+            )
+            assert row is not None
+            found[table] = (row["n"], row["digest"])
+        return found
+    finally:
+        await conn.close()
