@@ -32,6 +32,7 @@ from tests.test_http import INITIALIZE, MCP_HEADERS, mcp_client, new_key
 
 MODES = ["legacy", "auto"]
 LEGACY = "2025-11-25"
+SSE = "text/event-stream"
 
 
 @dataclass(frozen=True)
@@ -285,11 +286,33 @@ async def test_sigterm_lets_the_call_in_flight_finish_and_starts_no_new_ones(
                         await http.post(f"{url}/mcp", json=tool_call("update_task", change), headers=headers)
                     )
 
+                stream_open, stream_ended = anyio.Event(), anyio.Event()
+
+                async def listen() -> None:
+                    """The session's idle GET event stream, as 2025-11-25 clients keep one open."""
+                    async with http.stream("GET", f"{url}/mcp", headers={**headers, "Accept": SSE}) as stream:
+                        assert stream.status_code == 200
+                        stream_open.set()
+                        async for _ in stream.aiter_bytes():
+                            pass
+                    stream_ended.set()
+
                 async with anyio.create_task_group() as group:
+                    if not stateless:
+                        group.start_soon(listen)
+                        await stream_open.wait()
                     group.start_soon(update)
                     await polled(lambda: blocked_on_the_lock(watcher))  # the call is in flight
                     proc.send_signal(signal.SIGTERM)
                     await polled(lambda: refused(url))  # no new connections once shutdown began
+                    if not stateless:
+                        # Idle streams end at once (they would hold shutdown up to its timeout); a
+                        # response stream cut at the same moment would lose the call's answer.
+                        await polled(lambda: is_set(stream_ended))
+                    # sse-starlette's own drain (now off) polled every 0.5 s and cut *all* streams, the
+                    # call's answer included; this pause gives it the chance to, so a regression shows.
+                    # A pause, not a timed assertion: a slow machine can only make the test pass.
+                    await anyio.sleep(1)
                     assert proc.poll() is None  # ... while the call in flight keeps the process alive
                     await lock.rollback()
             finally:
@@ -315,6 +338,10 @@ async def polled(check: Callable[[], Awaitable[bool]]) -> None:
 
 async def blocked_on_the_lock(watcher: asyncpg.Connection[Any]) -> bool:
     return await watcher.fetchval(BLOCKED_ON_LOCK) > 0
+
+
+async def is_set(event: anyio.Event) -> bool:
+    return event.is_set()
 
 
 async def refused(url: str) -> bool:

@@ -27,6 +27,7 @@ from mindscape.database.pool import Pool
 from mindscape.server.app import build_server
 from mindscape.server.auth import ApiKeyVerifier, key_auth_settings
 from mindscape.server.body_limit import BodyLimit
+from mindscape.server.drain import Drain, keep_answers_on_shutdown
 from mindscape.server.graceful import GracefulServer
 from mindscape.server.media_types import MediaTypes
 from mindscape.server.metrics import CONTENT_TYPE
@@ -70,6 +71,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         allowed_origins=list(state.settings.http_allowed_origins),
     )
     limit = state.settings.http_max_body_bytes
+    keep_answers_on_shutdown()
     if transport == "sse":
         app = server.sse_app(transport_security=security, host=host, max_request_body_size=limit)
     else:
@@ -80,6 +82,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
             max_request_body_size=limit,
         )
         app.add_middleware(MediaTypes)
+        app.add_middleware(Drain)
     app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first
     return app
 
