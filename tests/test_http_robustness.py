@@ -252,14 +252,17 @@ BLOCKED_ON_LOCK = (
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("stateless", [False, True], ids=["stateful", "stateless"])
+@pytest.mark.parametrize(
+    "flags", [[], ["--stateless"], ["--stateless", "--workers", "2"]], ids=["stateful", "stateless", "workers"]
+)
 async def test_sigterm_lets_the_call_in_flight_finish_and_starts_no_new_ones(
-    targets: Targets, tenant: Tenant, tmp_path: Path, stateless: bool
+    targets: Targets, tenant: Tenant, tmp_path: Path, flags: list[str]
 ) -> None:
     log = tmp_path / "server.log"
     # The call waits on a row lock for as long as the test needs: no statement timeout in the way.
     env = {"MINDSCAPE_STATEMENT_TIMEOUT_MS": "600000"}
-    args = ["--transport", "http", *(["--stateless"] if stateless else [])]
+    args = ["--transport", "http", *flags]
+    stateless = "--stateless" in flags
     with server_process(targets, log, *args, env=env) as (proc, url):
         async with mcp_client(url, tenant.key, "auto") as client:
             task = structured(await client.call_tool("create_task", {"title": "finish me during shutdown"}))

@@ -64,6 +64,26 @@ class WorkerApp:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also closes its own copy of the listening socket on SIGTERM/SIGINT.
+
+    The workers stop listening when told to stop, but while the parent still holds the socket the
+    kernel keeps queueing new connections that nobody will answer; closed, they are refused.
+    """
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+    def _stop_listening(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
 def run_workers(settings: Settings, runtime_url: str, *, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT; each worker then finishes its in-flight requests and exits."""
     config = uvicorn.Config(
@@ -86,4 +106,4 @@ def run_workers(settings: Settings, runtime_url: str, *, host: str, port: int) -
         settings.http_workers,
         total,
     )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    Supervisor(config, sockets=[config.bind_socket()]).run()
