@@ -354,3 +354,54 @@ async def refused(url: str) -> bool:
         except httpx2.ConnectError:
             return True
     return False
+
+
+# --- credentials on a write ------------------------------------------------------------------------
+
+EXPIRE = "UPDATE mindscape.api_keys SET created_at = now() - interval '2 days', expires_at = now() WHERE prefix = $1"
+REVOKE = "UPDATE mindscape.api_keys SET revoked_at = now() WHERE prefix = $1"
+
+
+@pytest.fixture(scope="module")
+def spoiled_keys(targets: Targets, tenant: Tenant) -> dict[str, str]:
+    """An expired and a revoked key of the tenant, spoiled through the owner connection."""
+
+    async def spoil() -> dict[str, str]:
+        found: dict[str, str] = {}
+        conn = await connect(targets.owner)
+        try:
+            for name, sql in (("expired", EXPIRE), ("revoked", REVOKE)):
+                key = await new_key(targets, tenant.slug, "write")
+                await conn.execute(sql, key.split("_")[1])
+                found[name] = key
+        finally:
+            await conn.close()
+        return found
+
+    return anyio.run(spoil)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("credential", ["missing", "malformed", "unknown", "expired", "revoked"])
+async def test_a_write_with_bad_credentials_gets_401_and_writes_nothing(
+    workers: tuple[subprocess.Popen[bytes], str],
+    targets: Targets,
+    tenant: Tenant,
+    spoiled_keys: dict[str, str],
+    credential: str,
+) -> None:
+    _, url = workers
+    authorization = {
+        "missing": "",
+        "malformed": "Bearer msk_not-a-key",
+        "unknown": "Bearer msk_0123456789ab_" + "x" * 43,
+        "expired": f"Bearer {spoiled_keys['expired']}",
+        "revoked": f"Bearer {spoiled_keys['revoked']}",
+    }[credential]
+    before = await snapshot(targets, tenant.tenant_id)
+    response = post(url, tenant.key, remember_body(f"must not be stored: {credential}"), Authorization=authorization)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+    assert response.json()["error"] == "invalid_token"
+    assert await snapshot(targets, tenant.tenant_id) == before
+    assert post(url, tenant.key, json.dumps(INITIALIZE).encode()).status_code == 200  # still serving
