@@ -145,6 +145,16 @@ def test_workers_need_stateless_and_http(targets: Targets) -> None:
     assert "--workers > 1 needs --transport http" in sse.stderr
 
 
+def test_workers_warn_when_their_pools_exceed_the_database(targets: Targets, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    flags = ("--transport", "http", "--stateless", "--workers", "2")
+    with server_process(targets, log, *flags, env={"MINDSCAPE_POOL_MAX_SIZE": "60"}) as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    # The embedded server's max_connections is 100, 3 of them reserved for superusers.
+    assert "warning: 2 workers x pool_max_size 60 = 120 connections, but the database accepts 97" in log.read_text()
+
+
 # --- bad requests ----------------------------------------------------------------------------------
 
 MIB = 1024 * 1024

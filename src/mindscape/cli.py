@@ -147,13 +147,24 @@ def serve(
 
 def _serve_workers(settings: Settings, *, host: str, port: int) -> None:
     """Migrate and check the database once, here in the parent, then start the workers."""
+    from mindscape.queries import capacity
     from mindscape.server.state import open_state
     from mindscape.server.workers import run_workers
 
     async def check() -> str:
         targets = await prepare(settings)
-        async with open_state(settings, targets.runtime, transport="http"):
-            return targets.runtime
+        async with open_state(settings, targets.runtime, transport="http") as state, state.pool.acquire() as conn:
+            usable = await capacity.usable_connections(conn)
+        needed = settings.http_workers * settings.pool_max_size
+        if needed > usable:
+            # A warning, not a refusal: pools open connections only as load needs them.
+            err.print(
+                f"warning: {settings.http_workers} workers x pool_max_size {settings.pool_max_size} = {needed} "
+                f"connections, but the database accepts {usable}; lower pool_max_size or max_connections will "
+                "refuse some under load",
+                soft_wrap=True,
+            )
+        return targets.runtime
 
     runtime = _run(check)
     run_workers(settings, runtime, host=host, port=port)

@@ -122,4 +122,4 @@ async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTr
 def describe_mode(settings: Settings) -> str:
     if not settings.http_stateless:
         return " (sessions in this process)"
-    return f" (stateless, {settings.http_workers} worker(s) x pool_max_size {settings.pool_max_size} connections)"
+    return f" (stateless; up to {settings.pool_max_size} database connections in this process)"

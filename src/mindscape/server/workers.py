@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from mindscape.errors import MindscapeError
 from mindscape.server.http import build_http_app
 from mindscape.server.state import open_state
 from mindscape.settings import Settings
@@ -54,6 +55,10 @@ class WorkerApp:
                 state = await stack.enter_async_context(open_state(self._settings, self._runtime_url, transport="http"))
                 app = build_http_app(state, host=self._host, port=self._port)
                 await stack.enter_async_context(app.router.lifespan_context(app))
+            except MindscapeError as exc:  # anticipated (e.g. the database went away): one line
+                log.error("worker could not start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
             except Exception as exc:
                 log.exception("worker could not start")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
