@@ -23,9 +23,10 @@ from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
 from mindscape.database.pool import connect
 from mindscape.database.targets import resolve_targets
-from mindscape.database.urls import RUNTIME_ROLE, redact
+from mindscape.database.urls import RUNTIME_ROLE, Targets, redact
 from mindscape.embeddings.factory import configured_spec, describe, make_embedder
 from mindscape.errors import MindscapeError
+from mindscape.memory.indexing import index_tenants
 from mindscape.settings import Settings, load_settings
 
 out = Console(highlight=False)
@@ -112,11 +113,32 @@ async def database_checks(settings: Settings) -> list[Check]:
                     "run `mindscape db upgrade` (it builds the configured model's index)",
                 )
             )
+        checks.append(await tenant_index_check(settings, targets))
         return checks
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]
     finally:
         await conn.close()
+
+
+async def tenant_index_check(settings: Settings, targets: Targets) -> Check:
+    """Tenants above memory_exact_max_rows need an HNSW index of their own for full recall."""
+    name = "tenant indexes"
+    if targets.owner == targets.runtime:
+        return Check(name, "warn", "not checked: listing tenants needs the owner", "set owner_database_url")
+    report = await index_tenants(settings, targets, build=False)
+    missing = [r.tenant for r in report if r.state == "missing"]
+    large = sum(r.state in ("missing", "present") for r in report)
+    threshold = f"{settings.memory_exact_max_rows:,}"
+    if not missing:
+        return Check(name, "ok", f"{large} tenant(s) above {threshold} embeddings, each with its own HNSW index")
+    return Check(
+        name,
+        "warn",
+        f"{len(missing)} of {large} tenant(s) above {threshold} embeddings lack their own HNSW index "
+        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): their recall may miss neighbours",
+        "run `mindscape memory index`",
+    )
 
 
 def _server_checks(row: asyncpg.Record) -> list[Check]:
