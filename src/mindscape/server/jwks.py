@@ -54,6 +54,12 @@ class JwksCache:
             raise JwksUnavailable(self._last_error)
         return found
 
+    async def load(self) -> int:
+        """Fetch the key set now and return how many signing keys it has (for `mindscape doctor`)."""
+        self._keys = await self._fetch()
+        self._fetched_at = self._attempted_at = time.monotonic()
+        return len(self._keys)
+
     def _find(self, kid: str | None) -> PyJWK | None:
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
