@@ -195,8 +195,10 @@ def test_the_401_points_at_the_metadata_and_the_metadata_at_the_issuer(base_url:
     metadata_url = f"{base_url}/.well-known/oauth-protected-resource/mcp"
     assert f'resource_metadata="{metadata_url}"' in response.headers["www-authenticate"]
     assert f'resource_metadata="{metadata_url}"' in post_mcp(base_url, "Bearer x.y.z").headers["www-authenticate"]
+    stale = {"Authorization": "Bearer x.y.z"}  # ignored outside /mcp: probes and discovery keep working
+    assert httpx2.get(f"{base_url}/healthz", headers=stale).status_code == 200
     for url in (metadata_url, f"{base_url}/.well-known/oauth-protected-resource"):
-        metadata = httpx2.get(url).json()
+        metadata = httpx2.get(url, headers=stale).json()
         assert metadata == {
             "resource": f"{base_url}/mcp",
             "authorization_servers": [ISSUER],

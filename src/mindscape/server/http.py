@@ -83,7 +83,8 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         app = server.streamable_http_app(transport_security=security, host=host)
     if resource is not None:
         app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
-    return answer_refusals(app, resource.metadata_url if resource else None)
+    protected = ("/sse", "/messages/") if transport == "sse" else ("/mcp",)
+    return answer_refusals(app, resource.metadata_url if resource else None, protected)
 
 
 async def not_ready(pool: Pool, head: str) -> str | None:

@@ -13,7 +13,7 @@ import json
 import re
 
 from starlette.applications import Starlette
-from starlette.authentication import AuthenticationBackend, AuthenticationError
+from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
@@ -59,11 +59,29 @@ def refusal_response(refused: Refused, resource_metadata_url: str | None) -> Res
     return Response(body, status_code=refused.status, media_type="application/json", headers=headers)
 
 
-def answer_refusals(app: Starlette, resource_metadata_url: str | None) -> Starlette:
+class _RefuseOnlyWhereRequired(AuthenticationBackend):
+    """Refusals answer only on the MCP endpoints. Elsewhere (/healthz, /readyz, /metrics, the OAuth
+    metadata) a stale bearer token is ignored as before, so probes and OAuth discovery keep working."""
+
+    def __init__(self, inner: AuthenticationBackend, protected: tuple[str, ...]) -> None:
+        self._inner = inner
+        self._protected = protected
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        try:
+            return await self._inner.authenticate(conn)
+        except Refused:
+            if conn.url.path.startswith(self._protected):
+                raise
+            return None
+
+
+def answer_refusals(app: Starlette, resource_metadata_url: str | None, protected: tuple[str, ...]) -> Starlette:
     """Give the SDK-built app's AuthenticationMiddleware an on_error that answers `Refused` properly.
 
-    Starlette builds its middleware stack on the first request, so replacing the entry here, right
-    after the SDK built the app, is in time. Fails loudly if a future SDK stops using that middleware.
+    `protected` are the path prefixes that need a credential (e.g. "/mcp"). Starlette builds its
+    middleware stack on the first request, so replacing the entry here, right after the SDK built
+    the app, is in time. Fails loudly if a future SDK stops using that middleware.
     """
 
     def on_error(_conn: HTTPConnection, exc: AuthenticationError) -> Response:
@@ -75,7 +93,9 @@ def answer_refusals(app: Starlette, resource_metadata_url: str | None) -> Starle
         if entry.cls is AuthenticationMiddleware:
             backend = entry.kwargs["backend"]
             assert isinstance(backend, AuthenticationBackend)
-            app.user_middleware[i] = Middleware(AuthenticationMiddleware, backend=backend, on_error=on_error)
+            app.user_middleware[i] = Middleware(
+                AuthenticationMiddleware, backend=_RefuseOnlyWhereRequired(backend, protected), on_error=on_error
+            )
             replaced += 1
     if replaced != 1:
         raise RuntimeError(f"expected one AuthenticationMiddleware in the SDK's app, found {replaced}")
