@@ -1,19 +1,24 @@
-"""OAuth settings that do not fit together, the JWKS cache against a real local JWKS, and `mindscape doctor`."""
+"""OAuth settings that do not fit together, the JWKS cache against a real local JWKS, 503s, and `mindscape doctor`."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from mindscape.database.pool import Pool
 from mindscape.database.urls import Targets
 from mindscape.errors import StartupError
+from mindscape.server.auth import ApiKeyVerifier
 from mindscape.server.jwks import JwksCache, JwksUnavailable
-from mindscape.server.jwt_auth import claim_at, granted_scopes, jwt_principal
+from mindscape.server.jwt_auth import JwtConfig, JwtVerifier, claim_at, granted_scopes, jwt_principal
+from mindscape.server.refusals import Refused
 from mindscape.settings import load_settings
-from tests.issuer import Jwks, jwks_server, public_jwk, rsa_key
+from tests.conftest import make_tenant
+from tests.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
 from tests.serving import free_port
 from tests.test_doctor import doctor, line_of
 
@@ -188,3 +193,28 @@ def test_doctor_reports_an_invalid_combination(targets: Targets) -> None:
     result = doctor(targets, MINDSCAPE_OAUTH_ISSUER=ISSUER, MINDSCAPE_OAUTH_JWKS_URL=JWKS)
     assert result.exit_code == 1
     assert "oauth_audience is required in JWT mode" in line_of(result.stdout, "FAIL  settings:")
+
+
+@pytest.mark.anyio
+async def test_unreachable_jwks_or_database_answer_503_not_401(pool: Pool, targets: Targets) -> None:
+    """Fail closed, but say it is temporary: the client should retry, not throw its credential away."""
+    tenant = (await make_tenant(targets, [], "o5")).tenant_slug
+    gone = f"http://127.0.0.1:{free_port()}/jwks.json"
+    config = JwtConfig(ISSUER, "aud", "mindscape_tenant", ["RS256"], 30, gone, None)
+    token = sign_rs256(KEY, "k1", claims("mindscape_tenant", tenant, iss=ISSUER, aud="aud"))
+    with pytest.raises(Refused) as caught:
+        await JwtVerifier(config, pool).verify(token)
+    assert (caught.value.status, caught.value.error) == (503, "temporarily_unavailable")
+
+    with jwks_server(Jwks(keys=[public_jwk(KEY, "k1")])) as served:
+        verifier = JwtVerifier(replace(config, jwks_url=served.url), pool)
+        accepted = await verifier.verify(token)
+        assert accepted.claims is not None
+        assert accepted.claims["mindscape_tenant_slug"] == tenant
+        await pool.close()
+        with pytest.raises(Refused) as caught:
+            await verifier.verify(token)
+        assert caught.value.status == 503
+        with pytest.raises(Refused) as caught:
+            await ApiKeyVerifier(pool).verify_token("msk_0123456789ab_" + "x" * 43)
+        assert caught.value.status == 503

@@ -53,8 +53,9 @@ class ApiKeyVerifier:
                 record = found[0] if len(found) == 1 else None
                 refusal = _refusal(prefix, record)
                 if refusal is not None or record is None:
-                    log.info("refused API key %s: %s", prefix, refusal.description if refusal else "?")
-                    raise refusal or unauthorized("unknown API key")
+                    refused = refusal or unauthorized("unknown key or wrong secret")
+                    log.info("refused API key %s: %s", prefix, refused.description)
+                    raise refused
                 await api_keys.touch(conn, key_id=record.id)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             # Fail closed: without the database no key can be checked.

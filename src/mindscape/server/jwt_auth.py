@@ -72,6 +72,13 @@ class JwtVerifier:
 
     async def verify(self, token: str) -> AccessToken:
         """The verified principal, or `Refused` (401, 403 or 503) with a reason the client can act on."""
+        try:
+            return await self._verify(token)
+        except Refused as exc:
+            log.info("refused a JWT: %s", exc.description)  # the reason only, never the token
+            raise
+
+    async def _verify(self, token: str) -> AccessToken:
         claims = await self._verified_claims(token)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
@@ -109,7 +116,8 @@ class JwtVerifier:
             raise unauthorized("the bearer token is neither an API key (msk_...) nor a well-formed JWT") from None
         alg = header.get("alg")
         if alg not in self.config.algorithms:
-            raise unauthorized(f"tokens signed with {alg!r} are not accepted; use {', '.join(self.config.algorithms)}")
+            accepted = ", ".join(self.config.algorithms)
+            raise unauthorized(f"tokens signed with {_short(alg)} are not accepted; use {accepted}")
         key = await self._key(header.get("kid"))
         try:
             return jwt.decode(
@@ -132,11 +140,10 @@ class JwtVerifier:
             raise unauthorized("the token's 'kid' header is not a string")
         try:
             key = await self._jwks.key(kid)
-        except JwksUnavailable as exc:
-            log.error("%s", exc)
+        except JwksUnavailable:  # the cache has logged why, once per attempt
             raise unavailable("the issuer's signing keys could not be fetched; try again shortly") from None
         if key is None:
-            raise unauthorized(f"no signing key with kid {kid!r} at the issuer's JWKS; get a new token")
+            raise unauthorized(f"no signing key with kid {_short(kid)} at the issuer's JWKS; get a new token")
         return key
 
     def _refusal(self, exc: jwt.InvalidTokenError) -> Refused:
@@ -156,7 +163,6 @@ class JwtVerifier:
                 reason = "the token's signature does not verify"
             case _:
                 reason = f"the token is invalid ({type(exc).__name__})"
-        log.info("refused a JWT: %s", reason)
         return unauthorized(reason)
 
     async def _active_tenant(self, slug: str) -> Any:
@@ -167,10 +173,8 @@ class JwtVerifier:
             log.exception("could not look up tenant %s for a JWT", slug)
             raise unavailable("the tenant could not be checked; try again shortly") from None
         if tenant is None:
-            log.info("refused a JWT for unknown tenant %s", slug)
             raise unauthorized(f"tenant {slug!r} named by the token does not exist")
         if tenant.status != "active":
-            log.info("refused a JWT for disabled tenant %s", slug)
             raise forbidden(
                 f"tenant {slug!r} is disabled; an operator can re-enable it: `mindscape tenant enable {slug}`"
             )
@@ -207,3 +211,9 @@ def jwt_principal(issuer: str, subject: str) -> str:
     if len(principal) > MAX_PRINCIPAL:
         return "jwt:sha256:" + hashlib.sha256(principal.encode()).hexdigest()
     return principal
+
+
+def _short(value: Any) -> str:
+    """An unverified header value for a message: quoted and cut short, so an attacker cannot flood the log."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
