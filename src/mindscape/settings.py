@@ -164,9 +164,11 @@ def _one_line(exc: ValidationError) -> str:
     """Each problem as `field: message`, without pydantic's input echo and help links (and so no secrets)."""
     problems: list[str] = []
     for error in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{field}: {message.removeprefix('Value error, ')}")
+        field = ".".join(str(p) for p in error["loc"])
+        message = ("unknown setting" if error["type"] == "extra_forbidden" else error["msg"]).removeprefix(
+            "Value error, "
+        )
+        problems.append(f"{field}: {message}" if field else message)  # no field: a combination (oauth_settings)
     return "; ".join(problems)
 
 
