@@ -28,10 +28,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(targets: Targets, transport: str, log: Path) -> Generator[str]:
+def running_server(
+    targets: Targets, transport: str, log: Path, extra_env: dict[str, str] | None = None
+) -> Generator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) of a `serve --transport TRANSPORT` process."""
     port = free_port()
-    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO", **(extra_env or {})}
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mindscape", "serve", "--transport", transport, "--port", str(port)],
