@@ -222,10 +222,27 @@ class Tally:
     calls: Counter[str] = field(default_factory=Counter[str])
 
 
+@dataclass
+class Window:
+    """The measured window: its length, the generator's CPU seconds in it, and the server's RSS at its start."""
+
+    seconds: float = 0.0
+    generator_cpu_s: float = 0.0
+    rss_start: float = 0.0
+
+
 async def drive(
-    host: str, port: int, auth: str | None, pick: Callable[[random.Random, int, int], Call], args: argparse.Namespace
-) -> tuple[Tally, float, float]:
-    """Run the clients for warm-up + duration; the tally of the measured part, its seconds and our CPU seconds."""
+    host: str,
+    port: int,
+    auth: str | None,
+    pick: Callable[[random.Random, int, int], Call],
+    args: argparse.Namespace,
+    rss: Callable[[], float] = lambda: 0.0,
+) -> tuple[Tally, Window]:
+    """Run the clients for warm-up + duration; the tally of calls started in the measured window, and the window.
+
+    The window ends when the last call started in it has answered.
+    """
     tally = Tally()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -252,18 +269,19 @@ async def drive(
         finally:
             conn.close()
 
-    await asyncio.sleep(0)
-    cpu_at = 0.0
+    window = Window()
 
-    async def mark_cpu() -> None:
-        nonlocal cpu_at
+    async def mark_start() -> None:
         await asyncio.sleep(max(0.0, measure_from - loop.time()))
-        cpu_at = time.process_time()
+        window.rss_start = rss()
+        window.generator_cpu_s = -time.process_time()
 
-    marker = asyncio.create_task(mark_cpu())
+    marker = asyncio.create_task(mark_start())
     await asyncio.gather(*(client(n) for n in range(args.clients)))
     await marker
-    return tally, args.duration, time.process_time() - cpu_at
+    window.seconds = loop.time() - measure_from
+    window.generator_cpu_s += time.process_time()
+    return tally, window
 
 
 def _text(result: Message) -> str:
@@ -454,11 +472,10 @@ def measure(
     server: Server, key: str | None, pick: Callable[[random.Random, int, int], Call], args: argparse.Namespace
 ) -> Row:
     log(f"{server.name}: {args.warmup:g} s warm-up, then {args.duration:g} s with {args.clients} clients")
-    rss_start = server.rss_mib()
-    tally, seconds, cpu = asyncio.run(drive("127.0.0.1", server.port, key, pick, args))
+    tally, window = asyncio.run(drive("127.0.0.1", server.port, key, pick, args, server.rss_mib))
     if server.proc.poll() is not None:
         raise server.fail(f"exited with {server.proc.returncode} under load")
-    return Row(server.name, tally, seconds, cpu, rss_start, server.rss_mib())
+    return Row(server.name, tally, window.seconds, window.generator_cpu_s, window.rss_start, server.rss_mib())
 
 
 def report(rows: list[Row], bare: Row, args: argparse.Namespace) -> str:
@@ -554,18 +571,24 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
     bare_row = measure(bare, None, bare_workload, args)
     bare.stop()
     rows: list[Row] = []
+    missing: list[str] = []
     campaign: str | None = None
     for workers in args.worker_counts:
         port = free_port()
         name = f"mindscape, {workers} worker{'s' if workers > 1 else ''}"
-        server = start(name, mindscape_cmd(port, workers), env, port, tmp)
+        try:
+            server = start(name, mindscape_cmd(port, workers), env, port, tmp)
+        except SystemExit as exc:  # e.g. a Mindscape without --workers: report the others anyway
+            log(str(exc))
+            missing.append(f"- {name}: did not start ({str(exc).splitlines()[0]}); its stderr is above")
+            continue
         servers.append(server)
         if campaign is None:
             log("seeding a campaign, tasks and memories through the server")
             campaign = asyncio.run(seed_through_server(port, key))
         rows.append(measure(server, key, mixed_workload(campaign), args))
         server.stop()
-    return report(rows, bare_row, args)
+    return "\n".join([report(rows, bare_row, args), *missing])
 
 
 def main() -> int:
