@@ -292,8 +292,11 @@ def _text(result: Message) -> str:
 # --- workloads --------------------------------------------------------------------------------
 
 
-def mixed_workload(campaign: str) -> Callable[[random.Random, int, int], Call]:
-    """70% reads, 30% writes, as (tool, arguments) for client n's i-th call."""
+def mixed_workload(campaign: str, run: str = "") -> Callable[[random.Random, int, int], Call]:
+    """70% reads, 30% writes, as (tool, arguments) for client n's i-th call.
+
+    `run` tells runs apart, so a later run's remember calls are new memories, not duplicates.
+    """
 
     def pick(rng: random.Random, n: int, i: int) -> Call:
         roll = rng.random()
@@ -305,10 +308,10 @@ def mixed_workload(campaign: str) -> Callable[[random.Random, int, int], Call]:
         if roll < 0.70:
             return "list_tasks", {"campaign": campaign, "status": "pending", "limit": 20}
         if roll < 0.82:
-            return "remember", {"content": f"load {n}-{i}: {words}", "persona": rng.choice(SLUGS)}
+            return "remember", {"content": f"load {run}{n}-{i}: {words}", "persona": rng.choice(SLUGS)}
         if roll < 0.94:
             return "create_task", {
-                "title": f"load {n}-{i}: {words}",
+                "title": f"load {run}{n}-{i}: {words}",
                 "campaign": campaign,
                 "priority": rng.randint(0, 3),
             }
@@ -586,7 +589,7 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
         if campaign is None:
             log("seeding a campaign, tasks and memories through the server")
             campaign = asyncio.run(seed_through_server(port, key))
-        rows.append(measure(server, key, mixed_workload(campaign), args))
+        rows.append(measure(server, key, mixed_workload(campaign, f"w{workers}-"), args))
         server.stop()
     return "\n".join([report(rows, bare_row, args), *missing])
 
