@@ -59,6 +59,7 @@ from mindscape.database.pool import Connection, Pool, create_pool
 from mindscape.database.urls import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
+from mindscape.memory import recall as recall_module
 from mindscape.memory.recall import TenantSizes, semantic_search
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
@@ -168,6 +169,7 @@ class Tenant:
     contents: list[str] = field(default_factory=lambda: [])
     vectors: Matrix = field(default_factory=lambda: np.empty((0, 0), np.float32))
     caller: Caller | None = None
+    own_index: bool = False  # an HNSW index of its own was built
 
     @property
     def slug(self) -> str:
@@ -294,6 +296,9 @@ class Build:
     parallel_workers: str
     index_mb: float
     notices: list[str]
+    tenant_indexes: int = 0
+    tenant_seconds: float = 0.0
+    tenant_mb: float = 0.0
 
 
 async def build_index(owner_url: str, spec: ModelSpec) -> Build:
@@ -322,6 +327,26 @@ async def build_index(owner_url: str, spec: ModelSpec) -> Build:
     return Build(seconds, mem, workers, size / 2**20, notices)
 
 
+async def build_tenant_indexes(
+    owner_url: str, spec: ModelSpec, tenants: list[Tenant], above: int, build: Build
+) -> None:
+    """Each tenant above the smallest threshold gets its own index, as `mindscape memory index` does."""
+    conn = await asyncpg.connect(owner_url)
+    try:
+        for t in (t for t in tenants if t.size > above):
+            start = time.perf_counter()
+            built = await vector_index.ensure_tenant_index(conn, spec, t.who().tenant_id)
+            assert built, f"{t.slug} had its own index before the build"
+            build.tenant_seconds += time.perf_counter() - start
+            build.tenant_indexes += 1
+            t.own_index = True
+            name = f"mindscape.{vector_index.tenant_index_name(spec, t.who().tenant_id)}"
+            size = cast(int, await conn.fetchval("SELECT pg_relation_size(to_regclass($1))", name))
+            build.tenant_mb += size / 2**20
+    finally:
+        await conn.close()
+
+
 Knobs = Sequence[tuple[str, str]]  # `--set NAME=VALUE`: transaction-local settings, to try a change
 
 
@@ -344,7 +369,11 @@ async def filtered(pool: Pool, spec: ModelSpec, sizes: TenantSizes, knobs: Knobs
 
 
 async def forced(pool: Pool, spec: ModelSpec, exact: bool, knobs: Knobs, q: Query) -> Timed:
-    """One path only, with no fallback: shows what each costs and finds at this tenant size."""
+    """One path only, with no fallback: shows what each costs and finds at this tenant size.
+
+    Approximate: the tenant's own index when it has one, else the shared one, as `recall` picks.
+    """
+    own = not exact and q.tenant.own_index
     async with tenant_transaction(pool, q.tenant.who(), read_only=True, statement_timeout_ms=QUERY_TIMEOUT_MS) as tx:
         start = time.perf_counter()
         await apply(tx.conn, knobs)
@@ -357,6 +386,8 @@ async def forced(pool: Pool, spec: ModelSpec, exact: bool, knobs: Knobs, q: Quer
             filters=NO_FILTERS,
             limit=DEPTH,
             exact=exact,
+            ef_search=recall_module.OWN_INDEX_EF_SEARCH if own else recall_module.SHARED_INDEX_EF_SEARCH,
+            own_index=own,
         )
         elapsed = time.perf_counter() - start
     return elapsed, [h[0] for h in hits]
@@ -386,10 +417,11 @@ async def check_plans(pool: Pool, owner: Pool, spec: ModelSpec, q: Query) -> Non
     async with tenant_transaction(pool, q.tenant.who(), read_only=True, statement_timeout_ms=QUERY_TIMEOUT_MS) as tx:
         await tx.conn.execute(memories.HNSW_SETTINGS, str(EF_SEARCH))
         params = (*NO_FILTERS.params(tx.tenant_id), spec.key, q.vector, DEPTH)
-        sql = "EXPLAIN " + memories.semantic_hnsw_sql(spec.dimensions)
+        sql = "EXPLAIN " + memories.semantic_hnsw_sql(spec.dimensions, own_index=True)
         plan = "\n".join(cast(str, r[0]) for r in await tx.conn.fetch(sql, *params))
-    if index not in plan:
-        raise SystemExit(f"the tenant HNSW search does not use {index}:\n{plan}")
+    own = vector_index.tenant_index_name(spec, q.tenant.who().tenant_id)
+    if own not in plan:
+        raise SystemExit(f"the tenant HNSW search does not use the tenant's own index {own}:\n{plan}")
 
 
 # --- measurement ------------------------------------------------------------------------------
@@ -580,12 +612,19 @@ def report(run: Run) -> str:
     )
     b = run.build
     out.append(
-        f"- HNSW build (vector_index.ensure_index, m=16, ef_construction=64): **{b.seconds:.1f} s**, "
+        f"- shared HNSW build (vector_index.ensure_index, m=16, ef_construction=64): **{b.seconds:.1f} s**, "
         f"maintenance_work_mem {b.maintenance_work_mem}, max_parallel_maintenance_workers {b.parallel_workers}, "
         f"index {b.index_mb:,.0f} MB"
     )
     for notice in b.notices:
         out.append(f"  - server notice during the build: {notice}")
+    out.append(
+        f"- tenant HNSW indexes (vector_index.ensure_tenant_index, one per tenant above "
+        f"{min(args.exact_max_rows):,} rows, m={vector_index.TENANT_M}, "
+        f"ef_construction={vector_index.TENANT_EF_CONSTRUCTION}): **{b.tenant_indexes}** built in "
+        f"**{b.tenant_seconds:.1f} s**, "
+        f"{b.tenant_mb:,.0f} MB in all; searched with ef_search {recall_module.OWN_INDEX_EF_SEARCH}"
+    )
     g_times = [t for q in run.baseline for t in res.times[("global", q.index)]]
     g50, g99 = pct_ms(g_times, 0.5), pct_ms(g_times, 0.99)
     g_recall = statistics.fmean(recall_at_k(res.hits[("global", q.index)], q.global_truth) for q in run.baseline)
@@ -755,6 +794,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument(
+        "--own-ef",
+        type=int,
+        help="ef_search on a tenant's own index, to try a value (default: OWN_INDEX_EF_SEARCH in memory/recall.py)",
+    )
+    parser.add_argument(
         "--set",
         type=knob,
         action="append",
@@ -826,6 +870,10 @@ async def database_part(args: argparse.Namespace, tmp: Path) -> tuple[Run, Targe
         log("building the HNSW index")
         build = await build_index(targets.owner, spec)
         log(f"HNSW build: {build.seconds:.1f} s")
+        await build_tenant_indexes(targets.owner, spec, tenants, min(args.exact_max_rows), build)
+        log(f"{build.tenant_indexes} tenant indexes: {build.tenant_seconds:.1f} s")
+        if args.own_ef is not None:
+            recall_module.OWN_INDEX_EF_SEARCH = args.own_ef
         largest = max(tenants, key=lambda t: t.size)
         await check_plans(pool, owner, spec, next(q for q in everything if q.tenant is largest))
         async with owner.acquire() as c:

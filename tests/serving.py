@@ -28,9 +28,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(targets: Targets, transport: str, log: Path, *extra: str) -> Generator[str]:
-    """Yield the base URL (http://127.0.0.1:PORT) of a `serve --transport TRANSPORT [EXTRA...]` process."""
-    with server_process(targets, log, "--transport", transport, *extra) as (_proc, url):
+def running_server(
+    targets: Targets, transport: str, log: Path, extra_env: dict[str, str] | None = None
+) -> Generator[str]:
+    """Yield the base URL (http://127.0.0.1:PORT) of a `serve --transport TRANSPORT` process."""
+    with server_process(targets, log, "--transport", transport, env=extra_env) as (_proc, url):
         yield url
 
 

@@ -166,7 +166,7 @@ def test_a_good_key_with_a_wrong_secret_gets_401(base_url: str, tenant_keys: Key
     assert post_mcp(base_url, f"Bearer {tenant_keys.a_write}").status_code == 200
 
 
-def test_expired_revoked_and_disabled_get_401(base_url: str, targets: Targets) -> None:
+def test_expired_and_revoked_get_401_and_a_disabled_tenant_403(base_url: str, targets: Targets) -> None:
     async def seed() -> tuple[str, str, str]:
         live = await make_tenant(targets, [], "hx")
         disabled = await make_tenant(targets, [], "hd")
@@ -191,9 +191,15 @@ def test_expired_revoked_and_disabled_get_401(base_url: str, targets: Targets) -
         await admin.set_tenant_status(targets, slug=disabled.tenant_slug, status="disabled")
         return expired, revoked, of_disabled
 
-    for key in anyio.run(seed):
+    expired, revoked, of_disabled = anyio.run(seed)
+    prefixes = {key: (keys.parse(key) or ("", ""))[0] for key in (expired, revoked)}
+    for key, reason in ((expired, "has expired"), (revoked, "was revoked")):
         response = post_mcp(base_url, f"Bearer {key}")
         assert response.status_code == 401, key[:16]
+        assert response.json()["error_description"].startswith(f"API key {prefixes[key]} {reason}")
+    disabled = post_mcp(base_url, f"Bearer {of_disabled}")
+    assert disabled.status_code == 403
+    assert "is disabled; an operator can re-enable it" in disabled.json()["error_description"]
 
 
 def test_dns_rebinding_protection_is_on(base_url: str, tenant_keys: Keys) -> None:

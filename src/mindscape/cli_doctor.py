@@ -23,9 +23,11 @@ from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
 from mindscape.database.pool import connect
 from mindscape.database.targets import resolve_targets
-from mindscape.database.urls import RUNTIME_ROLE, redact
+from mindscape.database.urls import RUNTIME_ROLE, Targets, redact
 from mindscape.embeddings.factory import configured_spec, describe, make_embedder
 from mindscape.errors import MindscapeError
+from mindscape.memory.indexing import index_tenants
+from mindscape.server.jwks import JwksCache, JwksUnavailable
 from mindscape.settings import Settings, load_settings
 
 out = Console(highlight=False)
@@ -57,6 +59,26 @@ def masked_config(settings: Settings) -> list[tuple[str, str]]:
             shown = str(value)
         rows.append((name, shown))
     return rows
+
+
+async def oauth_check(settings: Settings) -> Check:
+    """JWT mode: which key source, and whether the JWKS answers with signing keys."""
+    if settings.oauth_issuer is None:
+        return Check("oauth", "ok", "off: API keys only (set oauth_issuer to accept JWTs)")
+    where = f"issuer {settings.oauth_issuer}, audience {settings.oauth_audience}"
+    where += f", tenant claim {settings.oauth_tenant_claim}"
+    if settings.oauth_jwks_url is None:
+        return Check(
+            "oauth",
+            "warn",
+            f"{where}; HS256 shared secret",
+            "a shared secret is for development only: set oauth_jwks_url to your IdP's JWKS and remove it",
+        )
+    try:
+        count = await JwksCache(settings.oauth_jwks_url).load()
+    except JwksUnavailable as exc:
+        return Check("oauth", "FAIL", f"{where}; {exc}", "check oauth_jwks_url and that this host can reach it")
+    return Check("oauth", "ok", f"{where}; {count} signing key(s) at {settings.oauth_jwks_url}")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -112,11 +134,32 @@ async def database_checks(settings: Settings) -> list[Check]:
                     "run `mindscape db upgrade` (it builds the configured model's index)",
                 )
             )
+        checks.append(await tenant_index_check(settings, targets))
         return checks
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]
     finally:
         await conn.close()
+
+
+async def tenant_index_check(settings: Settings, targets: Targets) -> Check:
+    """Tenants above memory_exact_max_rows need an HNSW index of their own for full recall."""
+    name = "tenant indexes"
+    if targets.owner == targets.runtime:
+        return Check(name, "warn", "not checked: listing tenants needs the owner", "set owner_database_url")
+    report = await index_tenants(settings, targets, build=False)
+    missing = [r.tenant for r in report if r.state == "missing"]
+    large = sum(r.state in ("missing", "present") for r in report)
+    threshold = f"{settings.memory_exact_max_rows:,}"
+    if not missing:
+        return Check(name, "ok", f"{large} tenant(s) above {threshold} embeddings, each with its own HNSW index")
+    return Check(
+        name,
+        "warn",
+        f"{len(missing)} of {large} tenant(s) above {threshold} embeddings lack their own HNSW index "
+        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): their recall may miss neighbours",
+        "run `mindscape memory index`",
+    )
 
 
 def _server_checks(row: asyncpg.Record) -> list[Check]:
@@ -153,7 +196,7 @@ def doctor(
         Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
     ] = None,
 ) -> None:
-    """Print the effective configuration (secrets masked) and check the database and embeddings."""
+    """Print the effective configuration (secrets masked) and check the database, embeddings and OAuth."""
     try:
         settings = load_settings(config)
     except MindscapeError as exc:
@@ -166,7 +209,7 @@ def doctor(
     out.print("checks:")
 
     async def run_checks() -> list[Check]:
-        return [*await database_checks(settings), await embedding_check(settings)]
+        return [*await database_checks(settings), await embedding_check(settings), await oauth_check(settings)]
 
     checks = anyio.run(run_checks)
     for check in checks:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from mindscape.errors import StartupError
+from mindscape.oauth_settings import TENANT_CLAIM_PATTERN, oauth_problem
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
@@ -76,6 +77,23 @@ class Settings(BaseSettings):
         default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
     )
 
+    # OAuth 2.1 resource server (HTTP and SSE): JWT bearer tokens next to API keys; rules in oauth_settings.py.
+    oauth_issuer: str | None = Field(default=None, description="Token issuer (`iss`); setting it turns JWT mode on.")
+    oauth_jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL (asymmetric signatures).")
+    oauth_shared_secret: SecretStr | None = Field(default=None, description="HS256 secret: development only.")
+    oauth_audience: str | None = Field(default=None, description="The `aud` tokens must carry; required in JWT mode.")
+    oauth_tenant_claim: str = Field(
+        default="mindscape_tenant",
+        pattern=TENANT_CLAIM_PATTERN,
+        description="Claim with the tenant slug (a.b: nested).",
+    )
+    oauth_algorithms: list[str] | None = Field(default=None, description="Accepted `alg` values; default by key type.")
+    oauth_leeway_s: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    public_url: str | None = Field(
+        default=None,
+        description="Public base URL in the OAuth metadata, e.g. https://mcp.example.com (default: host:port).",
+    )
+
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     memory_exact_max_rows: int = Field(
@@ -108,6 +126,13 @@ class Settings(BaseSettings):
                 "http_workers > 1 needs http_stateless (--stateless): sessions live in one process's memory, "
                 "so a request that reaches another worker would not find its session"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oauth_consistent(self) -> Settings:
+        problem = oauth_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
@@ -160,9 +185,11 @@ def _one_line(exc: ValidationError) -> str:
     """Each problem as `field: message`, without pydantic's input echo and help links (and so no secrets)."""
     problems: list[str] = []
     for error in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(p) for p in error["loc"]) or "settings"
-        message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{field}: {message.removeprefix('Value error, ')}")
+        field = ".".join(str(p) for p in error["loc"])
+        message = ("unknown setting" if error["type"] == "extra_forbidden" else error["msg"]).removeprefix(
+            "Value error, "
+        )
+        problems.append(f"{field}: {message}" if field else message)  # no field: a combination (oauth_settings)
     return "; ".join(problems)
 
 

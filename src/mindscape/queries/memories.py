@@ -213,6 +213,21 @@ WHERE true {filters}
 ORDER BY c.distance
 """
 
+# The same through a large tenant's own index (vector_index.tenant_create_sql), whose expression
+# only this query matches: l2_normalize does not change cosine distance.
+SEMANTIC_OWN_TEMPLATE = """
+SELECT c.memory_id, c.distance FROM (
+  SELECT e.memory_id, l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $8::vector({dims}) AS distance
+  FROM mindscape.memory_embeddings e
+  WHERE e.tenant_id = $1 AND e.model = $7
+  ORDER BY l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $8::vector({dims})
+  LIMIT $9
+) c
+JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = c.memory_id
+WHERE true {filters}
+ORDER BY c.distance
+"""
+
 # enable_sort=off: the index's own order is the point of this path, so the planner must not
 # prefer sorting the tenant's rows itself (it does for smaller tenants); the outer re-sort of a
 # few rows is disabled for every plan alike.
@@ -232,10 +247,11 @@ SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
 """
 
 
-def semantic_hnsw_sql(dims: int) -> str:
+def semantic_hnsw_sql(dims: int, *, own_index: bool = False) -> str:
     if not isinstance(dims, int) or not 1 <= dims <= 2000:  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ValueError(f"bad vector dimensions {dims!r}")
-    return SEMANTIC_HNSW_TEMPLATE.format(dims=dims, filters=FILTERS)
+    template = SEMANTIC_OWN_TEMPLATE if own_index else SEMANTIC_HNSW_TEMPLATE
+    return template.format(dims=dims, filters=FILTERS)
 
 
 async def semantic_candidates(
@@ -249,8 +265,10 @@ async def semantic_candidates(
     limit: int,
     exact: bool,
     ef_search: int = 100,
+    own_index: bool = False,
 ) -> list[tuple[UUID, float]]:
-    """Up to `limit` (id, cosine distance) pairs, nearest first."""
+    """Up to `limit` (id, cosine distance) pairs, nearest first; approximate ones from the tenant's own
+    index with `own_index`, else from the model's shared one."""
     params = (*filters.params(tenant_id), model, list(vector), limit)
     if exact:
         await conn.execute(EXACT_SETTINGS)
@@ -258,7 +276,7 @@ async def semantic_candidates(
     else:
         # force_custom_plan lets the planner see the model value and match the partial index.
         await conn.execute(HNSW_SETTINGS, str(max(ef_search, limit)))
-        rows = await conn.fetch(semantic_hnsw_sql(dims), *params)
+        rows = await conn.fetch(semantic_hnsw_sql(dims, own_index=own_index), *params)
     return [(r["memory_id"], float(r["distance"])) for r in rows]
 
 

@@ -79,6 +79,11 @@ class MindscapeServer(MCPServer[AppState]):
             self._writers = frozenset(
                 t.name for t in await self.list_tools() if not (t.annotations and t.annotations.read_only_hint)
             )
+        if name in self._writers and "key_id" not in (token.claims or {}):  # a JWT (server.jwt_auth)
+            raise ToolError(
+                f"{name} changes data, and this token has only the 'mindscape:read' scope; "
+                "get a token with the 'mindscape:write' scope from your authorization server"
+            )
         if name in self._writers:
             raise ToolError(
                 f"{name} changes data, and this API key has only the 'read' scope; "

@@ -1,12 +1,18 @@
-"""Bearer API keys for the HTTP transport: `Authorization: Bearer msk_<prefix>_<secret>`.
+"""Bearer credentials for the HTTP and SSE transports: API keys, and JWTs when OAuth is configured.
 
-The SDK's bearer middleware calls `verify_token` on every request and answers 401 (with
-`WWW-Authenticate`) whenever it returns None: for a malformed, unknown, wrong, expired or
-revoked key, and for a key of a disabled tenant (the SDK's TokenVerifier cannot ask for a
-403; the reason is logged for the operator instead). Keys are checked against the database on
-every request, so revocation and disabling take effect on the very next request.
+`Authorization: Bearer msk_<prefix>_<secret>` is an API key; any other bearer is a JWT when
+`oauth_issuer` is set (server.jwt_auth), else a malformed key. Both kinds work side by side.
 
-Only the public prefix is ever logged or kept in the AccessToken, never the secret.
+The SDK's bearer middleware calls `verify_token` on every request. Instead of returning None (which
+the SDK can only turn into a bare 401), a refusal raises `server.refusals.Refused`, answered as:
+- 401 for a malformed, unknown, wrong, expired or revoked key (or a bad JWT), with the reason
+  in `error_description`;
+- 403 for a valid credential of a disabled tenant, naming the tenant and the fix;
+- 503 when the database (or the JWKS) cannot be reached: fail closed, but say it is temporary.
+Credentials are checked against the database on every request, so revocation and disabling take
+effect on the very next request.
+
+Only the public prefix of a key is ever logged or kept in the AccessToken, never the secret.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from mindscape import keys
 from mindscape.database.pool import Pool
 from mindscape.models.api_key import KeyRecord
 from mindscape.queries import api_keys
-from mindscape.server.identity import TENANT_ID, TENANT_SLUG
+from mindscape.server.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
+from mindscape.server.jwt_auth import JwtVerifier
+from mindscape.server.refusals import Refused, forbidden, unauthorized, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,46 +40,66 @@ class ApiKeyVerifier:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    async def verify_token(self, token: str) -> AccessToken | None:
+    async def verify_token(self, token: str) -> AccessToken:
         parsed = keys.parse(token)
         if parsed is None:
             log.info("refused a malformed bearer token")
-            return None
+            raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
         prefix, secret = parsed
         try:
             async with self._pool.acquire() as conn:
                 # keys.matches compares hashes in constant time (hmac.compare_digest).
                 found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
                 record = found[0] if len(found) == 1 else None
-                refusal = _refusal(record)
+                refusal = _refusal(prefix, record)
                 if refusal is not None or record is None:
-                    log.info("refused API key %s: %s", prefix, refusal)
-                    return None
+                    refused = refusal or unauthorized("unknown key or wrong secret")
+                    log.info("refused API key %s: %s", prefix, refused.description)
+                    raise refused
                 await api_keys.touch(conn, key_id=record.id)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             # Fail closed: without the database no key can be checked.
             log.exception("could not verify API key %s", prefix)
-            return None
+            raise unavailable("the API key could not be checked; try again shortly") from None
         principal = f"key:{prefix}"
         return AccessToken(
             token=f"{keys.PREFIX}{prefix}",  # the public part only: the secret stays out of memory dumps
             client_id=principal,
             subject=principal,
             scopes=[record.scope],
-            claims={TENANT_ID: str(record.tenant_id), TENANT_SLUG: record.tenant_slug, "key_id": str(record.id)},
+            claims={
+                TENANT_ID: str(record.tenant_id),
+                TENANT_SLUG: record.tenant_slug,
+                PRINCIPAL: principal,
+                "key_id": str(record.id),
+            },
         )
 
 
-def _refusal(record: KeyRecord | None) -> str | None:
+class BearerVerifier:
+    """API keys always; JWTs too when a JwtVerifier is given (OAuth resource-server mode)."""
+
+    def __init__(self, pool: Pool, jwt: JwtVerifier | None = None) -> None:
+        self._keys = ApiKeyVerifier(pool)
+        self._jwt = jwt
+
+    async def verify_token(self, token: str) -> AccessToken:
+        if self._jwt is None or token.startswith(keys.PREFIX):
+            return await self._keys.verify_token(token)
+        return await self._jwt.verify(token)
+
+
+def _refusal(prefix: str, record: KeyRecord | None) -> Refused | None:
     """Why the key (the one row whose hash matched) is refused, or None when it is good."""
     if record is None:
-        return "unknown key or wrong secret"
+        return unauthorized("unknown key or wrong secret")
     if record.revoked:
-        return "revoked"
+        return unauthorized(f"API key {prefix} was revoked; use its replacement or `mindscape key create`")
     if record.expired:
-        return "expired"
+        return unauthorized(f"API key {prefix} has expired; create a new one with `mindscape key create`")
     if not record.tenant_active:
-        return f"tenant {record.tenant_slug} is disabled"
+        slug = record.tenant_slug
+        return forbidden(f"tenant {slug!r} is disabled; an operator can re-enable it: `mindscape tenant enable {slug}`")
     return None
 
 

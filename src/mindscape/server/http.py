@@ -1,5 +1,9 @@
 """Streamable HTTP at `/mcp` (or legacy SSE at `/sse`) behind API keys; `/healthz`, `/readyz`, `/metrics` open.
 
+With `oauth_issuer` set, JWTs from that issuer are accepted too (server.jwt_auth) and the
+protected-resource metadata is served (server.protected_resource). Refusals answer 401, 403 or 503
+with a reason (server.refusals).
+
 Legacy SSE (`/sse` for the event stream, `/messages/` for the client's posts) is for clients that predate
 Streamable HTTP; the SDK wraps both of its routes in the same bearer check as `/mcp`. The SSE session's
 identity is the key that opened the stream (`/sse`): tools run in that request's context.
@@ -25,12 +29,15 @@ from starlette.responses import PlainTextResponse, Response
 from mindscape.database import migrate
 from mindscape.database.pool import Pool
 from mindscape.server.app import build_server
-from mindscape.server.auth import ApiKeyVerifier, key_auth_settings
+from mindscape.server.auth import BearerVerifier, key_auth_settings
 from mindscape.server.body_limit import BodyLimit
 from mindscape.server.drain import Drain, keep_answers_on_shutdown
 from mindscape.server.graceful import GracefulServer
+from mindscape.server.jwt_auth import JwtConfig, JwtVerifier
 from mindscape.server.media_types import MediaTypes
 from mindscape.server.metrics import CONTENT_TYPE
+from mindscape.server.protected_resource import ProtectedResource, public_base_url
+from mindscape.server.refusals import answer_refusals
 from mindscape.server.state import AppState
 from mindscape.settings import Settings
 
@@ -42,10 +49,15 @@ HttpTransport = Literal["http", "sse"]
 
 
 def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTransport = "http") -> Starlette:
+    jwt_config = JwtConfig.from_settings(state.settings)
+    base_url = public_base_url(state.settings.public_url, host, port)
+    resource = None
+    if jwt_config is not None:
+        resource = ProtectedResource(f"{base_url}/{'sse' if transport == 'sse' else 'mcp'}", jwt_config.issuer)
     server = build_server(
         lambda: nullcontext(state),
-        token_verifier=ApiKeyVerifier(state.pool),
-        auth=key_auth_settings(f"http://{host}:{port}"),
+        token_verifier=BearerVerifier(state.pool, JwtVerifier(jwt_config, state.pool) if jwt_config else None),
+        auth=resource.auth_settings() if resource else key_auth_settings(base_url),
     )
     head = migrate.head_revision()
 
@@ -83,6 +95,10 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         )
         app.add_middleware(MediaTypes)
         app.add_middleware(Drain)
+    if resource is not None:
+        app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
+    protected = ("/sse", "/messages/") if transport == "sse" else ("/mcp",)
+    app = answer_refusals(app, resource.metadata_url if resource else None, protected)
     app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first
     return app
 
@@ -116,6 +132,8 @@ async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTr
     )
     where = "legacy SSE at http://%s:%d/sse" if transport == "sse" else "Streamable HTTP at http://%s:%d/mcp"
     log.warning("serving MCP over " + where + describe_mode(state.settings), host, port)
+    if state.settings.oauth_shared_secret is not None:
+        log.warning("JWTs are verified with oauth_shared_secret (HS256): for development only, use oauth_jwks_url")
     await GracefulServer(config).serve()
 
 

@@ -1,8 +1,8 @@
 """Who is calling: the tenant and principal every tool call runs as.
 
 On stdio the tenant is configuration (`--tenant`); it is resolved once at startup. Over HTTP it
-is whatever the request's verified API key is bound to (server.auth puts it in the access
-token), so it is decided per request, never by a tool argument.
+is whatever the request's verified API key or JWT is bound to (server.auth and server.jwt_auth
+put it in the access token), so it is decided per request, never by a tool argument.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
     from mindscape.server.state import AppState
 
-# Claim names in the AccessToken the key verifier builds.
+# Claim names in the AccessToken the verifiers build (server.auth, server.jwt_auth).
 TENANT_ID = "mindscape_tenant_id"
 TENANT_SLUG = "mindscape_tenant_slug"
+PRINCIPAL = "mindscape_principal"  # `key:<prefix>` or `jwt:<iss>#<sub>`
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def caller_from_token(token: AccessToken) -> Caller:
     return Caller(
         tenant_id=UUID(str(claims[TENANT_ID])),
         tenant_slug=str(claims[TENANT_SLUG]),
-        principal=token.subject or token.client_id,
+        principal=str(claims.get(PRINCIPAL) or token.subject or token.client_id),
         scope=scope,
     )
 

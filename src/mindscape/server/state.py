@@ -19,6 +19,7 @@ from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, create_pool
 from mindscape.embeddings.factory import describe
 from mindscape.errors import StartupError
+from mindscape.memory.indexing import BackgroundIndexer
 from mindscape.memory.models import Embedders
 from mindscape.memory.recall import TenantSizes
 from mindscape.server.identity import Caller, resolve_caller
@@ -39,8 +40,13 @@ class AppState:
 
 @asynccontextmanager
 async def open_state(
-    settings: Settings, runtime_url: str, *, transport: Literal["stdio", "http"] = "stdio"
+    settings: Settings,
+    runtime_url: str,
+    *,
+    transport: Literal["stdio", "http"] = "stdio",
+    owner_url: str | None = None,
 ) -> AsyncGenerator[AppState]:
+    """`owner_url` (given for the embedded database only) lets the server build large tenants' indexes."""
     if transport == "stdio" and settings.tenant is None:
         raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
     pool = await create_pool(runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
@@ -57,14 +63,23 @@ async def open_state(
         log.log(logging.INFO if default.semantic else logging.WARNING, "embedding model: %s", describe(default))
         try:
             async with anyio.create_task_group() as background:
-                yield AppState(
-                    pool=pool,
-                    caller=caller,
-                    settings=settings,
-                    background=background,
-                    embedders=embedders,
-                    sizes=TenantSizes(exact_max_rows=settings.memory_exact_max_rows),
-                )
+                sizes = TenantSizes(exact_max_rows=settings.memory_exact_max_rows)
+                indexer = None
+                if owner_url is not None:
+                    indexer = BackgroundIndexer(owner_url, background, done=sizes.forget)
+                    sizes.on_missing_index = indexer
+                try:
+                    yield AppState(
+                        pool=pool,
+                        caller=caller,
+                        settings=settings,
+                        background=background,
+                        embedders=embedders,
+                        sizes=sizes,
+                    )
+                finally:
+                    if indexer is not None:
+                        indexer.cancel()
         finally:
             await embedders.aclose()
     finally:
