@@ -10,6 +10,9 @@ identity is the key that opened the stream (`/sse`): tools run in that request's
 
 One Starlette app per process; the caller's state (pool, embedders) is opened before serving,
 like stdio, so a bad database stops the process with one line instead of failing requests.
+Several processes (`--stateless --workers N`) are server.workers. Around the SDK's app, outermost
+first: server.body_limit (413), then on `/mcp` server.drain (shutdown) and server.media_types
+(415, 406).
 """
 
 from __future__ import annotations
