@@ -24,6 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from mindscape.database import migrate
 from mindscape.database.pool import Pool
+from mindscape.server import quota_http
 from mindscape.server.app import build_server
 from mindscape.server.auth import ApiKeyVerifier, key_auth_settings
 from mindscape.server.metrics import CONTENT_TYPE
@@ -66,8 +67,11 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         allowed_origins=list(state.settings.http_allowed_origins),
     )
     if transport == "sse":
-        return server.sse_app(transport_security=security, host=host)
-    return server.streamable_http_app(transport_security=security, host=host)
+        app = server.sse_app(transport_security=security, host=host)
+    else:
+        app = server.streamable_http_app(transport_security=security, host=host)
+    quota_http.install(app, state.calls)  # 429 with Retry-After past a tenant's calls_per_minute
+    return app
 
 
 async def not_ready(pool: Pool, head: str) -> str | None:

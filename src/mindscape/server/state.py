@@ -21,6 +21,7 @@ from mindscape.embeddings.factory import describe
 from mindscape.errors import StartupError
 from mindscape.memory.models import Embedders
 from mindscape.memory.recall import TenantSizes
+from mindscape.quotas.calls import CallQuota
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.settings import Settings
 
@@ -35,6 +36,7 @@ class AppState:
     background: TaskGroup  # work after the reply: ending read-only transactions, embedding backfill
     embedders: Embedders
     sizes: TenantSizes
+    calls: CallQuota  # calls per minute, per tenant, in this process
 
 
 @asynccontextmanager
@@ -64,6 +66,7 @@ async def open_state(
                     background=background,
                     embedders=embedders,
                     sizes=TenantSizes(exact_max_rows=settings.memory_exact_max_rows),
+                    calls=CallQuota(settings, pool),
                 )
         finally:
             await embedders.aclose()
