@@ -131,7 +131,8 @@ async def test_remember_past_max_memories_is_refused_and_writes_nothing(targets:
             "forget some or ask an operator to raise max_memories (`mindscape tenant quota`)"
         )
         again = data(await client.call_tool("remember", {"content": "one"}))  # a duplicate adds nothing
-        assert again["duplicate"] is True and again["id"] == first["id"]
+        assert again["duplicate"] is True
+        assert again["id"] == first["id"]
         data(await client.call_tool("forget", {"id": first["id"]}))
         data(await client.call_tool("remember", {"content": "three"}))  # room again
     assert await memory_count(targets, tenant) == 2
