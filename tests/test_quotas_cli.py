@@ -36,7 +36,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
     assert shown.exit_code == 0, shown.output
     assert limits_shown(shown.stdout) == {
         "calls_per_minute": ("600", "default"),
-        "max_memories": ("100000", "default"),
+        "max_memories": ("10000", "default"),
         "max_content_bytes": ("16384", "default"),
     }
     env_default = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_CALLS_PER_MINUTE="0")

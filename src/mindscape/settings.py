@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Tool calls, resource reads and prompt gets per tenant per process.",
     )
-    quota_max_memories: int = Field(default=100_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
+    quota_max_memories: int = Field(default=10_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
 
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
