@@ -142,6 +142,22 @@ async def test_remember_past_max_memories_is_refused_and_writes_nothing(targets:
     assert await audit_count(targets, tenant) == 4  # one, two, the duplicate, three: not the refusal
 
 
+async def test_expired_memories_do_not_count_against_max_memories(targets: Targets, tenant: Caller) -> None:
+    await set_quota(targets, tenant.tenant_slug, max_memories=2)
+    async with session(targets, tenant) as client:
+        data(await client.call_tool("remember", {"content": "soon gone"}))
+        data(await client.call_tool("remember", {"content": "kept"}))
+        await owner_value(
+            targets,
+            "UPDATE mindscape.memories SET expires_at = now() - interval '1 day' "
+            "WHERE tenant_id = $1 AND content = 'soon gone'",
+            tenant.tenant_id,
+        )
+        data(await client.call_tool("remember", {"content": "fits again"}))
+        assert "holds 2 memories, limit 2" in error_text(await client.call_tool("remember", {"content": "no room"}))
+    assert await memory_count(targets, tenant) == 3  # the expired row is still stored, just not counted
+
+
 async def test_max_memories_holds_under_concurrent_remembers(targets: Targets, tenant: Caller) -> None:
     await set_quota(targets, tenant.tenant_slug, max_memories=5)
     outcomes: list[bool] = []

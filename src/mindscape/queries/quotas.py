@@ -11,9 +11,14 @@ LOCK_CLASS = 0x6D73  # "ms"
 # Held until the transaction ends: concurrent writers of one tenant check and insert one at a time.
 LOCK_MEMORY_WRITES = "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))"
 
-# Stops counting past $2 rows, so the check costs at most the limit (an index-only scan on the tenant's rows).
+# Every row, expired or not, stopping past $2: an index-only scan costing at most the limit. A tenant
+# under the limit by this count is under it; only one over it is counted again, exactly.
 COUNT_MEMORIES_UP_TO = "SELECT count(*) FROM (SELECT FROM mindscape.memories WHERE tenant_id = $1 LIMIT $2) m"
-COUNT_MEMORIES = "SELECT count(*) FROM mindscape.memories WHERE tenant_id = $1"
+# Expired memories are never returned and never purged, so they do not count against the limit.
+# This one reads the heap (expires_at), so it runs only when the cheap count above is over the limit.
+COUNT_LIVE_MEMORIES = """
+SELECT count(*) FROM mindscape.memories WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now())
+"""
 
 
 async def lock_memory_writes(conn: Connection, *, tenant_id: UUID) -> None:
@@ -24,5 +29,5 @@ async def count_memories_up_to(conn: Connection, *, tenant_id: UUID, at_most: in
     return await conn.fetchval(COUNT_MEMORIES_UP_TO, tenant_id, at_most)
 
 
-async def count_memories(conn: Connection, *, tenant_id: UUID) -> int:
-    return await conn.fetchval(COUNT_MEMORIES, tenant_id)
+async def count_live_memories(conn: Connection, *, tenant_id: UUID) -> int:
+    return await conn.fetchval(COUNT_LIVE_MEMORIES, tenant_id)

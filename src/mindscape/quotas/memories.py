@@ -31,33 +31,42 @@ async def lock_for_insert(tx: TenantTx, limit: Limit) -> None:
         await quotas.lock_memory_writes(tx.conn, tenant_id=tx.tenant_id)
 
 
+async def live_count_if_over(tx: TenantTx, limit: Limit, *, adding: int = 0) -> int | None:
+    """None when the tenant's memories (plus `adding`) fit the limit, else how many live ones it holds.
+
+    Cheap first: the bounded count of every row. Only when that is over the limit are the live
+    (unexpired) memories counted, since expired ones do not count.
+    """
+    counted = await quotas.count_memories_up_to(tx.conn, tenant_id=tx.tenant_id, at_most=limit.value + 1)
+    if counted + adding <= limit.value:
+        return None
+    live = await quotas.count_live_memories(tx.conn, tenant_id=tx.tenant_id)
+    return None if live + adding <= limit.value else live
+
+
 async def check_count(tx: TenantTx, tenant_slug: str, limit: Limit, *, added: int) -> None:
     """After inserting `added` memories (under lock_for_insert): refuse if the tenant is now over its limit."""
     if limit.unlimited or added == 0:
         return
-    counted = await quotas.count_memories_up_to(tx.conn, tenant_id=tx.tenant_id, at_most=limit.value + 1)
-    if counted <= limit.value:
-        return
-    held = await quotas.count_memories(tx.conn, tenant_id=tx.tenant_id) - added  # the exact figure, for the message
-    raise QuotaExceeded(
-        f"tenant {tenant_slug} holds {held} memories, limit {limit.value}"
-        + (f" (this import adds {added})" if added > 1 else "")
-        + f"; {RAISE_HINT}",
-        limit=limit.name,
-        value=limit.value,
-    )
+    live = await live_count_if_over(tx, limit)
+    if live is not None:
+        raise _over(tenant_slug, limit, held=live - added, adding=added)
 
 
 async def check_room(tx: TenantTx, tenant_slug: str, limit: Limit, *, adding: int) -> None:
     """Before an import does any work: refuse early if `adding` more memories cannot fit (rechecked when writing)."""
     if limit.unlimited or adding == 0:
         return
-    counted = await quotas.count_memories_up_to(tx.conn, tenant_id=tx.tenant_id, at_most=limit.value + 1)
-    if counted + adding > limit.value:
-        held = counted if counted <= limit.value else await quotas.count_memories(tx.conn, tenant_id=tx.tenant_id)
-        raise QuotaExceeded(
-            f"tenant {tenant_slug} holds {held} memories, limit {limit.value} "
-            f"(this import adds {adding}); {RAISE_HINT}",
-            limit=limit.name,
-            value=limit.value,
-        )
+    live = await live_count_if_over(tx, limit, adding=adding)
+    if live is not None:
+        raise _over(tenant_slug, limit, held=live, adding=adding)
+
+
+def _over(tenant_slug: str, limit: Limit, *, held: int, adding: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"tenant {tenant_slug} holds {held} memories, limit {limit.value}"
+        + (f" (this import adds {adding})" if adding > 1 else "")
+        + f"; {RAISE_HINT}",
+        limit=limit.name,
+        value=limit.value,
+    )
