@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ def limits_shown(stdout: str) -> dict[str, tuple[str, str]]:
     return shown
 
 
+def stored_settings(targets: Targets, slug: str) -> dict[str, Any]:
+    found = owner_fetch(targets, "SELECT settings::text AS s FROM mindscape.tenants WHERE slug = $1", slug)
+    return json.loads(found[0]["s"])
+
+
 def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: Targets, tenant: Caller) -> None:
     slug = tenant.tenant_slug
     shown = mindscape(targets, "tenant", "quota", slug)
@@ -39,9 +45,18 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_memories": ("10000", "default"),
         "max_content_bytes": ("16384", "default"),
     }
+    assert "│ - " in row_of(mindscape(targets, "tenant", "list").stdout, slug)  # no limits of its own
     env_default = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_CALLS_PER_MINUTE="0")
     assert limits_shown(env_default.stdout)["calls_per_minute"] == ("unlimited", "default")
 
+    model = "hashing:mindscape-hash-v1:384"  # another tenant setting, which quotas must leave alone
+    owner_fetch(
+        targets,
+        "UPDATE mindscape.tenants SET settings = jsonb_build_object('embedding_model', $2::text) "
+        "WHERE slug = $1 RETURNING slug",
+        slug,
+        model,
+    )
     changed = mindscape(targets, "tenant", "quota", slug, "--calls-per-minute", "30", "--max-memories", "0")
     assert changed.exit_code == 0, changed.output
     assert limits_shown(changed.stdout) == {
@@ -51,8 +66,15 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
     }
     # Setting one limit keeps the others and any other tenant setting.
     mindscape(targets, "tenant", "quota", slug, "--max-content-bytes", "2048")
-    stored = owner_fetch(targets, "SELECT settings::text AS s FROM mindscape.tenants WHERE slug = $1", slug)[0]["s"]
-    assert stored == '{"max_memories": 0, "calls_per_minute": 30, "max_content_bytes": 2048}'
+    assert stored_settings(targets, slug) == {
+        "embedding_model": model,
+        "calls_per_minute": 30,
+        "max_memories": 0,
+        "max_content_bytes": 2048,
+    }
+
+    listed = row_of(mindscape(targets, "tenant", "list").stdout, slug)
+    assert "calls_per_minute=30 max_memories=0 max_content_bytes=2048" in listed
 
     reset = mindscape(targets, "tenant", "quota", slug, "--reset", "--max-memories", "10")
     assert reset.exit_code == 0, reset.output
@@ -61,6 +83,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_memories": ("10", "tenant"),
         "max_content_bytes": ("16384", "default"),
     }
+    assert stored_settings(targets, slug) == {"embedding_model": model, "max_memories": 10}
 
 
 @pytest.mark.parametrize(
@@ -78,10 +101,7 @@ def test_quota_refuses_bad_numbers_in_one_line_and_changes_nothing(
     refused = mindscape(targets, "tenant", "quota", tenant.tenant_slug, *args)
     assert refused.exit_code == 1
     assert message in one_line(refused.stderr)
-    settings = owner_fetch(
-        targets, "SELECT settings::text AS s FROM mindscape.tenants WHERE slug = $1", tenant.tenant_slug
-    )
-    assert settings[0]["s"] == "{}"
+    assert stored_settings(targets, tenant.tenant_slug) == {}
 
 
 def test_quota_of_an_unknown_tenant_fails_in_one_line(targets: Targets) -> None:

@@ -20,7 +20,7 @@ from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.persona import PersonaIn, PersonaSummary
 from mindscape.models.tenant import Tenant
 from mindscape.queries import audit, personas, tenants
-from mindscape.quotas.limits import QUOTA_KEYS, Limits, TenantQuotas, effective
+from mindscape.quotas.limits import QUOTA_KEYS, Limits, TenantQuotas, effective, tenant_quotas
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.server.tenant_context import tenant_transaction
 from mindscape.settings import Settings
@@ -41,6 +41,15 @@ async def list_tenants(targets: Targets) -> list[Tenant]:
     conn = await connect(targets.owner)
     try:
         return await tenants.list_all(conn)
+    finally:
+        await conn.close()
+
+
+async def tenant_overrides(targets: Targets) -> dict[str, TenantQuotas]:
+    """Each tenant's own limits (unset fields use the defaults), by slug."""
+    conn = await connect(targets.owner)
+    try:
+        return {slug: tenant_quotas(found) for slug, found in (await tenants.all_settings(conn)).items()}
     finally:
         await conn.close()
 

@@ -227,9 +227,13 @@ def tenant_list(config: ConfigOption = None) -> None:
 
     async def main() -> None:
         targets = await prepare(settings)
-        table = Table("slug", "name", "status", "id", "created")
+        table = Table("slug", "name", "status", "id", "created", "own limits")
+        overrides = await admin.tenant_overrides(targets)
         for t in await admin.list_tenants(targets):
-            table.add_row(*_row(t.slug, t.name, t.status, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M")))
+            own = overrides.get(t.slug)
+            limits = " ".join(f"{k}={v}" for k, v in own.model_dump(exclude_none=True).items()) if own else ""
+            created = t.created_at.strftime("%Y-%m-%d %H:%M")
+            table.add_row(*_row(t.slug, t.name, t.status, str(t.id), created, limits or "-"))
         out.print(table)
 
     _run(main)

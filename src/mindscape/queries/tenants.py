@@ -88,3 +88,11 @@ async def get_settings_text(conn: Connection, *, slug: str) -> dict[str, object]
     """A tenant's settings over a plain (owner) connection, or None when there is no such tenant."""
     text: str | None = await conn.fetchval(GET_SETTINGS_TEXT, slug)
     return None if text is None else json.loads(text)
+
+
+LIST_SETTINGS = "SELECT slug, settings::text AS settings FROM mindscape.tenants"
+
+
+async def all_settings(conn: Connection) -> dict[str, dict[str, object]]:
+    """Every tenant's settings by slug, over a plain (owner) connection."""
+    return {row["slug"]: json.loads(row["settings"]) for row in await conn.fetch(LIST_SETTINGS)}
