@@ -510,6 +510,7 @@ def start_tools(
                 "MINDSCAPE_DATABASE_URL": targets.runtime,
                 "MINDSCAPE_TENANT": tenant.slug,
                 "MINDSCAPE_MEMORY_EXACT_MAX_ROWS": str(threshold),
+                "MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0",  # hundreds of queries a minute, unthrottled
                 "MINDSCAPE_EMBEDDING_PROVIDER": spec.provider,
                 "MINDSCAPE_EMBEDDING_MODEL": spec.model,
                 "MINDSCAPE_EMBEDDING_DIMENSIONS": str(spec.dimensions),

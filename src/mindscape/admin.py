@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
+from pydantic import ValidationError
+
 from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, connect, create_pool
 from mindscape.database.urls import Targets
@@ -18,6 +20,7 @@ from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.persona import PersonaIn, PersonaSummary
 from mindscape.models.tenant import Tenant
 from mindscape.queries import audit, personas, tenants
+from mindscape.quotas.limits import QUOTA_KEYS, Limits, TenantQuotas, effective, tenant_quotas
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.server.tenant_context import tenant_transaction
 from mindscape.settings import Settings
@@ -42,6 +45,15 @@ async def list_tenants(targets: Targets) -> list[Tenant]:
         await conn.close()
 
 
+async def tenant_overrides(targets: Targets) -> dict[str, TenantQuotas]:
+    """Each tenant's own limits (unset fields use the defaults), by slug."""
+    conn = await connect(targets.owner)
+    try:
+        return {slug: tenant_quotas(found) for slug, found in (await tenants.all_settings(conn)).items()}
+    finally:
+        await conn.close()
+
+
 async def set_tenant_status(targets: Targets, *, slug: str, status: str) -> Tenant:
     conn = await connect(targets.owner)
     try:
@@ -51,6 +63,33 @@ async def set_tenant_status(targets: Targets, *, slug: str, status: str) -> Tena
     if updated is None:
         raise NotFound(f"tenant {slug!r} does not exist; `mindscape tenant list` shows the tenants")
     return updated
+
+
+async def tenant_quota(
+    settings: Settings, targets: Targets, *, slug: str, changes: dict[str, int], reset: bool
+) -> Limits:
+    """Remove the tenant's own limits (`reset`), then set `changes`; returns the limits now in effect."""
+    try:
+        TenantQuotas.model_validate(changes)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidArgument(f"{problems} (0 means unlimited for calls and memories)") from exc
+    conn = await connect(targets.owner)
+    try:
+        if changes or reset:
+            found = await tenants.update_settings(
+                conn, slug=slug, merge=dict(changes), remove=list(QUOTA_KEYS) if reset else []
+            )
+        else:
+            found = await tenants.get_settings_text(conn, slug=slug)
+    finally:
+        await conn.close()
+    if found is None:
+        raise NotFound(f"tenant {slug!r} does not exist; `mindscape tenant list` shows the tenants")
+    return effective(found, settings)
 
 
 @asynccontextmanager

@@ -265,9 +265,44 @@ def tenant_list(config: ConfigOption = None) -> None:
 
     async def main() -> None:
         targets = await prepare(settings)
-        table = Table("slug", "name", "status", "id", "created")
+        table = Table("slug", "name", "status", "id", "created", "own limits")
+        overrides = await admin.tenant_overrides(targets)
         for t in await admin.list_tenants(targets):
-            table.add_row(*_row(t.slug, t.name, t.status, str(t.id), t.created_at.strftime("%Y-%m-%d %H:%M")))
+            own = overrides.get(t.slug)
+            limits = " ".join(f"{k}={v}" for k, v in own.model_dump(exclude_none=True).items()) if own else ""
+            created = t.created_at.strftime("%Y-%m-%d %H:%M")
+            table.add_row(*_row(t.slug, t.name, t.status, str(t.id), created, limits or "-"))
+        out.print(table)
+
+    _run(main)
+
+
+@tenant_app.command("quota")
+def tenant_quota(
+    slug: str,
+    calls_per_minute: Annotated[
+        int | None, typer.Option(help="Tool calls, resource reads and prompt gets per minute (0: unlimited).")
+    ] = None,
+    max_memories: Annotated[int | None, typer.Option(help="Memories the tenant may hold (0: unlimited).")] = None,
+    max_content_bytes: Annotated[int | None, typer.Option(help="Largest memory, in UTF-8 bytes.")] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop the tenant's own limits (back to the defaults).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Show a tenant's limits and where each comes from; set or reset its own."""
+    settings = _settings(config)
+    given = {"calls_per_minute": calls_per_minute, "max_memories": max_memories, "max_content_bytes": max_content_bytes}
+    changes = {k: v for k, v in given.items() if v is not None}
+
+    async def main() -> None:
+        targets = await prepare(settings)
+        limits = await admin.tenant_quota(settings, targets, slug=slug, changes=changes, reset=reset)
+        table = Table("limit", "value", "from")
+        for limit in limits.all():
+            shown = "unlimited" if limit.unlimited and limit.name != "max_content_bytes" else str(limit.value)
+            table.add_row(*_row(limit.name, shown, limit.source))
+        out.print(f"tenant {slug}" + (" (updated)" if changes or reset else ""))
         out.print(table)
 
     _run(main)

@@ -5,6 +5,7 @@ MindscapeError                 anything we anticipated; its message is safe to s
 ├── InvalidArgument            the caller sent something we refuse (bad cursor, bad filter...)
 ├── NotFound                   the named thing does not exist for this tenant
 ├── TenantUnavailable          the tenant is unknown or disabled
+├── QuotaExceeded              the tenant is over one of its limits (quotas.limits)
 └── ImportFileError            an import file is malformed; carries line-numbered problems
 
 Messages never contain another tenant's data: they only echo what the caller sent.
@@ -31,6 +32,16 @@ class NotFound(MindscapeError):
 
 class TenantUnavailable(MindscapeError):
     pass
+
+
+class QuotaExceeded(MindscapeError):
+    """`limit` names the quota; `retry_after` (seconds) is set when waiting helps (calls per minute)."""
+
+    def __init__(self, message: str, *, limit: str, value: int, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.retry_after = retry_after
 
 
 class ImportFileError(MindscapeError):

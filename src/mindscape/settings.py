@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         description="Public base URL in the OAuth metadata, e.g. https://mcp.example.com (default: host:port).",
     )
 
+    # Quotas (README: Quotas): defaults for tenants without their own limits; 0 means unlimited.
+    quota_calls_per_minute: int = Field(
+        default=600,
+        ge=0,
+        le=1_000_000,
+        description="Tool calls, resource reads and prompt gets per tenant per process.",
+    )
+    quota_max_memories: int = Field(default=10_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
+
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     memory_exact_max_rows: int = Field(

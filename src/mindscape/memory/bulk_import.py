@@ -42,6 +42,8 @@ from mindscape.memory.jsonl import FileMemory, MemoryFile, read_memory_file
 from mindscape.memory.models import Embedders, active_spec
 from mindscape.queries import memories
 from mindscape.queries.memories import NewMemory, content_hash
+from mindscape.quotas import memories as memory_quota
+from mindscape.quotas.limits import Limit, effective
 from mindscape.server.tenant_context import TenantTx, tenant_transaction
 from mindscape.settings import Settings
 
@@ -89,15 +91,18 @@ async def import_memories(
 
         async with open_tx(True) as tx:
             spec = active_spec(tx.settings, configured_spec(settings))
-        rows = await _checked_rows(open_tx, settings, spec, path, progress)
+            limits = effective(tx.settings, settings)
+        rows = await _checked_rows(open_tx, limits.max_content_bytes.value, spec, path, progress)
         unique = _first_of_each(rows)
         await _skip_stored(open_tx, unique)
+        async with open_tx(True) as tx:  # refuse before embedding anything; _write checks again
+            await memory_quota.check_room(tx, tenant_slug, limits.max_memories, adding=len(unique))
         embedders = Embedders(settings)
         try:
             error = await _embed_missing(embedders, spec, unique, settings.embedding_batch_size, progress)
         finally:
             await embedders.aclose()
-        written = await _write(open_tx, spec, unique, batch, progress)
+        written = await _write(open_tx, spec, unique, batch, progress, quota=(tenant_slug, limits.max_memories))
     stored = [row for row in unique if row.memory.line in written]
     from_file = sum(1 for row in stored if row.from_file)
     by_provider = sum(1 for row in stored if row.vector is not None and not row.from_file)
@@ -113,7 +118,7 @@ async def import_memories(
 
 
 async def _checked_rows(
-    open_tx: OpenTx, settings: Settings, spec: ModelSpec, path: Path, progress: Progress
+    open_tx: OpenTx, max_content_bytes: int, spec: ModelSpec, path: Path, progress: Progress
 ) -> list[Row]:
     """Every memory of a file without any problem, or MemoryFileError listing them all."""
 
@@ -127,7 +132,7 @@ async def _checked_rows(
             path,
             dimensions=spec.dimensions,
             model=spec.key,
-            max_content_bytes=settings.memory_max_content_bytes,
+            max_content_bytes=max_content_bytes,
             on_bytes=lambda n: progress.advance(task, n),
         )
 
@@ -201,11 +206,18 @@ async def _embed_missing(
     return None
 
 
-async def _write(open_tx: OpenTx, spec: ModelSpec, rows: list[Row], batch: int, progress: Progress) -> set[int]:
-    """Insert every row and its vector in one transaction; returns the file lines actually inserted."""
+async def _write(
+    open_tx: OpenTx, spec: ModelSpec, rows: list[Row], batch: int, progress: Progress, *, quota: tuple[str, Limit]
+) -> set[int]:
+    """Insert every row and its vector in one transaction; returns the file lines actually inserted.
+
+    `quota` is (tenant slug, max_memories): checked after the inserts, before the commit.
+    """
     task = progress.add_task("writing", total=len(rows))
     written: set[int] = set()
+    tenant_slug, max_memories = quota
     async with open_tx(False) as tx:
+        await memory_quota.lock_for_insert(tx, max_memories)
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
             new = [
@@ -232,4 +244,5 @@ async def _write(open_tx: OpenTx, spec: ModelSpec, rows: list[Row], batch: int, 
                 )
             written.update(chunk[index].memory.line for index in ids)
             progress.advance(task, len(chunk))
+        await memory_quota.check_count(tx, tenant_slug, max_memories, added=len(written))
     return written

@@ -166,7 +166,7 @@ def _read_line(
     if not content.strip():
         found.append("content: is blank; there is nothing to remember")
     elif size > max_bytes:
-        found.append(f"content: is {size} bytes, over the {max_bytes}-byte limit (memory_max_content_bytes)")
+        found.append(f"content: is {size} bytes, over the {max_bytes}-byte limit (the tenant's max_content_bytes)")
     if "\x00" in content:
         found.append("content: contains a NUL character (\\u0000), which PostgreSQL cannot store")
     metadata = item.metadata or {}

@@ -20,6 +20,8 @@ from mindscape.errors import InvalidArgument, NotFound
 from mindscape.memory.models import Embedders
 from mindscape.models.memory import Remembered
 from mindscape.queries import memories, personas
+from mindscape.quotas.limits import Limit
+from mindscape.quotas.memories import check_content_size
 from mindscape.server.tenant_context import TenantTx
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,11 @@ class Prepared:
     problem: str | None
 
 
-async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_bytes: int) -> Prepared:
+async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_bytes: Limit) -> Prepared:
     size = len(content.encode("utf-8"))
     if not content.strip():
         raise InvalidArgument("content is empty; send the text to remember")
-    if size > max_bytes:
-        raise InvalidArgument(f"content is {size} bytes, over the {max_bytes}-byte limit; store a shorter text")
+    check_content_size(size, max_bytes)  # before paying the provider; rechecked in the transaction
     spec = embedders.model_for(tenant_id)
     try:
         vector = (await embedders.get(spec).embed([content]))[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from uuid import UUID
 
 from mindscape.database.pool import Connection
@@ -52,3 +53,46 @@ async def set_setting(conn: Connection, *, tenant_id: UUID, key: str, value: str
     """Set one text value in the tenant's `settings` object, keeping the other keys."""
     row = await conn.fetchrow(SET_SETTING, tenant_id, key, value)
     return Tenant.model_validate(dict(row)) if row else None
+
+
+# Runtime role: the registry's read policy lets it read every tenant's settings (the call quota needs them).
+GET_SETTINGS = "SELECT settings FROM mindscape.tenants WHERE id = $1"
+
+
+async def get_settings(conn: Connection, *, tenant_id: UUID) -> dict[str, object] | None:
+    return await conn.fetchval(GET_SETTINGS, tenant_id)
+
+
+# Owner connection only (a plain connection without a jsonb codec, hence text in and out).
+# The keys in $3 are removed, then $2 (a JSON object) is merged into the settings.
+UPDATE_SETTINGS = """
+UPDATE mindscape.tenants
+SET settings = (settings - $3::text[]) || $2::text::jsonb, updated_at = now()
+WHERE slug = $1
+RETURNING settings::text
+"""
+
+
+async def update_settings(
+    conn: Connection, *, slug: str, merge: dict[str, object], remove: list[str]
+) -> dict[str, object] | None:
+    """The tenant's settings after the change, or None when there is no such tenant."""
+    text: str | None = await conn.fetchval(UPDATE_SETTINGS, slug, json.dumps(merge), remove)
+    return None if text is None else json.loads(text)
+
+
+GET_SETTINGS_TEXT = "SELECT settings::text FROM mindscape.tenants WHERE slug = $1"
+
+
+async def get_settings_text(conn: Connection, *, slug: str) -> dict[str, object] | None:
+    """A tenant's settings over a plain (owner) connection, or None when there is no such tenant."""
+    text: str | None = await conn.fetchval(GET_SETTINGS_TEXT, slug)
+    return None if text is None else json.loads(text)
+
+
+LIST_SETTINGS = "SELECT slug, settings::text AS settings FROM mindscape.tenants"
+
+
+async def all_settings(conn: Connection) -> dict[str, dict[str, object]]:
+    """Every tenant's settings by slug, over a plain (owner) connection."""
+    return {row["slug"]: json.loads(row["settings"]) for row in await conn.fetch(LIST_SETTINGS)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
 from typing import Any
@@ -12,12 +12,14 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, InputRequiredResult
-from pydantic import ValidationError
+from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
+from pydantic import AnyUrl, ValidationError
 
 from mindscape.server import validation
+from mindscape.server.call_quota import check_call_quota
 from mindscape.server.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.server.state import AppState
 from mindscape.tools import campaigns, memory, personas, tasks
@@ -57,6 +59,7 @@ class MindscapeServer(MCPServer[AppState]):
     async def _call_checked(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
     ) -> CallToolResult | InputRequiredResult:
+        await check_call_quota(context, "tool")
         await self._check_scope(name)
         try:
             return await super().call_tool(name, arguments, context)
@@ -64,6 +67,18 @@ class MindscapeServer(MCPServer[AppState]):
             if isinstance(exc.__cause__, ValidationError):
                 raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
             raise
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        await check_call_quota(context, "resource")
+        return await super().read_resource(uri, context)
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        await check_call_quota(context, "prompt")
+        return await super().get_prompt(name, arguments, context)
 
     async def _check_scope(self, name: str) -> None:
         """Refuse a tool that may write to a caller whose key has the 'read' scope.

@@ -53,6 +53,7 @@ async def tenant_call(
             statement_timeout_ms=state.settings.statement_timeout_ms,
             background=state.background,
         ) as tx:
+            state.calls.observe(tx.tenant_id, tx.settings)  # keeps the call quota current at no cost
             yield tx
     except MindscapeError as exc:
         raise agent_error(kind, str(exc), not_found=isinstance(exc, NotFound)) from exc

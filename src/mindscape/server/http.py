@@ -31,6 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from mindscape.database import migrate
 from mindscape.database.pool import Pool
+from mindscape.server import quota_http
 from mindscape.server.app import build_server
 from mindscape.server.auth import BearerVerifier, key_auth_settings
 from mindscape.server.body_limit import BodyLimit
@@ -100,6 +101,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         app.add_middleware(Drain)
     if resource is not None:
         app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
+    quota_http.install(app, state.calls)  # 429 with Retry-After past a tenant's calls_per_minute
     protected = ("/sse", "/messages/") if transport == "sse" else ("/mcp",)
     app = answer_refusals(app, resource.metadata_url if resource else None, protected)
     app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first

@@ -22,6 +22,8 @@ from mindscape.errors import StartupError
 from mindscape.memory.indexing import BackgroundIndexer
 from mindscape.memory.models import Embedders
 from mindscape.memory.recall import TenantSizes
+from mindscape.queries import tenants
+from mindscape.quotas.calls import CallQuota
 from mindscape.server.identity import Caller, resolve_caller
 from mindscape.settings import Settings
 
@@ -36,6 +38,7 @@ class AppState:
     background: TaskGroup  # work after the reply: ending read-only transactions, embedding backfill
     embedders: Embedders
     sizes: TenantSizes
+    calls: CallQuota  # calls per minute, per tenant, in this process
 
 
 @asynccontextmanager
@@ -57,6 +60,10 @@ async def open_state(
             if transport == "stdio" and settings.tenant is not None:
                 principal = f"stdio:{getpass.getuser()}"
                 caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
+            calls = CallQuota(settings, pool)
+            if caller is not None:
+                # Known before the first call, so no call waits on this lookup (and replies stay in order).
+                calls.observe(caller.tenant_id, await tenants.get_settings(conn, tenant_id=caller.tenant_id) or {})
         embedders = Embedders(settings)
         default = embedders.get(embedders.default)
         # WARNING, not INFO: an operator must notice that recall is word-based, not semantic.
@@ -76,6 +83,7 @@ async def open_state(
                         background=background,
                         embedders=embedders,
                         sizes=sizes,
+                        calls=calls,
                     )
                 finally:
                     if indexer is not None:

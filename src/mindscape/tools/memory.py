@@ -13,12 +13,14 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mindscape.embeddings.base import EmbeddingError
-from mindscape.errors import InvalidArgument
+from mindscape.errors import InvalidArgument, QuotaExceeded
 from mindscape.memory import writes
 from mindscape.memory.recall import recall as run_recall
 from mindscape.models.memory import Forgotten, Kind, Metadata, Mode, Recall, Remembered
 from mindscape.queries import audit, memories
 from mindscape.queries.memories import Filters
+from mindscape.quotas import memories as memory_quota
+from mindscape.quotas.limits import effective, effective_own
 from mindscape.rendering import memories_block
 from mindscape.server.calls import tenant_call
 from mindscape.server.identity import Caller, current_caller
@@ -49,13 +51,16 @@ async def remember(
     """Store one memory. The same content again (same persona) returns the existing id with duplicate=true."""
     state = ctx.request_context.lifespan_context
     caller = current_caller(ctx)
+    # The limit as last seen for this tenant; the transaction below checks the current one.
+    known = effective_own(await state.calls.tenant(caller.tenant_id), state.settings)
     try:
-        prepared = await writes.prepare(
-            state.embedders, caller.tenant_id, content, max_bytes=state.settings.memory_max_content_bytes
-        )
-    except InvalidArgument as exc:
+        prepared = await writes.prepare(state.embedders, caller.tenant_id, content, max_bytes=known.max_content_bytes)
+    except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
     async with tenant_call(ctx, read_only=False) as tx:
+        limits = effective(tx.settings, state.settings)
+        memory_quota.check_content_size(len(content.encode("utf-8")), limits.max_content_bytes)
+        await memory_quota.lock_for_insert(tx, limits.max_memories)
         result = await writes.store(
             tx,
             state.embedders,
@@ -66,6 +71,7 @@ async def remember(
             importance=importance,
             expires_in_days=expires_in_days,
         )
+        await memory_quota.check_count(tx, caller.tenant_slug, limits.max_memories, added=0 if result.duplicate else 1)
         await audit.record(
             tx.conn,
             tenant_id=tx.tenant_id,

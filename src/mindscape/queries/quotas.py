@@ -1,0 +1,33 @@
+"""SQL behind the max_memories quota (run inside a tenant transaction)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from mindscape.database.pool import Connection
+
+# Two-key advisory lock: this class id keeps Mindscape's locks apart from anyone else's in the database.
+LOCK_CLASS = 0x6D73  # "ms"
+# Held until the transaction ends: concurrent writers of one tenant check and insert one at a time.
+LOCK_MEMORY_WRITES = "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))"
+
+# Every row, expired or not, stopping past $2: an index-only scan costing at most the limit. A tenant
+# under the limit by this count is under it; only one over it is counted again, exactly.
+COUNT_MEMORIES_UP_TO = "SELECT count(*) FROM (SELECT FROM mindscape.memories WHERE tenant_id = $1 LIMIT $2) m"
+# Expired memories are never returned and never purged, so they do not count against the limit.
+# This one reads the heap (expires_at), so it runs only when the cheap count above is over the limit.
+COUNT_LIVE_MEMORIES = """
+SELECT count(*) FROM mindscape.memories WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now())
+"""
+
+
+async def lock_memory_writes(conn: Connection, *, tenant_id: UUID) -> None:
+    await conn.execute(LOCK_MEMORY_WRITES, LOCK_CLASS, str(tenant_id))
+
+
+async def count_memories_up_to(conn: Connection, *, tenant_id: UUID, at_most: int) -> int:
+    return await conn.fetchval(COUNT_MEMORIES_UP_TO, tenant_id, at_most)
+
+
+async def count_live_memories(conn: Connection, *, tenant_id: UUID) -> int:
+    return await conn.fetchval(COUNT_LIVE_MEMORIES, tenant_id)

@@ -1,0 +1,1 @@
+"""Per-tenant quotas: calls per minute, max memories, max content size (README: Quotas)."""
