@@ -32,7 +32,9 @@ def served(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         return await new_key(targets, tenant.tenant_slug, "write")
 
     key = anyio.run(seed)
-    with running_server(targets, "http", tmp_path_factory.mktemp("load") / "server.log") as url:
+    # Like the benchmark itself: the load must not run into the default calls-per-minute quota.
+    no_quota = {"MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0"}
+    with running_server(targets, "http", tmp_path_factory.mktemp("load") / "server.log", no_quota) as url:
         yield int(url.rsplit(":", 1)[1]), key
 
 
