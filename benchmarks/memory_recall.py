@@ -386,7 +386,7 @@ async def forced(pool: Pool, spec: ModelSpec, exact: bool, knobs: Knobs, q: Quer
             filters=NO_FILTERS,
             limit=DEPTH,
             exact=exact,
-            ef_search=recall_module.OWN_INDEX_EF_SEARCH if own else recall_module.SHARED_INDEX_EF_SEARCH,
+            ef_search=recall_module.own_index_ef(q.tenant.size) if own else recall_module.SHARED_INDEX_EF_SEARCH,
             own_index=own,
         )
         elapsed = time.perf_counter() - start
@@ -624,7 +624,9 @@ def report(run: Run) -> str:
         f"{min(args.exact_max_rows):,} rows, m={vector_index.TENANT_M}, "
         f"ef_construction={vector_index.TENANT_EF_CONSTRUCTION}): **{b.tenant_indexes}** built in "
         f"**{b.tenant_seconds:.1f} s**, "
-        f"{b.tenant_mb:,.0f} MB in all; searched with ef_search {recall_module.OWN_INDEX_EF_SEARCH}"
+        f"{b.tenant_mb:,.0f} MB in all; searched with ef_search {recall_module.OWN_INDEX_EF_SEARCH} up to "
+        f"{recall_module.OWN_INDEX_EF_ROWS:,} rows, then growing with the square root of the size (at most "
+        f"{recall_module.OWN_INDEX_EF_MAX}); builds with maintenance_work_mem {vector_index.BUILD_MEMORY}"
     )
     g_times = [t for q in run.baseline for t in res.times[("global", q.index)]]
     g50, g99 = pct_ms(g_times, 0.5), pct_ms(g_times, 0.99)
@@ -797,7 +799,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--own-ef",
         type=int,
-        help="ef_search on a tenant's own index, to try a value (default: OWN_INDEX_EF_SEARCH in memory/recall.py)",
+        help="ef_search on a tenant's own index up to OWN_INDEX_EF_ROWS rows, to try a value "
+        "(default: OWN_INDEX_EF_SEARCH in memory/recall.py)",
+    )
+    parser.add_argument(
+        "--build-memory",
+        default=vector_index.BUILD_MEMORY,
+        type=lambda v: v if re.fullmatch(r"[0-9]+(kB|MB|GB)", v) else parser.error("--build-memory: e.g. 2GB"),
+        help="maintenance_work_mem for the index builds (default: the product's, vector_index.BUILD_MEMORY)",
     )
     parser.add_argument(
         "--set",
@@ -868,6 +877,7 @@ async def database_part(args: argparse.Namespace, tmp: Path) -> tuple[Run, Targe
             log("exact ground truth, before the index exists")
             await ground_truth(c, spec, everything)
             await global_truth(c, spec, baseline)
+        vector_index.BUILD_MEMORY = args.build_memory
         log("building the HNSW index")
         build = await build_index(targets.owner, spec)
         log(f"HNSW build: {build.seconds:.1f} s")

@@ -13,7 +13,7 @@ from mindscape.database.urls import Targets
 from mindscape.database.vector_index import ensure_index, has_tenant_index, tenant_index_name
 from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.indexing import index_tenants
-from mindscape.memory.recall import TenantSizes, semantic_search
+from mindscape.memory.recall import OWN_INDEX_EF_MAX, OWN_INDEX_EF_SEARCH, TenantSizes, own_index_ef, semantic_search
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters
 from mindscape.server.identity import Caller
@@ -103,7 +103,7 @@ async def test_large_tenants_get_and_search_their_own_index(targets: Targets, po
     sizes = TenantSizes(exact_max_rows=THRESHOLD)
     recalls: list[float] = []
     async with tenant_transaction(pool, large, read_only=True, statement_timeout_ms=10_000) as tx:
-        assert await sizes.path(tx.conn, large.tenant_id, spec) == "own_index"
+        assert await sizes.path(tx.conn, large.tenant_id, spec) == ("own_index", OWN_INDEX_EF_SEARCH)
         for query in queries:
             hits = await semantic_search(
                 tx.conn,
@@ -129,14 +129,14 @@ async def test_the_embedded_server_builds_a_missing_index(targets: Targets, pool
     config = settings(targets, "grown")
     async with open_state(config, targets.runtime, transport="http", owner_url=targets.owner) as state:
         async with tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx:
-            assert await state.sizes.path(tx.conn, tenant.tenant_id, spec) == "shared_index"
+            assert (await state.sizes.path(tx.conn, tenant.tenant_id, spec))[0] == "shared_index"
         for _ in range(600):  # the build runs in the server's background task group
             async with pool.acquire() as conn:
                 if await has_tenant_index(conn, spec, tenant.tenant_id):
                     break
             await anyio.sleep(0.1)
         async with tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx:
-            assert await state.sizes.path(tx.conn, tenant.tenant_id, spec) == "own_index"
+            assert (await state.sizes.path(tx.conn, tenant.tenant_id, spec))[0] == "own_index"
 
 
 async def test_without_owner_url_the_server_only_warns(
@@ -149,7 +149,7 @@ async def test_without_owner_url_the_server_only_warns(
         open_state(settings(targets, "warned"), targets.runtime, transport="http") as state,
         tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx,
     ):
-        assert await state.sizes.path(tx.conn, tenant.tenant_id, spec) == "shared_index"
+        assert (await state.sizes.path(tx.conn, tenant.tenant_id, spec))[0] == "shared_index"
     async with pool.acquire() as conn:
         assert not await has_tenant_index(conn, spec, tenant.tenant_id)
     assert "run `mindscape memory index`" in caplog.text
@@ -194,3 +194,9 @@ def test_memory_index_command(targets: Targets) -> None:
     assert (code, "present" in output) == (0, True), output
     code, output = index("--tenant", "no-such-tenant")
     assert (code, "does not exist" in output) == (1, True), output
+
+
+def test_bigger_graphs_get_a_wider_beam() -> None:
+    assert own_index_ef(0) == own_index_ef(50_000) == OWN_INDEX_EF_SEARCH
+    assert own_index_ef(200_000) == 2 * OWN_INDEX_EF_SEARCH
+    assert own_index_ef(100_000_000) == OWN_INDEX_EF_MAX

@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 TENANT_M = 32
 TENANT_EF_CONSTRUCTION = 128
 INDEX_STATE = "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)"
+INDEX_ROWS = """
+SELECT c.reltuples FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indexrelid = to_regclass($1) AND i.indisvalid
+"""
+# Memory for a build: a graph that does not fit is built far more slowly (pgvector says so in a notice).
+BUILD_MEMORY = "512MB"
 
 
 def index_name(spec: ModelSpec) -> str:
@@ -75,6 +81,13 @@ async def has_tenant_index(conn: Connection, spec: ModelSpec, tenant_id: UUID) -
     return bool(await conn.fetchval(INDEX_STATE, f"mindscape.{tenant_index_name(spec, tenant_id)}"))
 
 
+async def tenant_index_rows(conn: Connection, spec: ModelSpec, tenant_id: UUID) -> float | None:
+    """The vectors in the tenant's own index as the catalog last counted them (0.0 if never counted),
+    or None when it has no valid one."""
+    rows: float | None = await conn.fetchval(INDEX_ROWS, f"mindscape.{tenant_index_name(spec, tenant_id)}")
+    return None if rows is None else max(rows, 0.0)
+
+
 async def ensure_index(conn: asyncpg.Connection[asyncpg.Record], spec: ModelSpec) -> bool:
     """Create the model's shared index unless a valid one exists; True when it was built now."""
     return await _ensure(conn, index_name(spec), create_sql(spec), spec.key)
@@ -98,6 +111,6 @@ async def _ensure(conn: asyncpg.Connection[asyncpg.Record], name: str, create: s
     if state is False:
         await conn.execute(f"DROP INDEX CONCURRENTLY mindscape.{name}")
     log.info("building the HNSW index for %s", what)
-    await conn.execute("SET maintenance_work_mem = '512MB'")
+    await conn.execute("SELECT set_config('maintenance_work_mem', $1, false)", BUILD_MEMORY)
     await conn.execute(create)
     return True

@@ -20,6 +20,7 @@ so a tenant with at least k matching memories always gets k.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,11 +41,22 @@ SIZE_TTL_S = 60.0
 # ef_search per approximate path. The tenant's own graph needs a wider beam than the default 40
 # for queries far from its rows (near-ties). benchmarks/memory_recall.py, tenants of 14k-40k rows,
 # off-topic queries: recall@10 0.950 at 200 (p50 1.05x the global baseline), 0.982 at 400 (1.53x).
+# Bigger graphs need a wider beam for the same recall: it grows with the square root of the size
+# beyond OWN_INDEX_EF_ROWS (see own_index_ef).
 OWN_INDEX_EF_SEARCH = 200
+OWN_INDEX_EF_ROWS = 50_000
+OWN_INDEX_EF_MAX = 1000
 SHARED_INDEX_EF_SEARCH = 100
 
 SearchPath = Literal["exact", "own_index", "shared_index"]
 MissingIndex = Callable[[UUID, ModelSpec], None]
+
+
+def own_index_ef(rows: float) -> int:
+    """ef_search for a tenant's own graph of about `rows` vectors."""
+    if rows <= OWN_INDEX_EF_ROWS:
+        return OWN_INDEX_EF_SEARCH
+    return min(OWN_INDEX_EF_MAX, round(OWN_INDEX_EF_SEARCH * math.sqrt(rows / OWN_INDEX_EF_ROWS)))
 
 
 def warn_missing_index(tenant_id: UUID, spec: ModelSpec) -> None:
@@ -66,23 +78,28 @@ class TenantSizes:
 
     exact_max_rows: int
     on_missing_index: MissingIndex = warn_missing_index
-    _seen: dict[tuple[UUID, str], tuple[SearchPath, float]] = field(default_factory=lambda: {})
+    _seen: dict[tuple[UUID, str], tuple[SearchPath, int, float]] = field(default_factory=lambda: {})
     _reported: set[tuple[UUID, str]] = field(default_factory=lambda: set())
 
-    async def path(self, conn: Connection, tenant_id: UUID, spec: ModelSpec) -> SearchPath:
+    async def path(self, conn: Connection, tenant_id: UUID, spec: ModelSpec) -> tuple[SearchPath, int]:
+        """The search to use, and the ef_search for an approximate one."""
         cached = self._seen.get((tenant_id, spec.key))
         now = time.monotonic()
-        if cached is not None and now - cached[1] < SIZE_TTL_S:
-            return cached[0]
+        if cached is not None and now - cached[2] < SIZE_TTL_S:
+            return cached[0], cached[1]
         count = await memories.count_embedded(conn, tenant_id=tenant_id, model=spec.key, cap=self.exact_max_rows + 1)
         path: SearchPath = "exact"
+        ef = SHARED_INDEX_EF_SEARCH
         if count > self.exact_max_rows:
-            path = "own_index" if await vector_index.has_tenant_index(conn, spec, tenant_id) else "shared_index"
+            rows = await vector_index.tenant_index_rows(conn, spec, tenant_id)
+            path = "shared_index" if rows is None else "own_index"
+            if rows is not None:
+                ef = own_index_ef(rows)
         if path == "shared_index" and (tenant_id, spec.key) not in self._reported:
             self._reported.add((tenant_id, spec.key))
             self.on_missing_index(tenant_id, spec)
-        self._seen[(tenant_id, spec.key)] = (path, now)
-        return path
+        self._seen[(tenant_id, spec.key)] = (path, ef, now)
+        return path, ef
 
     def forget(self, tenant_id: UUID, spec: ModelSpec) -> None:
         """Drop the cached path (an index of its own was just built)."""
@@ -99,7 +116,9 @@ async def semantic_search(
     limit: int,
     sizes: TenantSizes,
 ) -> list[tuple[UUID, float]]:
-    async def search(exact: bool, own_index: bool = False) -> list[tuple[UUID, float]]:
+    async def search(
+        exact: bool, own_index: bool = False, ef_search: int = SHARED_INDEX_EF_SEARCH
+    ) -> list[tuple[UUID, float]]:
         return await memories.semantic_candidates(
             conn,
             tenant_id=tenant_id,
@@ -109,13 +128,13 @@ async def semantic_search(
             filters=filters,
             limit=limit,
             exact=exact,
-            ef_search=OWN_INDEX_EF_SEARCH if own_index else SHARED_INDEX_EF_SEARCH,
+            ef_search=ef_search,
             own_index=own_index,
         )
 
-    path = await sizes.path(conn, tenant_id, spec)
+    path, ef = await sizes.path(conn, tenant_id, spec)
     if path != "exact":
-        hits = await search(exact=False, own_index=path == "own_index")
+        hits = await search(exact=False, own_index=path == "own_index", ef_search=ef)
         if len(hits) >= limit:
             return hits
     return await search(exact=True)
