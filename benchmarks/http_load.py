@@ -3,7 +3,7 @@
 32 concurrent clients (each one keep-alive HTTP/1.1 connection) send `tools/call` POSTs back to
 back for `--duration` seconds after a warm-up. Against Mindscape, 70% are reads (get_persona,
 recall, list_tasks) and 30% writes (remember, create_task, claim_next_task), with a write-scope
-API key. Against the bare server (benchmarks/bare_http_server.py, one trivial async tool, same
+API key. Against the bare server (benchmarks/bare_server.py --http, one trivial async tool, same
 SDK), every call is that tool. Both are driven by the same load generator.
 
 The generator speaks the stateless 2026-07-28 era: every POST is a self-contained request
@@ -566,7 +566,7 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
     bare_port = free_port()
     bare = start(
         "bare MCP server",
-        [sys.executable, str(HERE / "bare_http_server.py"), "--port", str(bare_port)],
+        [sys.executable, str(HERE / "bare_server.py"), "--http", str(bare_port)],
         {},
         bare_port,
         tmp,
