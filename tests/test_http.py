@@ -297,3 +297,27 @@ def test_the_log_names_keys_by_prefix_only(base_url: str, tenant_keys: Keys, ser
     assert f"refused API key {prefix}: unknown key or wrong secret" in log
     for key in (tenant_keys.a_write, tenant_keys.a_read, tenant_keys.b_write):
         assert (keys.parse(key) or ("", "-"))[1] not in log
+
+
+@pytest.mark.anyio
+async def test_using_a_key_stamps_last_used_at_once_a_minute(base_url: str, targets: Targets) -> None:
+    tenant = await make_tenant(targets, PERSONAS_A, "used")
+    key = await new_key(targets, tenant.tenant_slug, "read")
+    parsed = keys.parse(key)
+    assert parsed is not None
+    prefix = parsed[0]
+
+    async def last_used() -> object:
+        conn = await connect(targets.owner)
+        try:
+            return await conn.fetchval("SELECT last_used_at FROM mindscape.api_keys WHERE prefix = $1", prefix)
+        finally:
+            await conn.close()
+
+    assert await last_used() is None
+    async with mcp_client(base_url, key, "auto") as client:
+        await client.list_tools()
+        first = await last_used()
+        assert first is not None
+        await client.call_tool("get_persona", {"slug": "ada"})
+    assert await last_used() == first  # minute precision: another use within the minute leaves it

@@ -18,6 +18,8 @@ Only the public prefix of a key is ever logged or kept in the AccessToken, never
 from __future__ import annotations
 
 import logging
+import time
+from uuid import UUID
 
 import asyncpg
 from mcp.server.auth.provider import AccessToken
@@ -32,6 +34,7 @@ from mindscape.server.jwt_auth import JwtVerifier
 from mindscape.server.refusals import Refused, forbidden, unauthorized, unavailable
 
 log = logging.getLogger(__name__)
+TOUCH_INTERVAL_S = 60.0
 
 
 class ApiKeyVerifier:
@@ -39,6 +42,10 @@ class ApiKeyVerifier:
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+        # last_used_at has minute precision (api_keys.TOUCH writes at most once a minute), so a
+        # key this process touched less than a minute ago skips the statement: one round trip
+        # less on nearly every request.
+        self._touched: dict[UUID, float] = {}
 
     async def verify_token(self, token: str) -> AccessToken:
         parsed = keys.parse(token)
@@ -56,7 +63,10 @@ class ApiKeyVerifier:
                     refused = refusal or unauthorized("unknown key or wrong secret")
                     log.info("refused API key %s: %s", prefix, refused.description)
                     raise refused
-                await api_keys.touch(conn, key_id=record.id)
+                now = time.monotonic()
+                if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
+                    await api_keys.touch(conn, key_id=record.id)
+                    self._touched[record.id] = now
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             # Fail closed: without the database no key can be checked.
             log.exception("could not verify API key %s", prefix)
