@@ -13,7 +13,14 @@ from mindscape.database.urls import Targets
 from mindscape.database.vector_index import ensure_index, has_tenant_index, tenant_index_name
 from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.indexing import index_tenants
-from mindscape.memory.recall import OWN_INDEX_EF_MAX, OWN_INDEX_EF_SEARCH, TenantSizes, own_index_ef, semantic_search
+from mindscape.memory.recall import (
+    OWN_INDEX_EF_MAX,
+    OWN_INDEX_EF_ROWS,
+    OWN_INDEX_EF_SEARCH,
+    TenantSizes,
+    own_index_ef,
+    semantic_search,
+)
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters
 from mindscape.server.identity import Caller
@@ -197,6 +204,6 @@ def test_memory_index_command(targets: Targets) -> None:
 
 
 def test_bigger_graphs_get_a_wider_beam() -> None:
-    assert own_index_ef(0) == own_index_ef(50_000) == OWN_INDEX_EF_SEARCH
-    assert own_index_ef(200_000) == 2 * OWN_INDEX_EF_SEARCH
+    assert own_index_ef(0) == own_index_ef(OWN_INDEX_EF_ROWS) == OWN_INDEX_EF_SEARCH
+    assert own_index_ef(4 * OWN_INDEX_EF_ROWS) == 2 * OWN_INDEX_EF_SEARCH
     assert own_index_ef(100_000_000) == OWN_INDEX_EF_MAX
