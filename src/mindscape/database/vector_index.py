@@ -78,7 +78,7 @@ async def has_index(conn: asyncpg.Connection[asyncpg.Record], spec: ModelSpec) -
 
 
 async def has_tenant_index(conn: Connection, spec: ModelSpec, tenant_id: UUID) -> bool:
-    return bool(await conn.fetchval(INDEX_STATE, f"mindscape.{tenant_index_name(spec, tenant_id)}"))
+    return await tenant_index_rows(conn, spec, tenant_id) is not None
 
 
 async def tenant_index_rows(conn: Connection, spec: ModelSpec, tenant_id: UUID) -> float | None:

@@ -28,7 +28,8 @@ from mindscape.embeddings.factory import configured_spec
 from mindscape.errors import NotFound
 from mindscape.memory.models import active_spec
 from mindscape.memory.recall import warn_missing_index
-from mindscape.queries import memories
+from mindscape.models.tenant import Tenant
+from mindscape.queries import memories, tenants
 from mindscape.server.identity import Caller
 from mindscape.server.tenant_context import tenant_transaction
 from mindscape.settings import Settings
@@ -53,9 +54,7 @@ async def index_tenants(
 
     With `build=False` nothing is built: missing indexes are reported (for `mindscape doctor`).
     """
-    found = [t for t in await admin.list_tenants(targets) if tenant_slug in (None, t.slug)]
-    if tenant_slug is not None and not found:
-        raise NotFound(f"tenant {tenant_slug!r} does not exist; `mindscape tenant list` shows the tenants")
+    found = await _tenants(targets, tenant_slug)
     threshold, default = settings.memory_exact_max_rows, configured_spec(settings)
     principal = f"cli:{getpass.getuser()}"
     report: list[TenantIndex] = []
@@ -84,6 +83,20 @@ async def index_tenants(
             await owner.close()
         await pool.close()
     return report
+
+
+async def _tenants(targets: Targets, slug: str | None) -> list[Tenant]:
+    """Every tenant, or the one named (looked up alone: bulk commands name theirs)."""
+    if slug is None:
+        return await admin.list_tenants(targets)
+    conn = await connect(targets.owner)
+    try:
+        tenant = await tenants.get_by_slug(conn, slug=slug)
+    finally:
+        await conn.close()
+    if tenant is None:
+        raise NotFound(f"tenant {slug!r} does not exist; `mindscape tenant list` shows the tenants")
+    return [tenant]
 
 
 async def _size(
