@@ -27,17 +27,17 @@ async def echo(text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--native-stdio", action="store_true", help="serve through mindscape.server.stdio")
+    parser.add_argument("--native-stdio", action="store_true", help="serve through mindscape.transports.stdio")
     parser.add_argument("--http", type=int, metavar="PORT", help="serve Streamable HTTP on 127.0.0.1:PORT instead")
     args = parser.parse_args()
     if args.http is not None:
         import uvicorn
 
         app = server.streamable_http_app(host="127.0.0.1")
-        # The options of mindscape.server.http.serve_http, so only the server's own work differs.
+        # The options of mindscape.transports.http.app.serve_http, so only the server's own work differs.
         uvicorn.run(app, host="127.0.0.1", port=args.http, log_config=None, lifespan="on", timeout_graceful_shutdown=10)
     elif args.native_stdio:
-        from mindscape.server.stdio import serve_stdio
+        from mindscape.transports.stdio import serve_stdio
 
         anyio.run(serve_stdio, server)
     else:

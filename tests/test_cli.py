@@ -18,12 +18,12 @@ import anyio
 import pytest
 from typer.testing import CliRunner, Result
 
-from mindscape import admin
 from mindscape.cli import app
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
-from mindscape.settings import Settings
+from mindscape.ops import admin
 
 runner = CliRunner()
 

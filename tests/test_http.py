@@ -20,13 +20,14 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mindscape import admin, keys
 from mindscape.database import migrate
 from mindscape.database.pool import Pool, connect
 from mindscape.database.urls import Targets
 from mindscape.models.api_key import Scope
+from mindscape.ops import admin
 from mindscape.queries import api_keys
-from mindscape.server.http import not_ready
+from mindscape.tenancy import keys
+from mindscape.transports.http.app import not_ready
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
 from tests.results import data as structured
 from tests.results import text_of

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mindscape.app.identity import Caller
+from mindscape.app.state import open_state
 from mindscape.cli import app
+from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, connect, create_pool
 from mindscape.database.urls import Targets
 from mindscape.database.vector_index import ensure_index, has_tenant_index, tenant_index_name
@@ -23,10 +26,7 @@ from mindscape.memory.recall import (
 )
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters
-from mindscape.server.identity import Caller
-from mindscape.server.state import open_state
-from mindscape.server.tenant_context import tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import make_tenant
 from tests.test_cli import cli_env
 from tests.test_memory_isolation import _clustered, _load  # pyright: ignore[reportPrivateUsage]

@@ -11,6 +11,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from mindscape.app.identity import Caller
 from mindscape.database.pool import Pool, connect
 from mindscape.database.urls import Targets
 from mindscape.database.vector_index import ensure_index, index_name
@@ -18,8 +19,7 @@ from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.recall import TenantSizes, semantic_search
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import tenant_transaction
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, World, make_tenant, persona
 from tests.results import text_of
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from mindscape.app.metrics import BUCKETS, ToolMetrics
 from mindscape.database.urls import Targets
-from mindscape.server.metrics import BUCKETS, ToolMetrics
 from tests.conftest import PERSONAS_A, make_tenant
 from tests.serving import running_server
 from tests.test_http import mcp_client, new_key

@@ -24,9 +24,9 @@ from jwt.utils import base64url_encode
 from mcp import Client
 from mcp.client.sse import sse_client
 
-from mindscape.admin import set_tenant_status
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
+from mindscape.ops.admin import set_tenant_status
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
 from tests.issuer import AUDIENCE, ISSUER, Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256, unsigned
 from tests.results import data as structured

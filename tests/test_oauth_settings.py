@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from mindscape.config.settings import load_settings
 from mindscape.database.pool import Pool
 from mindscape.database.urls import Targets
 from mindscape.errors import StartupError
-from mindscape.server.auth import ApiKeyVerifier
-from mindscape.server.jwks import JwksCache, JwksUnavailable
-from mindscape.server.jwt_auth import JwtConfig, JwtVerifier, claim_at, granted_scopes, jwt_principal
-from mindscape.server.refusals import Refused
-from mindscape.settings import load_settings
+from mindscape.transports.http.auth.api_keys import ApiKeyVerifier
+from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
+from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier, claim_at, granted_scopes, jwt_principal
+from mindscape.transports.http.refusals import Refused
 from tests.conftest import make_tenant
 from tests.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
 from tests.serving import free_port

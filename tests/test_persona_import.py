@@ -10,13 +10,13 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner, Result
 
-from mindscape import admin
 from mindscape.cli import app
+from mindscape.config.settings import Settings
 from mindscape.database.urls import Targets
 from mindscape.errors import ImportFileError
-from mindscape.importing import read_persona_file
 from mindscape.models.persona import PersonaIn
-from mindscape.settings import Settings
+from mindscape.ops import admin
+from mindscape.ops.persona_files import read_persona_file
 from tests.conftest import make_tenant, persona
 
 pytestmark = pytest.mark.anyio

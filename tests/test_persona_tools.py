@@ -12,10 +12,10 @@ from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
+from mindscape.app.calls import tenant_call
+from mindscape.app.identity import Caller
+from mindscape.app.state import AppState
 from mindscape.database.urls import Targets
-from mindscape.server.calls import tenant_call
-from mindscape.server.identity import Caller
-from mindscape.server.state import AppState
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data, error_text
 
@@ -258,7 +258,7 @@ async def test_persona_prompt_renders_a_system_prompt(shop: Caller, client_for: 
 
 async def test_soft_deleted_personas_are_invisible(targets: Targets, client_for: ClientFactory) -> None:
     from mindscape.database.pool import create_pool
-    from mindscape.server.tenant_context import tenant_transaction
+    from mindscape.tenancy.transaction import tenant_transaction
 
     caller = await make_tenant(targets, [persona("gone", "Gone"), persona("kept", "Kept")], "del")
     pool = await create_pool(targets.runtime, min_size=1, max_size=1)
@@ -274,8 +274,8 @@ async def test_soft_deleted_personas_are_invisible(targets: Targets, client_for:
 
 async def test_statement_timeout_is_reported_not_crashed(targets: Targets) -> None:
     """A slow query ends with a specific message; the server stays up."""
-    from mindscape.server.app import build_server
-    from mindscape.server.state import open_state
+    from mindscape.app.server import build_server
+    from mindscape.app.state import open_state
     from tests.conftest import settings_for
 
     caller = await make_tenant(targets, [persona("one", "One")], "slow")

@@ -17,14 +17,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mindscape import admin
+from mindscape.app.identity import Caller
+from mindscape.app.server import build_server
+from mindscape.app.state import open_state
+from mindscape.config.settings import Settings
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
+from mindscape.ops import admin
 from mindscape.quotas.rate import CallLimiter
-from mindscape.server.app import build_server
-from mindscape.server.identity import Caller
-from mindscape.server.state import open_state
-from mindscape.settings import Settings
 from tests.conftest import make_tenant, persona, settings_for
 from tests.results import data, error_text
 

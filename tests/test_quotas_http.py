@@ -13,9 +13,9 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 
-from mindscape import admin
+from mindscape.config.settings import Settings
 from mindscape.database.urls import Targets
-from mindscape.settings import Settings
+from mindscape.ops import admin
 from tests.results import data
 from tests.serving import running_server
 from tests.test_http import MCP_HEADERS, Keys, mcp_client, seed_keys

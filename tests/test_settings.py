@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mindscape.config.settings import default_data_dir, load_settings
 from mindscape.errors import StartupError
-from mindscape.settings import default_data_dir, load_settings
 
 
 @pytest.fixture(autouse=True)

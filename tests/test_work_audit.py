@@ -13,14 +13,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mindscape import admin
-from mindscape.cli_audit import audit_app
+from mindscape.app.identity import Caller
+from mindscape.cli.audit import audit_app
+from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, connect
 from mindscape.database.urls import Targets
+from mindscape.ops import admin
 from mindscape.queries import audit
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data
 

@@ -17,15 +17,15 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
+from mindscape.app.identity import Caller
+from mindscape.app.server import build_server
+from mindscape.app.state import open_state
 from mindscape.database.pool import Pool, connect
 from mindscape.database.urls import Targets
 from mindscape.errors import InvalidArgument
 from mindscape.queries import tasks
 from mindscape.queries.tasks import NewTask, TaskChanges
-from mindscape.server.app import build_server
-from mindscape.server.identity import Caller
-from mindscape.server.state import open_state
-from mindscape.server.tenant_context import tenant_transaction
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import make_tenant, persona, settings_for
 from tests.results import text_of
 

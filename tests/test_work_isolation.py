@@ -18,13 +18,13 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 
+from mindscape.app.identity import Caller
 from mindscape.database.pool import Pool, connect, create_pool
 from mindscape.database.urls import Targets
 from mindscape.queries import campaigns, tasks
 from mindscape.queries.campaigns import NewCampaign
 from mindscape.queries.tasks import NewTask
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import TenantTx, tenant_transaction
+from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio

@@ -13,10 +13,10 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextResourceContents
 
+from mindscape.app.identity import Caller
 from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import tenant_transaction
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data, error_text
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from mindscape.config.settings import Settings
 from mindscape.database.embedded import start_embedded
 from mindscape.database.urls import Targets
-from mindscape.settings import Settings
 
 
 async def resolve_targets(settings: Settings) -> Targets:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from mindscape.config.settings import Settings
 from mindscape.embeddings.base import Embedder, ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
 from mindscape.embeddings.openai_compat import OpenAIEmbedder
-from mindscape.settings import Settings
 
 
 def configured_spec(settings: Settings) -> ModelSpec:

@@ -34,18 +34,18 @@ from uuid import UUID
 import anyio.to_thread
 from rich.progress import Progress
 
-from mindscape.admin import operator_session
+from mindscape.config.settings import Settings
 from mindscape.database.urls import Targets
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec
+from mindscape.embeddings.registry import Embedders, active_spec
 from mindscape.memory.jsonl import FileMemory, MemoryFile, read_memory_file
-from mindscape.memory.models import Embedders, active_spec
+from mindscape.ops.admin import operator_session
 from mindscape.queries import memories
 from mindscape.queries.memories import NewMemory, content_hash
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import Limit, effective
-from mindscape.server.tenant_context import TenantTx, tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 log = logging.getLogger(__name__)
 

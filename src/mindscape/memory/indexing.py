@@ -19,20 +19,20 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
-from mindscape import admin
+from mindscape.app.identity import Caller
+from mindscape.config.settings import Settings
 from mindscape.database import vector_index
 from mindscape.database.pool import Pool, connect, create_pool
 from mindscape.database.urls import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
+from mindscape.embeddings.registry import active_spec
 from mindscape.errors import NotFound
-from mindscape.memory.models import active_spec
 from mindscape.memory.recall import warn_missing_index
 from mindscape.models.tenant import Tenant
+from mindscape.ops import admin
 from mindscape.queries import memories, tenants
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import tenant_transaction
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Annotated, Any, cast
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError
 from pydantic_core import ErrorDetails
 
+from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import ImportFileError
 from mindscape.models.memory import Kind, Metadata
-from mindscape.settings import SLUG_PATTERN
 
 MAX_SHOWN = 50
 MAX_MEMORIES = 1_000_000

@@ -22,19 +22,19 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
-from mindscape.admin import operator_session
+from mindscape.app.identity import Caller
+from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, connect
+from mindscape.database.prepare import ensure_vector_index
 from mindscape.database.urls import Targets
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec
+from mindscape.embeddings.registry import TENANT_MODEL_KEY, Embedders, active_spec
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.memory import writes
-from mindscape.memory.models import TENANT_MODEL_KEY, Embedders, active_spec
+from mindscape.ops.admin import operator_session
 from mindscape.queries import memories, tenants
-from mindscape.runtime import ensure_vector_index
-from mindscape.server.identity import Caller
-from mindscape.server.tenant_context import TenantTx, tenant_transaction
-from mindscape.settings import Settings
+from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 
 @dataclass(frozen=True)

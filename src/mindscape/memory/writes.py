@@ -16,13 +16,13 @@ from typing import Any
 from uuid import UUID
 
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
+from mindscape.embeddings.registry import Embedders
 from mindscape.errors import InvalidArgument, NotFound
-from mindscape.memory.models import Embedders
 from mindscape.models.memory import Remembered
 from mindscape.queries import memories, personas
 from mindscape.quotas.limits import Limit
 from mindscape.quotas.memories import check_content_size
-from mindscape.server.tenant_context import TenantTx
+from mindscape.tenancy.transaction import TenantTx
 
 log = logging.getLogger(__name__)
 BACKFILL_BATCH = 32

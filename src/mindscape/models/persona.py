@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mindscape.config.settings import SLUG_PATTERN
 from mindscape.models.json_limits import json_depth
-from mindscape.settings import SLUG_PATTERN
 
 
 class Persona(BaseModel):

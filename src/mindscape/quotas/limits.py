@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mindscape.settings import Settings
+from mindscape.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

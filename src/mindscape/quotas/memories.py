@@ -11,7 +11,7 @@ from __future__ import annotations
 from mindscape.errors import QuotaExceeded
 from mindscape.queries import quotas
 from mindscape.quotas.limits import Limit
-from mindscape.server.tenant_context import TenantTx
+from mindscape.tenancy.transaction import TenantTx
 
 RAISE_HINT = "forget some or ask an operator to raise max_memories (`mindscape tenant quota`)"
 

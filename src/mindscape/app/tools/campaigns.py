@@ -1,0 +1,149 @@
+"""Campaigns: create_campaign, get_campaign, list_campaigns, update_campaign and campaign://."""
+
+# No `from __future__ import annotations`: the SDK reads these annotations at registration.
+import uuid
+from typing import Annotated, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import AwareDatetime, Field
+
+from mindscape.app.calls import tenant_call
+from mindscape.app.resources import read_by_id
+from mindscape.app.state import AppState
+from mindscape.config.settings import SLUG_PATTERN
+from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, JsonObject
+from mindscape.queries import audit, campaigns
+from mindscape.queries.campaigns import CampaignChanges, NewCampaign
+
+CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+UPDATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+CampaignId = Annotated[str, Field(min_length=32, max_length=36, description="Campaign id (a UUID).")]
+Version = Annotated[
+    int, Field(ge=1, le=2_147_483_647, description="The version you last read; a stale one is refused.")
+]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S", description="Short name.")]
+Objective = Annotated[str, Field(max_length=4000, description="What the campaign should achieve.")]
+When = Annotated[AwareDatetime, Field(description="ISO 8601 with a timezone, e.g. 2026-03-01T09:00:00Z.")]
+Slugs = Annotated[
+    list[Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]],
+    Field(max_length=50, description="Slugs of the personas working on it."),
+]
+Metadata = Annotated[JsonObject, Field(description="JSON object, at most 16 KiB.")]
+
+
+def parse_id(value: str, kind: str) -> uuid.UUID:
+    """A UUID, or an error naming the tool that lists the ids."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ToolError(f"{value!r} is not a {kind} id (a UUID); list_{kind}s shows the ids") from None
+
+
+async def create_campaign(
+    name: Name,
+    ctx: Context[AppState],
+    objective: Objective = "",
+    status: Annotated[Literal["draft", "active"], Field(description="Start as a draft or active.")] = "draft",
+    starts_at: When | None = None,
+    ends_at: Annotated[AwareDatetime | None, Field(description="ISO 8601, later than starts_at.")] = None,
+    personas: Slugs | None = None,
+    metadata: Metadata | None = None,
+) -> Campaign:
+    """Create a campaign: a goal over a period, worked on through tasks (create_task with campaign=id)."""
+    if personas is not None and len(set(personas)) != len(personas):
+        raise ToolError("personas lists a slug more than once; list each persona once")
+    new = NewCampaign(name, objective, status, starts_at, ends_at, personas or [], metadata or {})
+    async with tenant_call(ctx, read_only=False) as tx:
+        created = await campaigns.create(tx.conn, tenant_id=tx.tenant_id, new=new)
+        await audit.record(
+            tx.conn, tenant_id=tx.tenant_id, tool="create_campaign", target_ids=[created.id], outcome="created"
+        )
+    return created
+
+
+async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
+    """Get one campaign with its personas and how many of its tasks are in each status."""
+    campaign_id = parse_id(id, "campaign")
+    async with tenant_call(ctx, read_only=True) as tx:
+        found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
+    if found is None:
+        raise ToolError(str(campaigns.campaign_not_found(campaign_id)))
+    return found
+
+
+async def list_campaigns(
+    ctx: Context[AppState],
+    status: Annotated[CampaignStatus | None, Field(description="Only campaigns in this status.")] = None,
+    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
+) -> CampaignPage:
+    """List campaigns, newest first."""
+    async with tenant_call(ctx, read_only=True) as tx:
+        return await campaigns.list_page(tx.conn, tenant_id=tx.tenant_id, status=status, limit=limit, after=cursor)
+
+
+async def update_campaign(
+    id: CampaignId,
+    expected_version: Version,
+    ctx: Context[AppState],
+    name: Name | None = None,
+    objective: Objective | None = None,
+    status: Annotated[
+        CampaignStatus | None,
+        Field(description="draft->active, active<->paused, active|paused->completed, any->archived (final)."),
+    ] = None,
+    starts_at: When | None = None,
+    ends_at: Annotated[AwareDatetime | None, Field(description="ISO 8601, later than starts_at.")] = None,
+    personas: Annotated[Slugs | None, Field(description="Replaces the assigned personas.")] = None,
+    metadata: Annotated[JsonObject | None, Field(description="Replaces the metadata (JSON object, 16 KiB).")] = None,
+    clear: Annotated[
+        list[Literal["starts_at", "ends_at"]] | None, Field(max_length=2, description="Fields to set to null.")
+    ] = None,
+) -> Campaign:
+    """Change a campaign. Only the fields you pass change; expected_version must match its current version."""
+    campaign_id = parse_id(id, "campaign")
+    cleared = frozenset(clear or ())
+    sent = {"name": name, "objective": objective, "status": status, "starts_at": starts_at, "ends_at": ends_at}
+    sent |= {"personas": personas, "metadata": metadata}
+    fields = [k for k, v in sent.items() if v is not None]
+    if not fields and not cleared:
+        raise ToolError("nothing to change: pass at least one field besides id and expected_version")
+    if both := cleared & set(fields):
+        raise ToolError(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
+    if personas is not None and len(set(personas)) != len(personas):
+        raise ToolError("personas lists a slug more than once; list each persona once")
+    changes = CampaignChanges(name, objective, status, starts_at, ends_at, personas, metadata, cleared)
+    async with tenant_call(ctx, read_only=False) as tx:
+        updated, before = await campaigns.update(
+            tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id, expected_version=expected_version, changes=changes
+        )
+        detail = {"fields": fields + sorted(cleared), "from": before, "to": updated.status, "version": updated.version}
+        await audit.record(
+            tx.conn,
+            tenant_id=tx.tenant_id,
+            tool="update_campaign",
+            target_ids=[campaign_id],
+            outcome="updated",
+            detail=detail,
+        )
+    return updated
+
+
+async def campaign_resource(id: str, ctx: Context[AppState]) -> str:
+    """A campaign as JSON."""
+    return await read_by_id(
+        ctx, id, "campaign", lambda conn, tenant_id, key: campaigns.get(conn, tenant_id=tenant_id, campaign_id=key)
+    )
+
+
+def register(server: MCPServer[AppState]) -> None:
+    server.add_tool(create_campaign, title="Create campaign", annotations=CREATE)
+    server.add_tool(get_campaign, title="Get campaign", annotations=READ)
+    server.add_tool(list_campaigns, title="List campaigns", annotations=READ)
+    server.add_tool(update_campaign, title="Update campaign", annotations=UPDATE)
+    server.resource("campaign://{id}", name="campaign", mime_type="application/json")(campaign_resource)

@@ -1,0 +1,146 @@
+"""Persona lookup: get_persona, list_personas, the persona:// resource and the `persona` prompt."""
+
+# No `from __future__ import annotations`: the SDK reads these annotations at registration.
+import json
+from typing import Annotated
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from mindscape.app.calls import agent_error, tenant_call
+from mindscape.app.identity import Caller, current_caller
+from mindscape.app.rendering import memories_block, system_prompt
+from mindscape.app.state import AppState
+from mindscape.config.settings import SLUG_PATTERN, is_slug
+from mindscape.embeddings.base import EmbeddingError
+from mindscape.memory.recall import recall
+from mindscape.models.memory import Memory
+from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
+from mindscape.queries import memories, personas
+from mindscape.queries.memories import Filters
+from mindscape.tenancy.transaction import TenantTx
+
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
+MAX_TASK = 4000
+MAX_RECALL = 20
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+
+def _not_found(slug: str) -> str:
+    return f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs"
+
+
+async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
+    """Get one persona by slug: name, summary, traits, instructions (a system prompt) and tags."""
+    async with tenant_call(ctx, read_only=True) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+    if found is None:
+        raise ToolError(_not_found(slug))
+    return found
+
+
+async def list_personas(
+    ctx: Context[AppState],
+    query: Annotated[
+        str | None, Field(min_length=1, max_length=200, description="Words to rank by, matched on name and summary.")
+    ] = None,
+    tags: Annotated[list[Tag] | None, Field(max_length=16, description="Only personas having all these tags.")] = None,
+    trait: Annotated[
+        TraitFilter | None, Field(description="Only personas whose trait at path equals the value.")
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
+    cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
+) -> PersonaPage:
+    """List personas (slug, name, short summary, tags), best text match first when `query` is given."""
+    async with tenant_call(ctx, read_only=True) as tx:
+        return await personas.list_page(
+            tx.conn, tenant_id=tx.tenant_id, query=query, tags=tags, trait=trait, limit=limit, after=cursor
+        )
+
+
+async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
+    """A persona as JSON."""
+    if not is_slug(slug):
+        raise ResourceNotFoundError(_not_found(slug))
+    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+    if found is None:
+        raise ResourceNotFoundError(_not_found(slug))
+    return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
+
+
+async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = None, recall: str | None = None) -> str:
+    """Act as a persona: its instructions and traits as a system prompt, optionally with a task.
+
+    `recall` (a number, 1-20) appends that many of the persona's memories: the best matches for
+    the task, or the most recent ones without a task.
+    """
+    if not is_slug(slug):
+        raise agent_error("prompt", f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
+    if task is not None and len(task) > MAX_TASK:
+        raise agent_error("prompt", f"task is longer than {MAX_TASK} characters; shorten it")
+    count = _recall_count(recall)
+    if count and task:
+        # Embedded before the transaction: a provider call must not hold a connection.
+        state = ctx.request_context.lifespan_context
+        vector = await _embed_or_none(state, current_caller(ctx), task)
+    else:
+        vector = None
+    async with tenant_call(ctx, read_only=True, kind="prompt") as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+        if found is None:
+            raise agent_error("prompt", _not_found(slug))
+        recalled = await _persona_memories(ctx, tx, slug, task, count, vector) if count else []
+    text = system_prompt(found, task)
+    if recalled:
+        text += "\n\n" + memories_block(recalled, "What you remember:")
+    return text
+
+
+def _recall_count(recall: str | None) -> int:
+    if recall is None or recall.strip() == "":
+        return 0
+    if not recall.strip().isdigit() or not 0 <= int(recall) <= MAX_RECALL:
+        raise agent_error("prompt", f"recall must be a number of memories from 0 to {MAX_RECALL}, got {recall[:20]!r}")
+    return int(recall)
+
+
+async def _embed_or_none(state: AppState, caller: Caller, text: str) -> list[float] | None:
+    try:
+        return (await state.embedders.get(state.embedders.model_for(caller.tenant_id)).embed([text]))[0]
+    except EmbeddingError:
+        return None  # keyword matches still come back
+
+
+async def _persona_memories(
+    ctx: Context[AppState], tx: TenantTx, slug: str, task: str | None, count: int, vector: list[float] | None
+) -> list[Memory]:
+    state = ctx.request_context.lifespan_context
+    filters = Filters(persona_id=await personas.id_by_slug(tx.conn, tenant_id=tx.tenant_id, slug=slug))
+    if not task:
+        return await memories.recent(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=count)
+    spec = state.embedders.observe(tx.tenant_id, tx.settings)
+    if spec != state.embedders.model_for(tx.tenant_id):
+        vector = None
+    result = await recall(
+        tx.conn,
+        tenant_id=tx.tenant_id,
+        query=task,
+        k=count,
+        filters=filters,
+        mode="hybrid",
+        spec=spec,
+        vector=vector,
+        sizes=state.sizes,
+    )
+    return list(result.memories)
+
+
+def register(server: MCPServer[AppState]) -> None:
+    server.add_tool(get_persona, title="Get persona", annotations=READ)
+    server.add_tool(list_personas, title="List personas", annotations=READ)
+    server.resource("persona://{slug}", name="persona", mime_type="application/json")(persona_resource)
+    server.prompt(name="persona", title="Act as a persona")(persona_prompt)

@@ -1,0 +1,237 @@
+"""`mindscape demo`: seed two tenants, then drive the real server over stdio with the MCP client.
+
+Safe to run again: tenants are reused and personas upserted (the second run reports them
+unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, TextContent, TextResourceContents
+from rich.console import Console
+from rich.text import Text
+
+from mindscape.config.settings import Settings
+from mindscape.database.prepare import prepare
+from mindscape.database.urls import Targets, redact
+from mindscape.errors import InvalidArgument, MindscapeError
+from mindscape.models.persona import PersonaIn
+from mindscape.ops import admin
+
+DEMO_TENANT = "demo"
+OTHER_TENANT = "demo-other"
+
+DEMO_PERSONAS = [
+    PersonaIn(
+        slug="ada",
+        name="Ada the Analyst",
+        summary="Turns messy data into clear findings; careful with numbers and sources.",
+        traits={"communication": {"tone": "precise", "verbosity": "low"}, "skills": ["sql", "statistics"]},
+        instructions="You are a data analyst. State assumptions, cite the query behind every number.",
+        tags=["analytics", "research"],
+    ),
+    PersonaIn(
+        slug="basil",
+        name="Basil from Support",
+        summary="Friendly first-line customer support who resolves billing and login problems.",
+        traits={"communication": {"tone": "warm", "verbosity": "medium"}, "escalation": {"after_minutes": 30}},
+        instructions="Greet the customer by name, confirm the problem, solve it or escalate with a summary.",
+        tags=["support", "customer"],
+    ),
+    PersonaIn(
+        slug="cora",
+        name="Cora the Coach",
+        summary="Encouraging writing coach who gives concrete, kind feedback on drafts.",
+        traits={"communication": {"tone": "warm", "verbosity": "high"}, "focus": "structure"},
+        instructions="Praise one real strength, then give at most three specific improvements.",
+        tags=["writing", "education"],
+    ),
+    PersonaIn(
+        slug="dex",
+        name="Dex the SRE",
+        summary="Calm site-reliability engineer for incidents, security patches and postmortems.",
+        traits={"communication": {"tone": "calm", "verbosity": "low"}, "on_call": True},
+        instructions="Stabilise first, explain later. Write blameless postmortems.",
+        tags=["ops", "security"],
+    ),
+    PersonaIn(
+        slug="eli",
+        name="Eli the Editor",
+        summary="Copy editor who tightens prose and enforces the house style guide.",
+        traits={"communication": {"tone": "direct", "verbosity": "low"}, "style_guide": "house"},
+        instructions="Fix grammar and clarity; never change the author's meaning.",
+        tags=["writing"],
+    ),
+]
+
+# Same slug as a demo persona on purpose: a slug taken in one tenant is free in another.
+OTHER_PERSONAS = [
+    PersonaIn(
+        slug="ada",
+        name="Ada of the Other Tenant",
+        summary="A different Ada, owned by another tenant.",
+        traits={"communication": {"tone": "formal"}},
+        instructions="Answer formally.",
+        tags=["other"],
+    ),
+    PersonaIn(slug="zed", name="Zed", summary="Only the other tenant has Zed.", tags=["other"]),
+]
+
+
+DEMO_MEMORIES: list[dict[str, Any]] = [
+    {"content": "Ana (ana@example.com) prefers email over phone calls", "persona": "basil", "kind": "preference"},
+    {
+        "content": "Ana's invoice #1042 was paid twice; refund approved on 3 Nov",
+        "persona": "basil",
+        "kind": "event",
+        "metadata": {"customer": "ana"},
+    },
+    {"content": "Invoices are issued on the first business day of each month", "kind": "fact"},
+    {"content": "Quarterly report drafts are due two weeks before the board meeting", "persona": "ada", "kind": "fact"},
+]
+
+
+async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
+    try:
+        await admin.create_tenant(targets, slug=slug, name=name)
+    except InvalidArgument:
+        await admin.set_tenant_status(targets, slug=slug, status="active")
+
+
+def _server(targets: Targets, tenant: str) -> StdioServerParameters:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")}
+    env |= {"MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_TENANT": tenant}
+    return StdioServerParameters(command=sys.executable, args=["-m", "mindscape", "serve"], env=env)
+
+
+def _data(result: CallToolResult) -> dict[str, Any]:
+    return result.structured_content or {}
+
+
+class _Driver:
+    """Prints each request and its result the way an agent would see them."""
+
+    def __init__(self, client: Client, console: Console) -> None:
+        self.client = client
+        self.console = console
+
+    async def tool(self, name: str, args: dict[str, Any]) -> CallToolResult:
+        self.console.print(f"\n[bold cyan]→ {name}[/bold cyan] {json.dumps(args)}")
+        result = await self.client.call_tool(name, args)
+        if result.is_error:
+            text = " ".join(c.text for c in result.content if isinstance(c, TextContent))
+            self.console.print(Text("  isError: ", style="yellow") + Text(text))
+        else:
+            self.console.print_json(data=result.structured_content, indent=2)
+        return result
+
+
+CAMPAIGN = "Billing clean-up"
+
+
+async def _work_queue(d: _Driver) -> None:
+    """A campaign, two tasks (idempotent, so a second run finds them) and one claim-and-finish."""
+    active = _data(await d.client.call_tool("list_campaigns", {"status": "active"}))["campaigns"]
+    existing = [c for c in active if c["name"] == CAMPAIGN]
+    if existing:
+        campaign_id = existing[0]["id"]
+    else:
+        created = await d.tool(
+            "create_campaign", {"name": CAMPAIGN, "objective": "Refund double payments", "status": "active"}
+        )
+        campaign_id = _data(created)["id"]
+    for key, title, priority in (("refund-1042", "Refund Ana's invoice #1042", 0), ("audit-q3", "Audit Q3", 3)):
+        await d.tool(
+            "create_task",
+            {"title": title, "campaign": campaign_id, "priority": priority, "persona": "basil", "idempotency_key": key},
+        )
+    claimed = _data(await d.tool("claim_next_task", {"campaign": campaign_id}))
+    task = claimed.get("task")
+    if task:
+        done = {"id": task["id"], "expected_version": task["version"], "status": "done", "result": {"ok": True}}
+        await d.tool("update_task", done)
+        await d.tool("update_task", done)  # the same version again: a conflict result, not a lost update
+    await d.tool("get_campaign", {"id": campaign_id})
+
+
+async def run_demo(settings: Settings, console: Console) -> None:
+    started = time.perf_counter()
+    targets = await prepare(settings)
+    where = "embedded PostgreSQL in " + str(settings.data_dir) if targets.embedded else redact(targets.runtime)
+    console.print(f"[bold]Mindscape demo[/bold] on {where}")
+    for tenant, personas in ((DEMO_TENANT, DEMO_PERSONAS), (OTHER_TENANT, OTHER_PERSONAS)):
+        await _ensure_tenant(targets, tenant, f"Demo tenant {tenant}")
+        counts = await admin.import_personas(settings, targets, tenant_slug=tenant, items=personas)
+        console.print(f"tenant {tenant}: {dict(counts)}")
+
+    console.print(f"\n[bold]Serving tenant {DEMO_TENANT!r} over stdio[/bold] (python -m mindscape serve)")
+    async with Client(_server(targets, DEMO_TENANT)) as client:
+        d = _Driver(client, console)
+        tools = await client.list_tools()
+        console.print("tools: " + ", ".join(t.name for t in tools.tools))
+        await d.tool("list_personas", {})
+        await d.tool("list_personas", {"query": "security incidents"})
+        await d.tool("list_personas", {"trait": {"path": "communication.tone", "equals": "warm"}})
+        page = await d.tool("list_personas", {"tags": ["writing"], "limit": 1})
+        cursor: str | None = _data(page).get("next_cursor")
+        await d.tool("list_personas", {"tags": ["writing"], "limit": 1, "cursor": cursor})
+        await d.tool("get_persona", {"slug": "ada"})
+        console.print("\n[bold cyan]→ resources/read[/bold cyan] persona://basil")
+        resource = await client.read_resource("persona://basil")
+        for content in resource.contents:
+            if isinstance(content, TextResourceContents):
+                console.print_json(content.text)
+        console.print("\n[bold cyan]→ prompts/get[/bold cyan] persona {slug: cora, task: ...}")
+        prompt = await client.get_prompt("persona", {"slug": "cora", "task": "Review my cover letter."})
+        for message in prompt.messages:
+            if isinstance(message.content, TextContent):
+                console.print(message.content.text, highlight=False)
+        await d.tool("get_persona", {"slug": "nobody"})
+        await d.tool("get_persona", {"slug": "Not A Slug!"})
+        demo_ada = await client.call_tool("get_persona", {"slug": "ada"})
+        for memory in DEMO_MEMORIES:
+            await d.tool("remember", memory)
+        await d.tool("recall", {"query": "does Ana prefer email or phone?", "k": 3})
+        await d.tool("recall", {"query": "invoice", "mode": "keyword", "kinds": ["fact"]})
+        console.print("\n[bold cyan]→ prompts/get[/bold cyan] persona {slug: basil, task: ..., recall: 2}")
+        prompt = await client.get_prompt(
+            "persona", {"slug": "basil", "task": "Reply to Ana about her invoice", "recall": "2"}
+        )
+        for message in prompt.messages:
+            if isinstance(message.content, TextContent):
+                console.print(message.content.text, highlight=False, markup=False)
+        await d.tool("remember", {"content": ""})
+        await _work_queue(d)
+
+    console.print(f"\n[bold]Isolation check: serving tenant {OTHER_TENANT!r}[/bold]")
+    async with Client(_server(targets, OTHER_TENANT)) as client:
+        d = _Driver(client, console)
+        listed = await d.tool("list_personas", {})
+        foreign = await d.tool("get_persona", {"slug": "basil"})
+        other_ada = await d.tool("get_persona", {"slug": "ada"})
+        foreign_memories = await d.tool("recall", {"query": "Ana prefers email invoice"})
+        foreign_tasks = await d.tool("list_tasks", {})
+    seen: set[str] = {p["slug"] for p in _data(listed)["personas"]}
+    problems: list[str] = []
+    if seen != {p.slug for p in OTHER_PERSONAS}:
+        problems.append(f"{OTHER_TENANT} listed {sorted(seen)}")
+    if not foreign.is_error:
+        problems.append(f"{OTHER_TENANT} could read basil")
+    if _data(foreign_tasks)["tasks"]:
+        problems.append(f"{OTHER_TENANT} listed {DEMO_TENANT}'s tasks")
+    if _data(foreign_memories)["memories"]:
+        problems.append(f"{OTHER_TENANT} recalled {DEMO_TENANT}'s memories")
+    if _data(other_ada).get("name") == _data(demo_ada).get("name"):
+        problems.append(f"{OTHER_TENANT} got {DEMO_TENANT}'s ada")
+    if problems:
+        raise MindscapeError("isolation check FAILED: " + "; ".join(problems))
+    console.print(
+        f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas, memories or tasks[/green] "
+        f"(demo finished in {time.perf_counter() - started:.1f} s)"
+    )

@@ -1,0 +1,222 @@
+"""`mindscape key create|list|revoke|rotate`: API keys for the HTTP transport.
+
+Keys are administered through the owner connection. A new key goes to stdout alone (so
+`KEY=$(mindscape key create ...)` works) and is never shown again: only its SHA-256 is stored.
+Everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+from uuid import UUID
+
+import anyio
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mindscape.config.settings import Settings, load_settings
+from mindscape.database.pool import connect
+from mindscape.database.prepare import prepare
+from mindscape.errors import MindscapeError, NotFound
+from mindscape.models.api_key import ApiKey, Scope
+from mindscape.queries import api_keys
+from mindscape.tenancy import keys
+
+key_app = typer.Typer(help="API keys for `serve --transport http`: create, list, revoke, rotate.", no_args_is_help=True)
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+MAX_DAYS = 3650
+_EXPIRES_RE = re.compile(r"^(\d{1,5})([hdw])$")
+_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
+]
+ExpiresOption = Annotated[
+    str | None,
+    typer.Option("--expires", help="Lifetime, e.g. 12h, 90d or 52w [default: never expires].", show_default=False),
+]
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)  # Text: messages echo input
+    raise typer.Exit(1)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except MindscapeError as exc:
+        _fail(str(exc))
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def _run(settings: Settings, action: Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[T]]) -> T:
+    async def main() -> T:
+        targets = await prepare(settings)
+        conn = await connect(targets.owner)
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return anyio.run(main)
+    except MindscapeError as exc:
+        _fail(str(exc))
+    except asyncpg.PostgresError as exc:
+        _fail(f"database error ({exc.sqlstate}): {exc}")
+
+
+def parse_lifetime(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    match = _EXPIRES_RE.match(value.strip())
+    lifetime = _UNITS[match.group(2)] * int(match.group(1)) if match else None
+    if lifetime is None or not timedelta(hours=1) <= lifetime <= timedelta(days=MAX_DAYS):
+        raise typer.BadParameter(
+            f"{value!r} is not a lifetime from 1h to {MAX_DAYS}d, e.g. 12h, 90d or 52w", param_hint="--expires"
+        )
+    return lifetime
+
+
+def _describe(key: ApiKey) -> str:
+    expiry = f"expires {key.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if key.expires_at else "never expires"
+    return f"{key.scope} key {key.id} ({keys.PREFIX}{key.prefix}_…) for tenant {key.tenant_slug}, {expiry}"
+
+
+def _show_once(key: ApiKey, token: str, verb: str) -> None:
+    err.print(Text(f"{verb} {_describe(key)}"), soft_wrap=True)
+    err.print(Text("store this key now: it is shown only once, and only its hash is kept"), soft_wrap=True)
+    out.print(Text(token), soft_wrap=True)
+
+
+@key_app.command("create")
+def create(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant slug the key acts for.", show_default=False)],
+    scope: Annotated[Scope, typer.Option("--scope", help="read: read tools only. write: every tool.")],
+    expires: ExpiresOption = None,
+    name: Annotated[str, typer.Option("--name", help="A label for operators, e.g. the agent's name.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create a key for one tenant and scope; prints it once."""
+    lifetime = parse_lifetime(expires)
+    if len(name) > 200:
+        raise typer.BadParameter("a name is at most 200 characters", param_hint="--name")
+    settings = _settings(config)
+    new = keys.generate()
+
+    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
+        created = await api_keys.create(
+            conn,
+            tenant_slug=tenant,
+            name=name.strip(),
+            scope=scope,
+            prefix=new.prefix,
+            key_hash=new.key_hash,
+            lifetime=lifetime,
+        )
+        if created is None:
+            raise NotFound(f"tenant {tenant!r} does not exist; `mindscape tenant list` shows the tenants")
+        return created
+
+    _show_once(_run(settings, action), new.token, "created")
+
+
+def _status(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+@key_app.command("list")
+def list_keys(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.", show_default=False)] = None,
+    config: ConfigOption = None,
+) -> None:
+    """List keys (never their secrets): id, tenant, name, scope, prefix, status and times (UTC)."""
+    settings = _settings(config)
+
+    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> list[ApiKey]:
+        return await api_keys.list_keys(conn, tenant_slug=tenant)
+
+    found = _run(settings, action)
+    now = datetime.now(UTC)
+    table = Table("id", "tenant", "name", "scope", "prefix", "status", "created", "expires", "last used")
+    for k in found:
+        cells = (str(k.id), k.tenant_slug, k.name, k.scope, k.prefix, _status(k, now))
+        table.add_row(*[Text(c) for c in (*cells, _when(k.created_at), _when(k.expires_at), _when(k.last_used_at))])
+    out.print(table)
+    if not found:
+        out.print(Text("no API keys" + (f" for {tenant}" if tenant else "")))
+
+
+def _key_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a key id; `mindscape key list` shows them", param_hint="ID"
+        ) from None
+
+
+@key_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key: requests with it are refused (401) from the next one on."""
+    kid = _key_id(key_id)
+    settings = _settings(config)
+
+    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
+        revoked = await api_keys.revoke(conn, key_id=kid)
+        if revoked is None:
+            raise NotFound(f"no API key {kid}; `mindscape key list` shows them")
+        return revoked
+
+    out.print(Text(f"revoked {_describe(_run(settings, action))}"), soft_wrap=True)
+
+
+@key_app.command("rotate")
+def rotate(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")],
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires", help="Lifetime of the new key [default: the old key's lifetime].", show_default=False
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Replace a key: a new one (same tenant, scope and name) is printed once; the old one is revoked."""
+    kid = _key_id(key_id)
+    lifetime = parse_lifetime(expires)
+    settings = _settings(config)
+    new = keys.generate()
+
+    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
+        rotated = await api_keys.rotate(conn, key_id=kid, prefix=new.prefix, key_hash=new.key_hash, lifetime=lifetime)
+        if rotated is None:
+            raise NotFound(f"no active API key {kid}; `mindscape key list` shows the keys and their status")
+        return rotated
+
+    _show_once(_run(settings, action), new.token, f"revoked {kid}; created")

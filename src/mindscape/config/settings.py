@@ -1,0 +1,206 @@
+"""One settings object for the whole process.
+
+Precedence, highest first: command-line flags, environment variables `MINDSCAPE_*`,
+the TOML file (`--config` / `MINDSCAPE_CONFIG`), built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from mindscape.config.oauth import TENANT_CLAIM_PATTERN, oauth_problem
+from mindscape.errors import StartupError
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+_SLUG_RE = re.compile(SLUG_PATTERN)
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("mindscape", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Everything the server and the CLI read from the outside world."""
+
+    model_config = SettingsConfigDict(env_prefix="MINDSCAPE_", env_ignore_empty=True, extra="forbid", frozen=True)
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL the server connects with (the runtime role). Unset: embedded PostgreSQL.",
+    )
+    owner_database_url: SecretStr | None = Field(
+        default=None,
+        description="URL used for migrations and tenant administration. Defaults to database_url.",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Where the embedded PostgreSQL keeps its data."
+    )
+    tenant: str | None = Field(default=None, description="Tenant slug served over stdio.")
+    statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    pool_min_size: int = Field(default=1, ge=0, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=100)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    # HTTP transport: DNS-rebinding protection is always on; these are the Host and Origin
+    # header values it lets through ("host:*" and "scheme://host:*" allow any port).
+    http_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"],
+        description="Host header values accepted by `serve --transport http`.",
+    )
+    http_allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        description="Origin header values accepted by `serve --transport http` (requests without Origin pass).",
+    )
+    # Stateless HTTP keeps no sessions in process memory, so several workers (or hosts behind a
+    # load balancer) can each answer any request; stateful sessions would be lost between them.
+    http_stateless: bool = Field(default=False, description="Streamable HTTP without server-side sessions.")
+    http_workers: int = Field(
+        default=1, ge=1, le=64, description="Worker processes sharing the HTTP port (> 1 needs http_stateless)."
+    )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest HTTP request body; larger get 413."
+    )
+    http_shutdown_timeout_s: int = Field(
+        default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
+    )
+
+    # OAuth 2.1 resource server (HTTP and SSE): JWT bearer tokens next to API keys; rules in oauth_settings.py.
+    oauth_issuer: str | None = Field(default=None, description="Token issuer (`iss`); setting it turns JWT mode on.")
+    oauth_jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL (asymmetric signatures).")
+    oauth_shared_secret: SecretStr | None = Field(default=None, description="HS256 secret: development only.")
+    oauth_audience: str | None = Field(default=None, description="The `aud` tokens must carry; required in JWT mode.")
+    oauth_tenant_claim: str = Field(
+        default="mindscape_tenant",
+        pattern=TENANT_CLAIM_PATTERN,
+        description="Claim with the tenant slug (a.b: nested).",
+    )
+    oauth_algorithms: list[str] | None = Field(default=None, description="Accepted `alg` values; default by key type.")
+    oauth_leeway_s: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    public_url: str | None = Field(
+        default=None,
+        description="Public base URL in the OAuth metadata, e.g. https://mcp.example.com (default: host:port).",
+    )
+
+    # Quotas (README: Quotas): defaults for tenants without their own limits; 0 means unlimited.
+    quota_calls_per_minute: int = Field(
+        default=600,
+        ge=0,
+        le=1_000_000,
+        description="Tool calls, resource reads and prompt gets per tenant per process.",
+    )
+    quota_max_memories: int = Field(default=10_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
+
+    # Semantic memory
+    memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    memory_exact_max_rows: int = Field(
+        default=5_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
+    )
+    embedding_provider: Literal["hashing", "openai"] = Field(
+        default="hashing", description="hashing: built in, offline, lexical (not semantic). openai: any compatible API."
+    )
+    embedding_model: str = Field(default="mindscape-hash-v1", pattern=r"^[A-Za-z0-9._/:@-]{1,100}$")
+    embedding_dimensions: int = Field(default=384, ge=16, le=2000)
+    embedding_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1"
+    )
+    embedding_api_key: SecretStr | None = None
+    embedding_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    embedding_max_retries: int = Field(default=3, ge=0, le=10)
+    embedding_batch_size: int = Field(default=64, ge=1, le=2048)
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_is_slug(cls, value: str | None) -> str | None:
+        if value is not None and not _SLUG_RE.match(value):
+            raise ValueError("tenant must be a slug: lowercase letters, digits and '-', at most 64 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _workers_need_stateless(self) -> Settings:
+        if self.http_workers > 1 and not self.http_stateless:
+            raise ValueError(
+                "http_workers > 1 needs http_stateless (--stateless): sessions live in one process's memory, "
+                "so a request that reaches another worker would not find its session"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _oauth_consistent(self) -> Settings:
+        problem = oauth_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if _config_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=_config_file),)
+        return sources
+
+
+DEFAULT_CONFIG = "mindscape.toml"  # read from the working directory when no file is named
+
+# Set only for the duration of `load_settings`; pydantic-settings builds sources from the class.
+_config_file: Path | None = None
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build the settings from flags (None means "not given"), environment and config file."""
+    global _config_file
+    path = config_file or (Path(p) if (p := os.environ.get("MINDSCAPE_CONFIG")) else None)
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = Path(DEFAULT_CONFIG)
+    if path is not None and not path.is_file():
+        raise StartupError(f"config file {path} does not exist; fix --config or MINDSCAPE_CONFIG")
+    _config_file = path
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise StartupError(f"invalid settings: {_one_line(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise StartupError(f"config file {path} is not valid TOML: {exc}") from exc
+    except ValueError as exc:  # pydantic-settings' own SettingsError
+        raise StartupError(f"invalid settings: {exc}") from exc
+    finally:
+        _config_file = None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Each problem as `field: message`, without pydantic's input echo and help links (and so no secrets)."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in error["loc"])
+        message = ("unknown setting" if error["type"] == "extra_forbidden" else error["msg"]).removeprefix(
+            "Value error, "
+        )
+        problems.append(f"{field}: {message}" if field else message)  # no field: a combination (oauth_settings)
+    return "; ".join(problems)
+
+
+def is_slug(value: str) -> bool:
+    return bool(_SLUG_RE.match(value))

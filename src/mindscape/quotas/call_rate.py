@@ -1,0 +1,71 @@
+"""The calls-per-minute check every transport makes before running a tool, resource or prompt.
+
+The tenant's limits are cached per process: every tenant transaction already reads the tenant's
+settings (tenant_context's one context statement) and refreshes the cache for free; a tenant
+not seen for CACHE_TTL_S is looked up once (a read, never a write) on its next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from mindscape.config.settings import Settings
+from mindscape.database.pool import Pool
+from mindscape.errors import QuotaExceeded
+from mindscape.queries import tenants
+from mindscape.quotas.limits import TenantQuotas, tenant_quotas
+from mindscape.quotas.rate import CallLimiter
+
+log = logging.getLogger(__name__)
+CACHE_TTL_S = 30.0
+LIMIT = "calls_per_minute"
+
+
+class CallQuota:
+    def __init__(self, settings: Settings, pool: Pool) -> None:
+        self._default = settings.quota_calls_per_minute
+        self._pool = pool
+        self._known: dict[UUID, tuple[TenantQuotas, float]] = {}  # tenant -> (its overrides, when seen)
+        self.limiter = CallLimiter()
+
+    def observe(self, tenant_id: UUID, tenant_settings: dict[str, Any]) -> None:
+        """Remember the tenant's limits from settings a transaction has just read."""
+        self._known[tenant_id] = (tenant_quotas(tenant_settings), time.monotonic())
+
+    async def check(self, tenant_id: UUID, tenant_slug: str) -> None:
+        """Count one call; raise QuotaExceeded (with the seconds to wait) when the tenant is over."""
+        own = (await self.tenant(tenant_id)).calls_per_minute
+        per_minute = self._default if own is None else own
+        if per_minute == 0:
+            return
+        wait = self.limiter.acquire(tenant_id, per_minute)
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            raise QuotaExceeded(
+                f"tenant {tenant_slug} is over its limit {LIMIT}={per_minute}; retry in {retry_after} s "
+                "(an operator can raise it with `mindscape tenant quota`)",
+                limit=LIMIT,
+                value=per_minute,
+                retry_after=retry_after,
+            )
+
+    async def tenant(self, tenant_id: UUID) -> TenantQuotas:
+        """The tenant's own limits as last seen (at most CACHE_TTL_S old, else read again)."""
+        known = self._known.get(tenant_id)
+        if known is not None and time.monotonic() - known[1] < CACHE_TTL_S:
+            return known[0]
+        try:
+            async with self._pool.acquire() as conn:
+                found = await tenants.get_settings(conn, tenant_id=tenant_id)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # The call itself will report the database failure; the quota falls back, it never fails a call.
+            log.warning("could not read the limits of tenant %s; using the last known ones", tenant_id)
+            return known[0] if known is not None else TenantQuotas()
+        self.observe(tenant_id, found or {})
+        return self._known[tenant_id][0]

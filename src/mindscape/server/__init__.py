@@ -1,1 +1,0 @@
-"""The MCP server: factory, lifespan, transports, caller identity and tenant context."""

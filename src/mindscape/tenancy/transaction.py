@@ -1,0 +1,103 @@
+"""The one way tenant data is touched: a transaction bound to a caller's tenant.
+
+Role, tenant, principal and statement timeout are set transaction-locally in one statement
+with bound parameters, so they vanish at commit, rollback, error or cancellation, and
+row-level security (not Python) decides which rows the queries see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskGroup
+
+from mindscape.app.identity import Caller
+from mindscape.database.pool import Connection, Pool, PooledConnection
+from mindscape.errors import InvalidArgument, TenantUnavailable
+
+# The status subquery makes a tenant disabled mid-run stop being served on its next call.
+SET_CONTEXT = """
+SELECT set_config('role', 'mindscape_tenant', true),
+       set_config('app.tenant_id', $1, true),
+       set_config('app.principal', $2, true),
+       set_config('statement_timeout', $3, true),
+       t.status, t.settings
+FROM (SELECT 1) one LEFT JOIN mindscape.tenants t ON t.id = $4
+"""
+
+
+@dataclass(frozen=True)
+class TenantTx:
+    """An open tenant-scoped transaction: its connection, its tenant and that tenant's settings."""
+
+    conn: Connection
+    tenant_id: UUID
+    settings: dict[str, Any]
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    pool: Pool,
+    caller: Caller,
+    *,
+    read_only: bool,
+    statement_timeout_ms: int,
+    background: TaskGroup | None = None,
+) -> AsyncGenerator[TenantTx]:
+    """One transaction as `caller`'s tenant; commits on success, rolls back on any exception.
+
+    With `background`, a read-only transaction is ended and its connection released after the
+    caller has its result: its outcome cannot change any more, and the caller's reply no longer
+    waits for those two round trips. The connection returns to the pool only once clean.
+    """
+    if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
+        # A tenant identifier that is not a real UUID never reaches SQL.
+        raise InvalidArgument("tenant identifier is not a UUID")
+    conn = await pool.acquire()
+    handed_off = False
+    try:
+        await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
+        try:
+            context = await conn.fetchrow(
+                SET_CONTEXT, str(caller.tenant_id), caller.principal, str(statement_timeout_ms), caller.tenant_id
+            )
+            if context is None or context["status"] != "active":
+                raise TenantUnavailable(
+                    f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator"
+                )
+            yield TenantTx(conn=conn, tenant_id=caller.tenant_id, settings=context["settings"])
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _end(conn, "ROLLBACK")
+            raise
+        if read_only and background is not None:
+            background.start_soon(_end_and_release, pool, conn)
+            handed_off = True
+        else:
+            # Shielded: a cancelled commit would leave the outcome unknown to the caller.
+            with anyio.CancelScope(shield=True):
+                await conn.execute("COMMIT")
+    finally:
+        if not handed_off:
+            with anyio.CancelScope(shield=True):
+                await pool.release(conn)
+
+
+async def _end(conn: Connection, statement: str) -> None:
+    try:
+        await conn.execute(statement)
+    except Exception:
+        # A connection that cannot end its transaction (e.g. cancelled mid-query) is never reused.
+        conn.terminate()
+
+
+async def _end_and_release(pool: Pool, conn: PooledConnection) -> None:
+    try:
+        await _end(conn, "ROLLBACK")  # read-only: the same as COMMIT
+    finally:
+        await pool.release(conn)

@@ -1,1 +1,0 @@
-"""MCP tool families, one module each; functions stay thin and call the query layer."""

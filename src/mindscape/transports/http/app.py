@@ -1,0 +1,148 @@
+"""Streamable HTTP at `/mcp` (or legacy SSE at `/sse`) behind API keys; `/healthz`, `/readyz`, `/metrics` open.
+
+With `oauth_issuer` set, JWTs from that issuer are accepted too (server.jwt_auth) and the
+protected-resource metadata is served (server.protected_resource). Refusals answer 401, 403 or 503
+with a reason (server.refusals).
+
+Legacy SSE (`/sse` for the event stream, `/messages/` for the client's posts) is for clients that predate
+Streamable HTTP; the SDK wraps both of its routes in the same bearer check as `/mcp`. The SSE session's
+identity is the key that opened the stream (`/sse`): tools run in that request's context.
+
+One Starlette app per process; the caller's state (pool, embedders) is opened before serving,
+like stdio, so a bad database stops the process with one line instead of failing requests.
+Several processes (`--stateless --workers N`) are server.workers. Around the SDK's app, outermost
+first: server.body_limit (413), then on `/mcp` server.drain (shutdown) and server.media_types
+(415, 406).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Literal
+
+import anyio
+import asyncpg
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from mindscape.app.metrics import CONTENT_TYPE
+from mindscape.app.server import build_server
+from mindscape.app.state import AppState
+from mindscape.config.settings import Settings
+from mindscape.database import migrate
+from mindscape.database.pool import Pool
+from mindscape.transports.http.auth.api_keys import BearerVerifier, key_auth_settings
+from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
+from mindscape.transports.http.auth.protected_resource import ProtectedResource, public_base_url
+from mindscape.transports.http.graceful import GracefulServer
+from mindscape.transports.http.middleware import quota
+from mindscape.transports.http.middleware.body_limit import BodyLimit
+from mindscape.transports.http.middleware.drain import Drain, keep_answers_on_shutdown
+from mindscape.transports.http.middleware.media_types import MediaTypes
+from mindscape.transports.http.refusals import answer_refusals
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 5.0
+
+
+HttpTransport = Literal["http", "sse"]
+
+
+def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTransport = "http") -> Starlette:
+    jwt_config = JwtConfig.from_settings(state.settings)
+    base_url = public_base_url(state.settings.public_url, host, port)
+    resource = None
+    if jwt_config is not None:
+        resource = ProtectedResource(f"{base_url}/{'sse' if transport == 'sse' else 'mcp'}", jwt_config.issuer)
+    server = build_server(
+        lambda: nullcontext(state),
+        token_verifier=BearerVerifier(state.pool, JwtVerifier(jwt_config, state.pool) if jwt_config else None),
+        auth=resource.auth_settings() if resource else key_auth_settings(base_url),
+    )
+    head = migrate.head_revision()
+
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
+        return PlainTextResponse("ok")
+
+    @server.custom_route("/readyz", methods=["GET"])
+    async def readyz(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
+        reason = await not_ready(state.pool, head)
+        return PlainTextResponse(reason or "ready", status_code=503 if reason else 200)
+
+    # Unauthenticated like /healthz, for the scraper; it shows tool names and counts, never tenant
+    # data, but operators should still keep it off the public internet (README: Serving over HTTP).
+    @server.custom_route("/metrics", methods=["GET"])
+    async def metrics(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
+        return PlainTextResponse(server.metrics.render(state.pool), media_type=CONTENT_TYPE)
+
+    # DNS-rebinding protection stays on; only the configured Host/Origin values get through.
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(state.settings.http_allowed_hosts),
+        allowed_origins=list(state.settings.http_allowed_origins),
+    )
+    limit = state.settings.http_max_body_bytes
+    keep_answers_on_shutdown()
+    if transport == "sse":
+        app = server.sse_app(transport_security=security, host=host, max_request_body_size=limit)
+    else:
+        app = server.streamable_http_app(
+            transport_security=security,
+            host=host,
+            stateless_http=state.settings.http_stateless,
+            max_request_body_size=limit,
+        )
+        app.add_middleware(MediaTypes)
+        app.add_middleware(Drain)
+    if resource is not None:
+        app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
+    quota.install(app, state.calls)  # 429 with Retry-After past a tenant's calls_per_minute
+    protected = ("/sse", "/messages/") if transport == "sse" else ("/mcp",)
+    app = answer_refusals(app, resource.metadata_url if resource else None, protected)
+    app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first
+    return app
+
+
+async def not_ready(pool: Pool, head: str) -> str | None:
+    """One line saying why the service cannot serve, or None when it can."""
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S):
+            async with pool.acquire() as conn:
+                revision = await migrate.current_revision(conn)
+    except TimeoutError:
+        return f"database did not answer within {READY_TIMEOUT_S:g} s"
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("readiness check failed: %s", exc)  # asyncpg errors carry no password
+        return f"database unreachable ({type(exc).__name__})"
+    if revision != head:
+        return f"schema is at revision {revision or 'none'}, this Mindscape needs {head}: run `mindscape db upgrade`"
+    return None
+
+
+async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTransport = "http") -> None:
+    app = build_http_app(state, host=host, port=port, transport=transport)
+    # log_config=None: uvicorn's loggers go through the root logger (stderr, configured level).
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=state.settings.http_shutdown_timeout_s,
+    )
+    where = "legacy SSE at http://%s:%d/sse" if transport == "sse" else "Streamable HTTP at http://%s:%d/mcp"
+    log.warning("serving MCP over " + where + describe_mode(state.settings), host, port)
+    if state.settings.oauth_shared_secret is not None:
+        log.warning("JWTs are verified with oauth_shared_secret (HS256): for development only, use oauth_jwks_url")
+    await GracefulServer(config).serve()
+
+
+def describe_mode(settings: Settings) -> str:
+    if not settings.http_stateless:
+        return " (sessions in this process)"
+    return f" (stateless; up to {settings.pool_max_size} database connections in this process)"

@@ -1,0 +1,121 @@
+"""Bearer credentials for the HTTP and SSE transports: API keys, and JWTs when OAuth is configured.
+
+`Authorization: Bearer msk_<prefix>_<secret>` is an API key; any other bearer is a JWT when
+`oauth_issuer` is set (server.jwt_auth), else a malformed key. Both kinds work side by side.
+
+The SDK's bearer middleware calls `verify_token` on every request. Instead of returning None (which
+the SDK can only turn into a bare 401), a refusal raises `server.refusals.Refused`, answered as:
+- 401 for a malformed, unknown, wrong, expired or revoked key (or a bad JWT), with the reason
+  in `error_description`;
+- 403 for a valid credential of a disabled tenant, naming the tenant and the fix;
+- 503 when the database (or the JWKS) cannot be reached: fail closed, but say it is temporary.
+Credentials are checked against the database on every request, so revocation and disabling take
+effect on the very next request.
+
+Only the public prefix of a key is ever logged or kept in the AccessToken, never the secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from uuid import UUID
+
+import asyncpg
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+
+from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
+from mindscape.database.pool import Pool
+from mindscape.models.api_key import KeyRecord
+from mindscape.queries import api_keys
+from mindscape.tenancy import keys
+from mindscape.transports.http.auth.jwt import JwtVerifier
+from mindscape.transports.http.refusals import Refused, forbidden, unauthorized, unavailable
+
+log = logging.getLogger(__name__)
+TOUCH_INTERVAL_S = 60.0
+
+
+class ApiKeyVerifier:
+    """The SDK's TokenVerifier protocol, backed by mindscape.api_keys (read as the runtime role)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        # last_used_at has minute precision (api_keys.TOUCH writes at most once a minute), so a
+        # key this process touched less than a minute ago skips the statement: one round trip
+        # less on nearly every request.
+        self._touched: dict[UUID, float] = {}
+
+    async def verify_token(self, token: str) -> AccessToken:
+        parsed = keys.parse(token)
+        if parsed is None:
+            log.info("refused a malformed bearer token")
+            raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
+        prefix, secret = parsed
+        try:
+            async with self._pool.acquire() as conn:
+                # keys.matches compares hashes in constant time (hmac.compare_digest).
+                found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
+                record = found[0] if len(found) == 1 else None
+                refusal = _refusal(prefix, record)
+                if refusal is not None or record is None:
+                    refused = refusal or unauthorized("unknown key or wrong secret")
+                    log.info("refused API key %s: %s", prefix, refused.description)
+                    raise refused
+                now = time.monotonic()
+                if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
+                    await api_keys.touch(conn, key_id=record.id)
+                    self._touched[record.id] = now
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # Fail closed: without the database no key can be checked.
+            log.exception("could not verify API key %s", prefix)
+            raise unavailable("the API key could not be checked; try again shortly") from None
+        principal = f"key:{prefix}"
+        return AccessToken(
+            token=f"{keys.PREFIX}{prefix}",  # the public part only: the secret stays out of memory dumps
+            client_id=principal,
+            subject=principal,
+            scopes=[record.scope],
+            claims={
+                TENANT_ID: str(record.tenant_id),
+                TENANT_SLUG: record.tenant_slug,
+                PRINCIPAL: principal,
+                "key_id": str(record.id),
+            },
+        )
+
+
+class BearerVerifier:
+    """API keys always; JWTs too when a JwtVerifier is given (OAuth resource-server mode)."""
+
+    def __init__(self, pool: Pool, jwt: JwtVerifier | None = None) -> None:
+        self._keys = ApiKeyVerifier(pool)
+        self._jwt = jwt
+
+    async def verify_token(self, token: str) -> AccessToken:
+        if self._jwt is None or token.startswith(keys.PREFIX):
+            return await self._keys.verify_token(token)
+        return await self._jwt.verify(token)
+
+
+def _refusal(prefix: str, record: KeyRecord | None) -> Refused | None:
+    """Why the key (the one row whose hash matched) is refused, or None when it is good."""
+    if record is None:
+        return unauthorized("unknown key or wrong secret")
+    if record.revoked:
+        return unauthorized(f"API key {prefix} was revoked; use its replacement or `mindscape key create`")
+    if record.expired:
+        return unauthorized(f"API key {prefix} has expired; create a new one with `mindscape key create`")
+    if not record.tenant_active:
+        slug = record.tenant_slug
+        return forbidden(f"tenant {slug!r} is disabled; an operator can re-enable it: `mindscape tenant enable {slug}`")
+    return None
+
+
+def key_auth_settings(base_url: str) -> AuthSettings:
+    """Auth settings for API keys alone: no authorization server, so no OAuth metadata routes.
+
+    The SDK requires an issuer URL; with `resource_server_url` unset it is never published.
+    """
+    return AuthSettings(issuer_url=base_url, resource_server_url=None)  # pyright: ignore[reportArgumentType]
