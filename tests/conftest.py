@@ -17,16 +17,17 @@ import anyio
 import pytest
 from mcp import Client
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import Pool, create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn
-from mindscape.ops import admin
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
+from mindscape.tenancy.caller import Caller
 from tests.openai_stub import stub as stub  # the fixture, for every test module
 
 # Keep a developer's own configuration out of the tests.
@@ -97,9 +98,9 @@ class World:
 async def make_tenant(targets: Targets, personas: list[PersonaIn], prefix: str = "t") -> Caller:
     """A fresh tenant with a unique slug, seeded through the same import path operators use."""
     slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    tenant = await admin.create_tenant(targets, slug=slug, name=f"Tenant {slug}")
+    tenant = await tenant_ops.create_tenant(targets, slug=slug, name=f"Tenant {slug}")
     if personas:
-        await admin.import_personas(Settings(database_url=None), targets, tenant_slug=slug, items=personas)
+        await persona_ops.import_personas(Settings(database_url=None), targets, tenant_slug=slug, items=personas)
     return Caller(tenant_id=tenant.id, tenant_slug=slug, principal="test")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 
 # Every tenant-scoped table (api_keys is left out: using a key stamps its last_used_at).
 TABLES = ("personas", "memories", "memory_embeddings", "campaigns", "campaign_personas", "tasks", "audit_events")

@@ -22,8 +22,9 @@ from mindscape.cli import app
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
 
 runner = CliRunner()
 
@@ -60,7 +61,7 @@ def row_of(table: str, slug: str) -> str:
 
 
 def tenant_statuses(targets: Targets) -> dict[str, str]:
-    return {t.slug: t.status for t in anyio.run(admin.list_tenants, targets)}
+    return {t.slug: t.status for t in anyio.run(tenant_ops.list_tenants, targets)}
 
 
 def persona_versions(targets: Targets, tenant_slug: str) -> dict[str, int]:
@@ -84,7 +85,7 @@ def persona_versions(targets: Targets, tenant_slug: str) -> dict[str, int]:
 @pytest.fixture
 def tenant(targets: Targets) -> str:
     slug = unique_slug()
-    anyio.run(lambda: admin.create_tenant(targets, slug=slug, name=f"CLI {slug}"))
+    anyio.run(lambda: tenant_ops.create_tenant(targets, slug=slug, name=f"CLI {slug}"))
     return slug
 
 
@@ -243,8 +244,8 @@ def test_yaml_and_json_files_store_the_same_personas(targets: Targets, tmp_path:
         assert mindscape(targets, "persona", "import", file, "--tenant", slug).exit_code == 0
 
     settings = Settings(database_url=None)
-    yaml_side = anyio.run(lambda: admin.list_personas(settings, targets, tenant_slug=from_yaml))
-    json_side = anyio.run(lambda: admin.list_personas(settings, targets, tenant_slug=from_json))
+    yaml_side = anyio.run(lambda: persona_ops.list_personas(settings, targets, tenant_slug=from_yaml))
+    json_side = anyio.run(lambda: persona_ops.list_personas(settings, targets, tenant_slug=from_json))
     assert [p.slug for p in yaml_side] == ["ada", "basil", "cora"]
     assert yaml_side == json_side
 
@@ -365,7 +366,7 @@ def test_serve_refuses_unknown_tenant_with_one_line_on_stderr(targets: Targets) 
 
 
 def test_serve_refuses_disabled_tenant_with_one_line_on_stderr(targets: Targets, tenant: str) -> None:
-    anyio.run(lambda: admin.set_tenant_status(targets, slug=tenant, status="disabled"))
+    anyio.run(lambda: tenant_ops.set_tenant_status(targets, slug=tenant, status="disabled"))
 
     proc = serve_against(targets, tenant)
 

@@ -21,7 +21,7 @@ import anyio
 import httpx2
 import pytest
 
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.auth_proxy import bearer_proxy
 from tests.conformance import conformance_cli
 from tests.conftest import PERSONAS_A, make_tenant

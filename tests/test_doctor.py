@@ -6,7 +6,7 @@ from typer.testing import CliRunner, Result
 
 from mindscape.cli import app
 from mindscape.database import migrate
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.test_cli import cli_env
 
 runner = CliRunner()

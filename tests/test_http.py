@@ -22,9 +22,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mindscape.database import migrate
 from mindscape.database.pool import Pool, connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.models.api_key import Scope
-from mindscape.ops import admin
+from mindscape.ops import tenants as tenant_ops
 from mindscape.queries import api_keys
 from mindscape.tenancy import keys
 from mindscape.transports.http.app import not_ready
@@ -189,7 +189,7 @@ def test_expired_and_revoked_get_401_and_a_disabled_tenant_403(base_url: str, ta
             )
         finally:
             await conn.close()
-        await admin.set_tenant_status(targets, slug=disabled.tenant_slug, status="disabled")
+        await tenant_ops.set_tenant_status(targets, slug=disabled.tenant_slug, status="disabled")
         return expired, revoked, of_disabled
 
     expired, revoked, of_disabled = anyio.run(seed)

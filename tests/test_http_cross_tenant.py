@@ -23,9 +23,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent, TextResourceContents
 
-from mindscape.app.identity import Caller
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn
+from mindscape.tenancy.caller import Caller
 from tests.conftest import make_tenant, persona
 from tests.results import data as structured
 from tests.results import text_of

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.http_load import Connection, HttpError, mixed_workload, seed_through_server
 from mindscape.cli.demo import DEMO_PERSONAS
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.conftest import make_tenant
 from tests.serving import running_server
 from tests.test_http import new_key

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.conftest import PERSONAS_A, make_tenant
 from tests.results import data as structured
 from tests.serving import running_server, server_process

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.conftest import PERSONAS_A, make_tenant
 from tests.inspector import inspector_cli
 from tests.serving import running_server

@@ -18,9 +18,9 @@ import anyio.lowlevel
 import asyncpg
 import pytest
 
-from mindscape.app.identity import Caller
 from mindscape.database.pool import Connection, Pool, connect, create_pool
 from mindscape.errors import InvalidArgument
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import SET_CONTEXT, TenantTx, tenant_transaction
 from tests.conftest import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
 from tests.results import text_of
@@ -434,12 +434,12 @@ async def test_every_key_of_a_tenant_table_leads_with_tenant_id(world: World) ->
 
 
 async def test_disabled_tenant_is_refused_on_its_next_call(world: World, client_for: ClientFactory) -> None:
-    from mindscape.ops import admin
+    from mindscape.ops import tenants as tenant_ops
 
     caller = await make_tenant(world.targets, [persona("solo", "Solo")], "d")
     async with client_for(caller.tenant_slug) as client:
         assert not (await client.call_tool("get_persona", {"slug": "solo"})).is_error
-        await admin.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")
+        await tenant_ops.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")
         refused = await client.call_tool("get_persona", {"slug": "solo"})
     assert refused.is_error
     assert "disabled" in text_of(refused)

@@ -13,12 +13,12 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.database.pool import create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.queries import memories
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona, settings_for
 from tests.openai_stub import Stub

@@ -22,7 +22,6 @@ import pytest
 from mcp import Client
 from typer.testing import CliRunner, Result
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.cli import app
@@ -30,9 +29,10 @@ from mindscape.config.settings import Settings
 from mindscape.database import vector_index
 from mindscape.database.pool import connect
 from mindscape.database.prepare import prepare
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
+from mindscape.tenancy.caller import Caller
 from tests.conftest import World, make_tenant, persona, settings_for
 from tests.openai_stub import Reply, Stub
 from tests.test_cli import cli_env, one_line

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mindscape.app.identity import Caller
 from mindscape.app.state import open_state
 from mindscape.cli import app
 from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, connect, create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.database.vector_index import ensure_index, has_tenant_index, tenant_index_name
 from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.indexing import index_tenants
@@ -26,6 +25,7 @@ from mindscape.memory.recall import (
 )
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import make_tenant
 from tests.test_cli import cli_env

@@ -11,14 +11,14 @@ import asyncpg
 import numpy as np
 import pytest
 
-from mindscape.app.identity import Caller
 from mindscape.database.pool import Pool, connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.database.vector_index import ensure_index, index_name
 from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.recall import TenantSizes, semantic_search
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, World, make_tenant, persona
 from tests.results import text_of

@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from mindscape.app.metrics import BUCKETS, ToolMetrics
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.conftest import PERSONAS_A, make_tenant
 from tests.serving import running_server
 from tests.test_http import mcp_client, new_key

@@ -20,7 +20,7 @@ from mindscape.database import migrate
 from mindscape.database.checks import check_database
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.errors import StartupError
 
 pytestmark = pytest.mark.anyio

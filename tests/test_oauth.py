@@ -25,8 +25,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
-from mindscape.ops.admin import set_tenant_status
+from mindscape.database.targets import Targets
+from mindscape.ops.tenants import set_tenant_status
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
 from tests.issuer import AUDIENCE, ISSUER, Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256, unsigned
 from tests.results import data as structured

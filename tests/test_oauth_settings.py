@@ -11,7 +11,7 @@ import pytest
 
 from mindscape.config.settings import load_settings
 from mindscape.database.pool import Pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.errors import StartupError
 from mindscape.transports.http.auth.api_keys import ApiKeyVerifier
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable

@@ -12,10 +12,10 @@ from typer.testing import CliRunner, Result
 
 from mindscape.cli import app
 from mindscape.config.settings import Settings
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.errors import ImportFileError
 from mindscape.models.persona import PersonaIn
-from mindscape.ops import admin
+from mindscape.ops import personas as persona_ops
 from mindscape.ops.persona_files import read_persona_file
 from tests.conftest import make_tenant, persona
 
@@ -280,7 +280,7 @@ def seeded(targets: Targets) -> str:
 
 
 def stored(targets: Targets, tenant_slug: str) -> list[tuple[str, str, str]]:
-    found = anyio.run(lambda: admin.list_personas(SETTINGS, targets, tenant_slug=tenant_slug))
+    found = anyio.run(lambda: persona_ops.list_personas(SETTINGS, targets, tenant_slug=tenant_slug))
     return [(p.slug, p.name, p.summary) for p in found]
 
 
@@ -359,9 +359,9 @@ async def test_write_the_database_rejects_rolls_back_the_whole_import(targets: T
     items = [persona("ada", "Ada Renamed"), persona("dora", "Dora New"), too_long]
 
     with pytest.raises(asyncpg.PostgresError):
-        await admin.import_personas(SETTINGS, targets, tenant_slug=seeded, items=items)
+        await persona_ops.import_personas(SETTINGS, targets, tenant_slug=seeded, items=items)
 
-    after = await admin.list_personas(SETTINGS, targets, tenant_slug=seeded)
+    after = await persona_ops.list_personas(SETTINGS, targets, tenant_slug=seeded)
     assert [(p.slug, p.name, p.summary) for p in after] == SEEDED
 
 

@@ -13,9 +13,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 
 from mindscape.app.calls import tenant_call
-from mindscape.app.identity import Caller
 from mindscape.app.state import AppState
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
+from mindscape.tenancy.caller import Caller
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data, error_text
 

@@ -1,6 +1,6 @@
 """Per-tenant quotas through the MCP tools (in-memory sessions, like stdio), against the real database.
 
-Each limit is set the way an operator sets it (admin.tenant_quota, behind `mindscape tenant
+Each limit is set the way an operator sets it (tenant_ops.tenant_quota, behind `mindscape tenant
 quota`) or as a configured default, and each refusal is checked for its message and for
 having written nothing.
 """
@@ -17,14 +17,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.config.settings import Settings
 from mindscape.database.pool import connect
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import tenants as tenant_ops
 from mindscape.quotas.rate import CallLimiter
+from mindscape.tenancy.caller import Caller
 from tests.conftest import make_tenant, persona, settings_for
 from tests.results import data, error_text
 
@@ -37,7 +37,7 @@ async def tenant(targets: Targets) -> Caller:
 
 
 async def set_quota(targets: Targets, slug: str, **changes: int) -> None:
-    await admin.tenant_quota(Settings(), targets, slug=slug, changes=changes, reset=False)
+    await tenant_ops.tenant_quota(Settings(), targets, slug=slug, changes=changes, reset=False)
 
 
 @asynccontextmanager

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mindscape.app.identity import Caller
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
+from mindscape.tenancy.caller import Caller
 from tests.conftest import make_tenant, persona
 from tests.test_cli import one_line, row_of, unique_slug
 from tests.test_memory_cli import mindscape, owner_fetch, stored_memories, write_jsonl

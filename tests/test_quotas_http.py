@@ -14,8 +14,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from mindscape.config.settings import Settings
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import tenants as tenant_ops
 from tests.results import data
 from tests.serving import running_server
 from tests.test_http import MCP_HEADERS, Keys, mcp_client, seed_keys
@@ -32,7 +32,9 @@ CALL = {
 async def limited_keys(targets: Targets, prefix: str) -> Keys:
     """Tenants A (limited to LIMIT calls per minute) and B (the default limit), with keys."""
     keys = await seed_keys(targets, prefix)
-    await admin.tenant_quota(Settings(), targets, slug=keys.a_slug, changes={"calls_per_minute": LIMIT}, reset=False)
+    await tenant_ops.tenant_quota(
+        Settings(), targets, slug=keys.a_slug, changes={"calls_per_minute": LIMIT}, reset=False
+    )
     return keys
 
 

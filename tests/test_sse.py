@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from tests.results import data as structured
 from tests.results import text_of
 from tests.serving import running_server

@@ -13,13 +13,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mindscape.app.identity import Caller
 from mindscape.cli.audit import audit_app
 from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, connect
-from mindscape.database.urls import Targets
-from mindscape.ops import admin
+from mindscape.database.targets import Targets
+from mindscape.ops import personas as persona_ops
 from mindscape.queries import audit
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data
@@ -93,7 +93,7 @@ async def test_every_write_records_one_event_and_reads_record_none(
 
 async def test_persona_import_records_one_event_with_counts(targets: Targets, office: Caller, pool: Pool) -> None:
     again = [persona("ada", "Ada renamed"), persona("basil", "Basil"), persona("cora", "Cora")]
-    await admin.import_personas(Settings(database_url=None), targets, tenant_slug=office.tenant_slug, items=again)
+    await persona_ops.import_personas(Settings(database_url=None), targets, tenant_slug=office.tenant_slug, items=again)
     rows = [r for r in await events(pool, office) if r["tool"] == "persona_import"]
     assert [(r["outcome"], r["target_ids"], r["detail"]) for r in rows] == [
         ("imported", ["ada", "basil"], {"created": 2, "updated": 0, "unchanged": 0}),

@@ -17,14 +17,14 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
-from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.database.pool import Pool, connect
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.errors import InvalidArgument
 from mindscape.queries import tasks
 from mindscape.queries.tasks import NewTask, TaskChanges
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import make_tenant, persona, settings_for
 from tests.results import text_of

@@ -18,12 +18,12 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 
-from mindscape.app.identity import Caller
 from mindscape.database.pool import Pool, connect, create_pool
-from mindscape.database.urls import Targets
-from mindscape.queries import campaigns, tasks
+from mindscape.database.targets import Targets
+from mindscape.queries import campaigns, lookups, tasks
 from mindscape.queries.campaigns import NewCampaign
 from mindscape.queries.tasks import NewTask
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 
@@ -66,7 +66,7 @@ async def _seed(pool: Pool, caller: Caller, slug: str, secret: str) -> Seeded:
             new=NewTask(f"{secret} task", campaign_id=campaign.id, persona=slug, idempotency_key="shared-key"),
         )
         subtask, _ = await tasks.create(tx.conn, tenant_id=tx.tenant_id, new=NewTask("sub", parent_id=task.id))
-        persona_id = (await campaigns.persona_ids(tx.conn, tenant_id=tx.tenant_id, slugs=[slug]))[0]
+        persona_id = (await lookups.persona_ids(tx.conn, tenant_id=tx.tenant_id, slugs=[slug]))[0]
     return Seeded(caller, campaign.id, task.id, subtask.id, persona_id)
 
 

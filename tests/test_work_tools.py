@@ -13,9 +13,9 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextResourceContents
 
-from mindscape.app.identity import Caller
 from mindscape.database.pool import create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
 from tests.results import data, error_text

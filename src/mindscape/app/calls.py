@@ -18,9 +18,10 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
 
-from mindscape.app.identity import Caller, current_caller
+from mindscape.app.identity import current_caller
 from mindscape.app.state import AppState
 from mindscape.errors import MindscapeError, NotFound
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from mindscape.app.identity import Caller, resolve_caller
 from mindscape.config.settings import Settings
 from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, create_pool
@@ -26,6 +25,7 @@ from mindscape.memory.indexing import BackgroundIndexer
 from mindscape.memory.recall import TenantSizes
 from mindscape.queries import tenants
 from mindscape.quotas.call_rate import CallQuota
+from mindscape.tenancy.caller import Caller, resolve_caller
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,13 @@ from mindscape.cli.doctor import doctor
 from mindscape.cli.keys import key_app
 from mindscape.config.settings import Settings, is_slug, load_settings
 from mindscape.database import migrate
-from mindscape.database.pool import connect
+from mindscape.database.pool import owner_connection
 from mindscape.database.prepare import ensure_vector_index, prepare
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.factory import configured_spec
 from mindscape.errors import InvalidArgument, MindscapeError
-from mindscape.ops import admin
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
 from mindscape.ops.persona_files import read_persona_file
 
 app = typer.Typer(
@@ -183,8 +184,8 @@ def demo(config: ConfigOption = None) -> None:
 
 async def _migrate(step: Callable[[str, str], Awaitable[None]], owner_url: str, revision: str) -> None:
     """An Alembic step whose anticipated failures (no database, unknown revision) are one line, not a traceback."""
-    conn = await connect(owner_url)  # a one-line StartupError without the password
-    await conn.close()
+    async with owner_connection(owner_url):  # a one-line StartupError without the password
+        pass
     try:
         await step(owner_url, revision)
     except CommandError as exc:
@@ -228,11 +229,8 @@ def db_current(config: ConfigOption = None) -> None:
 
     async def main() -> str | None:
         targets = await prepare(settings, migrate_embedded=False)
-        conn = await connect(targets.owner)
-        try:
+        async with owner_connection(targets.owner) as conn:
             return await migrate.current_revision(conn)
-        finally:
-            await conn.close()
 
     current = _run(main)
     head = migrate.head_revision()
@@ -252,7 +250,7 @@ def tenant_create(
 
     async def main() -> None:
         targets = await prepare(settings)
-        tenant = await admin.create_tenant(targets, slug=slug, name=name)
+        tenant = await tenant_ops.create_tenant(targets, slug=slug, name=name)
         out.print(f"created tenant {tenant.slug} ({tenant.id})")
 
     _run(main)
@@ -266,8 +264,8 @@ def tenant_list(config: ConfigOption = None) -> None:
     async def main() -> None:
         targets = await prepare(settings)
         table = Table("slug", "name", "status", "id", "created", "own limits")
-        overrides = await admin.tenant_overrides(targets)
-        for t in await admin.list_tenants(targets):
+        overrides = await tenant_ops.tenant_overrides(targets)
+        for t in await tenant_ops.list_tenants(targets):
             own = overrides.get(t.slug)
             limits = " ".join(f"{k}={v}" for k, v in own.model_dump(exclude_none=True).items()) if own else ""
             created = t.created_at.strftime("%Y-%m-%d %H:%M")
@@ -297,7 +295,7 @@ def tenant_quota(
 
     async def main() -> None:
         targets = await prepare(settings)
-        limits = await admin.tenant_quota(settings, targets, slug=slug, changes=changes, reset=reset)
+        limits = await tenant_ops.tenant_quota(settings, targets, slug=slug, changes=changes, reset=reset)
         table = Table("limit", "value", "from")
         for limit in limits.all():
             shown = "unlimited" if limit.unlimited and limit.name != "max_content_bytes" else str(limit.value)
@@ -313,7 +311,7 @@ def _set_status(slug: str, config: Path | None, status: str) -> None:
 
     async def main() -> None:
         targets = await prepare(settings)
-        tenant = await admin.set_tenant_status(targets, slug=slug, status=status)
+        tenant = await tenant_ops.set_tenant_status(targets, slug=slug, status=status)
         out.print(f"tenant {tenant.slug} is {tenant.status}")
 
     _run(main)
@@ -343,7 +341,7 @@ def persona_import(
     async def main() -> None:
         items = read_persona_file(file)
         targets = await prepare(settings)
-        counts = await admin.import_personas(settings, targets, tenant_slug=tenant, items=items)
+        counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=items)
         out.print(
             f"imported {len(items)} persona(s) into {tenant}: "
             f"{counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged"
@@ -360,7 +358,7 @@ def persona_list(tenant: TenantOption, config: ConfigOption = None) -> None:
     async def main() -> None:
         targets = await prepare(settings)
         table = Table("slug", "name", "tags", "summary")
-        for p in await admin.list_personas(settings, targets, tenant_slug=tenant):
+        for p in await persona_ops.list_personas(settings, targets, tenant_slug=tenant):
             table.add_row(*_row(p.slug, p.name, ", ".join(p.tags), p.summary[:60]))
         out.print(table)
 

@@ -22,11 +22,11 @@ from rich.text import Text
 
 from mindscape.config.settings import Settings, load_settings
 from mindscape.database.prepare import prepare
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.errors import MindscapeError
 from mindscape.models.audit import AuditEvent
-from mindscape.ops.admin import operator_session
 from mindscape.queries import audit
+from mindscape.tenancy.operator import operator_session
 from mindscape.tenancy.transaction import tenant_transaction
 
 audit_app = typer.Typer(help="Audit trail of one tenant: who changed what.", no_args_is_help=True)

@@ -19,10 +19,11 @@ from rich.text import Text
 
 from mindscape.config.settings import Settings
 from mindscape.database.prepare import prepare
-from mindscape.database.urls import Targets, redact
+from mindscape.database.targets import Targets, redact
 from mindscape.errors import InvalidArgument, MindscapeError
 from mindscape.models.persona import PersonaIn
-from mindscape.ops import admin
+from mindscape.ops import personas as persona_ops
+from mindscape.ops import tenants as tenant_ops
 
 DEMO_TENANT = "demo"
 OTHER_TENANT = "demo-other"
@@ -99,9 +100,9 @@ DEMO_MEMORIES: list[dict[str, Any]] = [
 
 async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
     try:
-        await admin.create_tenant(targets, slug=slug, name=name)
+        await tenant_ops.create_tenant(targets, slug=slug, name=name)
     except InvalidArgument:
-        await admin.set_tenant_status(targets, slug=slug, status="active")
+        await tenant_ops.set_tenant_status(targets, slug=slug, status="active")
 
 
 def _server(targets: Targets, tenant: str) -> StdioServerParameters:
@@ -167,7 +168,7 @@ async def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"[bold]Mindscape demo[/bold] on {where}")
     for tenant, personas in ((DEMO_TENANT, DEMO_PERSONAS), (OTHER_TENANT, OTHER_PERSONAS)):
         await _ensure_tenant(targets, tenant, f"Demo tenant {tenant}")
-        counts = await admin.import_personas(settings, targets, tenant_slug=tenant, items=personas)
+        counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=personas)
         console.print(f"tenant {tenant}: {dict(counts)}")
 
     console.print(f"\n[bold]Serving tenant {DEMO_TENANT!r} over stdio[/bold] (python -m mindscape serve)")

@@ -23,8 +23,8 @@ from mindscape.config.settings import Settings, load_settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
 from mindscape.database.pool import connect
-from mindscape.database.targets import resolve_targets
-from mindscape.database.urls import RUNTIME_ROLE, Targets, redact
+from mindscape.database.prepare import resolve_targets
+from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
 from mindscape.embeddings.factory import configured_spec, describe, make_embedder
 from mindscape.errors import MindscapeError
 from mindscape.memory.indexing import index_tenants

@@ -24,11 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mindscape.config.settings import Settings, load_settings
-from mindscape.database.pool import connect
+from mindscape.database.pool import owner_connection
 from mindscape.database.prepare import prepare
 from mindscape.errors import MindscapeError, NotFound
 from mindscape.models.api_key import ApiKey, Scope
-from mindscape.queries import api_keys
+from mindscape.queries import api_keys, lookups
 from mindscape.tenancy import keys
 
 key_app = typer.Typer(help="API keys for `serve --transport http`: create, list, revoke, rotate.", no_args_is_help=True)
@@ -66,11 +66,8 @@ def _settings(config: Path | None) -> Settings:
 def _run(settings: Settings, action: Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[T]]) -> T:
     async def main() -> T:
         targets = await prepare(settings)
-        conn = await connect(targets.owner)
-        try:
+        async with owner_connection(targets.owner) as conn:
             return await action(conn)
-        finally:
-            await conn.close()
 
     try:
         return anyio.run(main)
@@ -129,7 +126,7 @@ def create(
             lifetime=lifetime,
         )
         if created is None:
-            raise NotFound(f"tenant {tenant!r} does not exist; `mindscape tenant list` shows the tenants")
+            raise lookups.tenant_not_found(tenant)
         return created
 
     _show_once(_run(settings, action), new.token, "created")

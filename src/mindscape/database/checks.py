@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mindscape.database.migrate import current_revision, head_revision
 from mindscape.database.pool import Connection
-from mindscape.database.urls import RUNTIME_ROLE
+from mindscape.database.targets import RUNTIME_ROLE
 from mindscape.errors import StartupError
 
 MIN_SERVER_VERSION = 150000

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import asyncpg
 
-from mindscape.database.urls import RUNTIME_ROLE, Targets
+from mindscape.database.targets import RUNTIME_ROLE, Targets
 from mindscape.errors import StartupError
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,15 @@ connection back to a pristine session, including the role (`RESET ALL` leaves th
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pgvector.asyncpg import register_vector
 
-from mindscape.database.urls import redact
+from mindscape.database.targets import redact
 from mindscape.errors import StartupError
 
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
@@ -50,6 +52,16 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection[asyncpg.Record]
         return await asyncpg.connect(url, **kwargs)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+
+
+@asynccontextmanager
+async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Connection[asyncpg.Record]]:
+    """One connection for administration (the owner URL), closed on every exit path."""
+    conn = await connect(url, **kwargs)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:

@@ -1,15 +1,29 @@
-"""Decide where to connect from the settings: an external URL, or the embedded server."""
+"""Where to connect (runtime role vs owner), and how to print a connection URL safely."""
 
 from __future__ import annotations
 
-from mindscape.config.settings import Settings
-from mindscape.database.embedded import start_embedded
-from mindscape.database.urls import Targets
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+RUNTIME_ROLE = "mindscape_app"
 
 
-async def resolve_targets(settings: Settings) -> Targets:
-    if settings.database_url is None:
-        return await start_embedded(settings.data_dir)
-    runtime = settings.database_url.get_secret_value()
-    owner = settings.owner_database_url.get_secret_value() if settings.owner_database_url else runtime
-    return Targets(runtime=runtime, owner=owner, embedded=False)
+@dataclass(frozen=True)
+class Targets:
+    """Where to connect: `runtime` as the unprivileged server role, `owner` for DDL and admin."""
+
+    runtime: str
+    owner: str
+    embedded: bool
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -35,16 +35,16 @@ import anyio.to_thread
 from rich.progress import Progress
 
 from mindscape.config.settings import Settings
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.embeddings.registry import Embedders, active_spec
 from mindscape.memory.jsonl import FileMemory, MemoryFile, read_memory_file
-from mindscape.ops.admin import operator_session
-from mindscape.queries import memories
+from mindscape.queries import lookups, memories
 from mindscape.queries.memories import NewMemory, content_hash
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import Limit, effective
+from mindscape.tenancy.operator import operator_session
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ async def _checked_rows(
     # A worker thread: reading and parsing a large file would stall the event loop (and the pool).
     parsed = await anyio.to_thread.run_sync(parse)
     async with open_tx(True) as tx:
-        ids = await memories.persona_ids(tx.conn, tenant_id=tx.tenant_id, slugs=list(parsed.persona_lines))
+        ids = await lookups.live_persona_ids(tx.conn, tenant_id=tx.tenant_id, slugs=list(parsed.persona_lines))
     parsed.raise_if_problems(known_personas=set(ids))
     return [
         Row(

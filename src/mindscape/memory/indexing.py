@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Literal
 from uuid import UUID
@@ -19,19 +20,17 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
-from mindscape.app.identity import Caller
 from mindscape.config.settings import Settings
 from mindscape.database import vector_index
-from mindscape.database.pool import Pool, connect, create_pool
-from mindscape.database.urls import Targets
+from mindscape.database.pool import Pool, create_pool, owner_connection
+from mindscape.database.targets import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.embeddings.registry import active_spec
-from mindscape.errors import NotFound
 from mindscape.memory.recall import warn_missing_index
 from mindscape.models.tenant import Tenant
-from mindscape.ops import admin
-from mindscape.queries import memories, tenants
+from mindscape.queries import lookups, memories, tenants
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 
 log = logging.getLogger(__name__)
@@ -58,9 +57,10 @@ async def index_tenants(
     threshold, default = settings.memory_exact_max_rows, configured_spec(settings)
     principal = f"cli:{getpass.getuser()}"
     report: list[TenantIndex] = []
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
-    owner = await connect(targets.owner) if build else None
-    try:
+    async with AsyncExitStack() as stack:
+        pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+        stack.push_async_callback(pool.close)
+        owner = await stack.enter_async_context(owner_connection(targets.owner)) if build else None
         for t in found:
             if t.status != "active":
                 report.append(TenantIndex(t.slug, "", 0, "disabled"))
@@ -78,25 +78,15 @@ async def index_tenants(
                         present = await vector_index.has_tenant_index(conn, spec, t.id)
                     state = "present" if present else "missing"
             report.append(TenantIndex(t.slug, spec.key, count, state))
-    finally:
-        if owner is not None:
-            await owner.close()
-        await pool.close()
     return report
 
 
 async def _tenants(targets: Targets, slug: str | None) -> list[Tenant]:
     """Every tenant, or the one named (looked up alone: bulk commands name theirs)."""
-    if slug is None:
-        return await admin.list_tenants(targets)
-    conn = await connect(targets.owner)
-    try:
-        tenant = await tenants.get_by_slug(conn, slug=slug)
-    finally:
-        await conn.close()
-    if tenant is None:
-        raise NotFound(f"tenant {slug!r} does not exist; `mindscape tenant list` shows the tenants")
-    return [tenant]
+    async with owner_connection(targets.owner) as conn:
+        if slug is None:
+            return await tenants.list_all(conn)
+        return [await lookups.tenant_by_slug(conn, slug=slug)]
 
 
 async def _size(
@@ -135,11 +125,8 @@ class BackgroundIndexer:
         with anyio.CancelScope() as scope:
             self._scopes.add(scope)
             try:
-                conn = await connect(self.owner_url)
-                try:
+                async with owner_connection(self.owner_url) as conn:
                     await vector_index.ensure_tenant_index(conn, spec, tenant_id)
-                finally:
-                    await conn.close()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("could not build the HNSW index of tenant %s: %s", tenant_id, exc)
                 warn_missing_index(tenant_id, spec)

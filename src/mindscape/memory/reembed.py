@@ -22,18 +22,18 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
-from mindscape.app.identity import Caller
 from mindscape.config.settings import Settings
-from mindscape.database.pool import Pool, connect
+from mindscape.database.pool import Pool, owner_connection
 from mindscape.database.prepare import ensure_vector_index
-from mindscape.database.urls import Targets
+from mindscape.database.targets import Targets
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.embeddings.registry import TENANT_MODEL_KEY, Embedders, active_spec
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.memory import writes
-from mindscape.ops.admin import operator_session
 from mindscape.queries import memories, tenants
+from mindscape.tenancy.caller import Caller
+from mindscape.tenancy.operator import operator_session
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 
@@ -153,10 +153,7 @@ async def reembed(
 
 
 async def _switch(targets: Targets, caller: Caller, target: ModelSpec) -> None:
-    conn = await connect(targets.owner)
-    try:
+    async with owner_connection(targets.owner) as conn:
         updated = await tenants.set_setting(conn, tenant_id=caller.tenant_id, key=TENANT_MODEL_KEY, value=target.key)
-    finally:
-        await conn.close()
     if updated is None:
         raise NotFound(f"tenant {caller.tenant_slug!r} was removed during the re-embed")

@@ -17,9 +17,9 @@ from uuid import UUID
 
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.registry import Embedders
-from mindscape.errors import InvalidArgument, NotFound
+from mindscape.errors import InvalidArgument
 from mindscape.models.memory import Remembered
-from mindscape.queries import memories, personas
+from mindscape.queries import lookups, memories
 from mindscape.quotas.limits import Limit
 from mindscape.quotas.memories import check_content_size
 from mindscape.tenancy.transaction import TenantTx
@@ -55,12 +55,7 @@ async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_by
 
 
 async def persona_id(tx: TenantTx, slug: str | None) -> UUID | None:
-    if slug is None:
-        return None
-    found = await personas.id_by_slug(tx.conn, tenant_id=tx.tenant_id, slug=slug)
-    if found is None:
-        raise NotFound(f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs")
-    return found
+    return await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug)
 
 
 async def store(

@@ -25,7 +25,7 @@ from mindscape.models.campaign import (
     CampaignSummary,
     TaskCounts,
 )
-from mindscape.queries import cursor
+from mindscape.queries import cursor, lookups
 
 BAD_CURSOR = "cursor is not valid; repeat the call without `cursor` to start from the first page"
 
@@ -46,10 +46,6 @@ def cursor_uuid(key: list[Any], index: int) -> UUID:
 
 def campaign_not_found(campaign_id: UUID | str) -> NotFound:
     return NotFound(f"no campaign with id {campaign_id} in this workspace; list_campaigns shows the ids")
-
-
-def persona_not_found(slug: str) -> NotFound:
-    return NotFound(f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs")
 
 
 def conflict(kind: str, item_id: UUID, *, current_version: int, status: str, expected: int) -> InvalidArgument:
@@ -76,21 +72,6 @@ def check_transition(kind: str, transitions: Mapping[str, Sequence[str]], curren
 def sources(transitions: Mapping[str, Sequence[str]], target: str) -> list[str]:
     """The statuses a row may have for an update to `target` (the UPDATE's WHERE)."""
     return [status for status, targets in transitions.items() if target in targets]
-
-
-PERSONA_IDS = """
-SELECT slug, id FROM mindscape.personas
-WHERE tenant_id = $1 AND slug = ANY($2::text[]) AND deleted_at IS NULL
-"""
-
-
-async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> list[UUID]:
-    """Ids of `slugs`, in order; the first unknown slug is a NotFound."""
-    found = {r["slug"]: r["id"] for r in await conn.fetch(PERSONA_IDS, tenant_id, list(slugs))}
-    for slug in slugs:
-        if slug not in found:
-            raise persona_not_found(slug)
-    return [found[slug] for slug in slugs]
 
 
 GET = """
@@ -160,7 +141,7 @@ def _check_period(starts_at: datetime | None, ends_at: datetime | None) -> None:
 
 async def create(conn: Connection, *, tenant_id: UUID, new: NewCampaign) -> Campaign:
     _check_period(new.starts_at, new.ends_at)
-    persona_list = await persona_ids(conn, tenant_id=tenant_id, slugs=new.personas)
+    persona_list = await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=new.personas)
     campaign_id: UUID = await conn.fetchval(
         INSERT, tenant_id, new.name, new.objective, new.status, new.starts_at, new.ends_at, new.metadata
     )
@@ -246,7 +227,9 @@ async def update(
     ends_at = None if "ends_at" in changes.clear else changes.ends_at or before.ends_at
     _check_period(starts_at, ends_at)
     persona_list = (
-        await persona_ids(conn, tenant_id=tenant_id, slugs=changes.personas) if changes.personas is not None else None
+        await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=changes.personas)
+        if changes.personas is not None
+        else None
     )
     updated = await conn.fetchval(
         UPDATE,

@@ -347,18 +347,6 @@ async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> bool:
 
 # Bulk import (mindscape memory import): the checks it makes before writing anything.
 
-PERSONA_IDS = """
-SELECT slug, id FROM mindscape.personas
-WHERE tenant_id = $1 AND slug = ANY($2::text[]) AND deleted_at IS NULL
-"""
-
-
-async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> dict[str, UUID]:
-    """Slug -> id for those of `slugs` that name a live persona; one query for a whole file."""
-    rows = await conn.fetch(PERSONA_IDS, tenant_id, list(slugs))
-    return {r["slug"]: r["id"] for r in rows}
-
-
 EXISTING = """
 SELECT persona_id, content_sha256 FROM mindscape.memories
 WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[])

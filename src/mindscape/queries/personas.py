@@ -58,14 +58,6 @@ RETURNING (xmax = 0) AS created
 """
 
 
-ID_BY_SLUG = "SELECT id FROM mindscape.personas WHERE tenant_id = $1 AND slug = $2 AND deleted_at IS NULL"
-
-
-async def id_by_slug(conn: Connection, *, tenant_id: UUID, slug: str) -> UUID | None:
-    found: UUID | None = await conn.fetchval(ID_BY_SLUG, tenant_id, slug)
-    return found
-
-
 async def get(conn: Connection, *, tenant_id: UUID, slug: str) -> Persona | None:
     row = await conn.fetchrow(GET, tenant_id, slug)
     return Persona.model_validate(dict(row)) if row else None

@@ -16,7 +16,7 @@ from asyncpg import Record
 from mindscape.database.pool import Connection
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.task import TASK_TRANSITIONS, Task, TaskPage, TaskSummary
-from mindscape.queries import campaigns, cursor
+from mindscape.queries import campaigns, cursor, lookups
 from mindscape.queries.campaigns import check_transition, conflict, cursor_time, cursor_uuid, sources
 
 DEFAULT_LEASE_SECONDS = 300
@@ -46,12 +46,6 @@ async def _fetch(conn: Connection, statement: str, *args: Any) -> Task | None:
 
 async def get(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> Task | None:
     return await _fetch(conn, GET, tenant_id, task_id)
-
-
-async def persona_id(conn: Connection, *, tenant_id: UUID, slug: str | None) -> UUID | None:
-    if slug is None:
-        return None
-    return (await campaigns.persona_ids(conn, tenant_id=tenant_id, slugs=[slug]))[0]
 
 
 INSERT = """
@@ -105,7 +99,7 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
         INSERT,
         tenant_id,
         campaign_id,
-        await persona_id(conn, tenant_id=tenant_id, slug=new.persona),
+        await lookups.persona_id(conn, tenant_id=tenant_id, slug=new.persona),
         new.parent_id,
         new.title,
         new.description,
@@ -231,7 +225,7 @@ async def update(
     if "persona" in c.clear:
         new_persona = None
     else:
-        new_persona = await persona_id(conn, tenant_id=tenant_id, slug=c.persona) or row["persona_id"]
+        new_persona = await lookups.persona_id(conn, tenant_id=tenant_id, slug=c.persona) or row["persona_id"]
     updated = await conn.fetchval(
         UPDATE,
         tenant_id,

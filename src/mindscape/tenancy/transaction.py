@@ -16,9 +16,9 @@ from uuid import UUID
 import anyio
 from anyio.abc import TaskGroup
 
-from mindscape.app.identity import Caller
 from mindscape.database.pool import Connection, Pool, PooledConnection
 from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.tenancy.caller import Caller
 
 # The status subquery makes a tenant disabled mid-run stop being served on its next call.
 SET_CONTEXT = """

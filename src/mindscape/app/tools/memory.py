@@ -13,7 +13,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from mindscape.app.calls import tenant_call
-from mindscape.app.identity import Caller, current_caller
+from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
@@ -27,6 +27,7 @@ from mindscape.queries import audit, memories
 from mindscape.queries.memories import Filters
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import effective, effective_own
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
 
 PersonaSlug = Annotated[

@@ -11,7 +11,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from mindscape.app.calls import agent_error, tenant_call
-from mindscape.app.identity import Caller, current_caller
+from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block, system_prompt
 from mindscape.app.state import AppState
 from mindscape.config.settings import SLUG_PATTERN, is_slug
@@ -19,8 +19,9 @@ from mindscape.embeddings.base import EmbeddingError
 from mindscape.memory.recall import recall
 from mindscape.models.memory import Memory
 from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
-from mindscape.queries import memories, personas
+from mindscape.queries import lookups, memories, personas
 from mindscape.queries.memories import Filters
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
 
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
@@ -119,7 +120,7 @@ async def _persona_memories(
     ctx: Context[AppState], tx: TenantTx, slug: str, task: str | None, count: int, vector: list[float] | None
 ) -> list[Memory]:
     state = ctx.request_context.lifespan_context
-    filters = Filters(persona_id=await personas.id_by_slug(tx.conn, tenant_id=tx.tenant_id, slug=slug))
+    filters = Filters(persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug))
     if not task:
         return await memories.recent(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=count)
     spec = state.embedders.observe(tx.tenant_id, tx.settings)

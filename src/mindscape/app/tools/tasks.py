@@ -17,7 +17,7 @@ from mindscape.app.tools.campaigns import CampaignId, Version, parse_id
 from mindscape.config.settings import SLUG_PATTERN
 from mindscape.models.campaign import JsonObject
 from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
-from mindscape.queries import audit, campaigns, tasks
+from mindscape.queries import audit, campaigns, lookups, tasks
 from mindscape.queries.tasks import NewTask, TaskChanges, TaskFilters
 
 CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -115,7 +115,7 @@ async def list_tasks(
         filters = TaskFilters(
             campaign_id=campaign_id,
             status=status,
-            persona_id=await tasks.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
+            persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
             due_before=due_before,
             parent_id=parent_id,
         )
@@ -192,7 +192,7 @@ async def claim_next_task(
             tx.conn,
             tenant_id=tx.tenant_id,
             campaign_id=campaign_id,
-            persona_id=await tasks.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
+            persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
             lease_seconds=lease_seconds,
         )
         if claimed is None:
