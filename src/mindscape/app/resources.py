@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from pydantic import BaseModel
 
 from mindscape.app.calls import tenant_call
 from mindscape.app.state import AppState
 from mindscape.database.pool import Connection
+from mindscape.errors import NotFound
 
 Fetch = Callable[[Connection, uuid.UUID, uuid.UUID], Awaitable[BaseModel | None]]
 
@@ -23,9 +23,9 @@ async def read_by_id(ctx: Context[AppState], raw_id: str, noun: str, fetch: Fetc
     try:
         record_id = uuid.UUID(raw_id)
     except ValueError:
-        raise ResourceNotFoundError(missing) from None
-    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
+        raise NotFound(missing) from None
+    async with tenant_call(ctx, read_only=True) as tx:
         found = await fetch(tx.conn, tx.tenant_id, record_id)
     if found is None:
-        raise ResourceNotFoundError(missing)
+        raise NotFound(missing)
     return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)

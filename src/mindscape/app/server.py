@@ -15,11 +15,13 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
 from pydantic import AnyUrl, ValidationError
 
 from mindscape.app import validation
 from mindscape.app.call_quota import check_call_quota
+from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
@@ -34,7 +36,7 @@ INSTRUCTIONS = (
 
 
 class MindscapeServer(MCPServer[AppState]):
-    """MCPServer with argument errors rewritten for agents (see server.validation) and key scopes enforced."""
+    """MCPServer with argument errors rewritten for agents (see app.validation) and key scopes enforced."""
 
     _writers: frozenset[str] | None = None
     _names: frozenset[str] | None = None
@@ -59,26 +61,47 @@ class MindscapeServer(MCPServer[AppState]):
     async def _call_checked(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
     ) -> CallToolResult | InputRequiredResult:
-        await check_call_quota(context, "tool")
-        await self._check_scope(name)
         try:
+            await check_call_quota(context)
+            await self._check_scope(name)
             return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
+        except MCPError:
             raise
+        except Exception as exc:
+            if isinstance(exc, ToolError) and isinstance(exc.__cause__, ValidationError):
+                raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
+            mapped = mcp_error("tool", exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
-        await check_call_quota(context, "resource")
-        return await super().read_resource(uri, context)
+        try:
+            await check_call_quota(context)
+            return await super().read_resource(uri, context)
+        except MCPError:
+            raise
+        except Exception as exc:
+            mapped = mcp_error("resource", exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
     ) -> GetPromptResult | InputRequiredResult:
-        await check_call_quota(context, "prompt")
-        return await super().get_prompt(name, arguments, context)
+        try:
+            await check_call_quota(context)
+            return await super().get_prompt(name, arguments, context)
+        except MCPError:
+            raise
+        except Exception as exc:
+            mapped = mcp_error("prompt", exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def _check_scope(self, name: str) -> None:
         """Refuse a tool that may write to a caller whose key has the 'read' scope.
@@ -94,7 +117,7 @@ class MindscapeServer(MCPServer[AppState]):
             self._writers = frozenset(
                 t.name for t in await self.list_tools() if not (t.annotations and t.annotations.read_only_hint)
             )
-        if name in self._writers and "key_id" not in (token.claims or {}):  # a JWT (server.jwt_auth)
+        if name in self._writers and "key_id" not in (token.claims or {}):  # a JWT (transports.http.auth.jwt)
             raise ToolError(
                 f"{name} changes data, and this token has only the 'mindscape:read' scope; "
                 "get a token with the 'mindscape:write' scope from your authorization server"
@@ -112,9 +135,9 @@ def build_server(
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
 ) -> MindscapeServer:
-    """`lifespan_state` opens the pool and resolves the caller (see server.state.open_state).
+    """`lifespan_state` opens the pool and resolves the caller (see app.state.open_state).
 
-    `token_verifier` and `auth` are for HTTP (see server.http); stdio and in-memory use neither.
+    `token_verifier` and `auth` are for HTTP (see transports.http.app); stdio and in-memory use neither.
     """
     server = MindscapeServer(
         "mindscape",

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
@@ -14,6 +13,7 @@ from mindscape.app.calls import tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
 from mindscape.config.settings import SLUG_PATTERN
+from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, JsonObject
 from mindscape.queries import audit, campaigns
 from mindscape.queries.campaigns import CampaignChanges, NewCampaign
@@ -41,7 +41,7 @@ def parse_id(value: str, kind: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise ToolError(f"{value!r} is not a {kind} id (a UUID); list_{kind}s shows the ids") from None
+        raise InvalidArgument(f"{value!r} is not a {kind} id (a UUID); list_{kind}s shows the ids") from None
 
 
 async def create_campaign(
@@ -56,7 +56,7 @@ async def create_campaign(
 ) -> Campaign:
     """Create a campaign: a goal over a period, worked on through tasks (create_task with campaign=id)."""
     if personas is not None and len(set(personas)) != len(personas):
-        raise ToolError("personas lists a slug more than once; list each persona once")
+        raise InvalidArgument("personas lists a slug more than once; list each persona once")
     new = NewCampaign(name, objective, status, starts_at, ends_at, personas or [], metadata or {})
     async with tenant_call(ctx, read_only=False) as tx:
         created = await campaigns.create(tx.conn, tenant_id=tx.tenant_id, new=new)
@@ -72,7 +72,7 @@ async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
     async with tenant_call(ctx, read_only=True) as tx:
         found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
     if found is None:
-        raise ToolError(str(campaigns.campaign_not_found(campaign_id)))
+        raise campaigns.campaign_not_found(campaign_id)
     return found
 
 
@@ -112,11 +112,11 @@ async def update_campaign(
     sent |= {"personas": personas, "metadata": metadata}
     fields = [k for k, v in sent.items() if v is not None]
     if not fields and not cleared:
-        raise ToolError("nothing to change: pass at least one field besides id and expected_version")
+        raise InvalidArgument("nothing to change: pass at least one field besides id and expected_version")
     if both := cleared & set(fields):
-        raise ToolError(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
+        raise InvalidArgument(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
     if personas is not None and len(set(personas)) != len(personas):
-        raise ToolError("personas lists a slug more than once; list each persona once")
+        raise InvalidArgument("personas lists a slug more than once; list each persona once")
     changes = CampaignChanges(name, objective, status, starts_at, ends_at, personas, metadata, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
         updated, before = await campaigns.update(

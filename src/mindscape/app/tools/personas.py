@@ -6,16 +6,16 @@ from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from mindscape.app.calls import agent_error, tenant_call
+from mindscape.app.calls import tenant_call
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block, system_prompt
 from mindscape.app.state import AppState
 from mindscape.config.settings import SLUG_PATTERN, is_slug
 from mindscape.embeddings.base import EmbeddingError
+from mindscape.errors import InvalidArgument
 from mindscape.memory.recall import recall
 from mindscape.models.memory import Memory
 from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
@@ -30,16 +30,12 @@ MAX_RECALL = 20
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
-def _not_found(slug: str) -> str:
-    return f"no persona with slug {slug!r} in this workspace; call list_personas to see the slugs"
-
-
 async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
     """Get one persona by slug: name, summary, traits, instructions (a system prompt) and tags."""
     async with tenant_call(ctx, read_only=True) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
-        raise ToolError(_not_found(slug))
+        raise lookups.persona_not_found(slug)
     return found
 
 
@@ -65,11 +61,11 @@ async def list_personas(
 async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
     """A persona as JSON."""
     if not is_slug(slug):
-        raise ResourceNotFoundError(_not_found(slug))
-    async with tenant_call(ctx, read_only=True, kind="resource") as tx:
+        raise lookups.persona_not_found(slug)
+    async with tenant_call(ctx, read_only=True) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
-        raise ResourceNotFoundError(_not_found(slug))
+        raise lookups.persona_not_found(slug)
     return json.dumps(found.model_dump(mode="json"), ensure_ascii=False)
 
 
@@ -80,9 +76,9 @@ async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = N
     the task, or the most recent ones without a task.
     """
     if not is_slug(slug):
-        raise agent_error("prompt", f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
+        raise InvalidArgument(f"slug {slug[:80]!r} is not a persona slug (lowercase letters, digits, '-')")
     if task is not None and len(task) > MAX_TASK:
-        raise agent_error("prompt", f"task is longer than {MAX_TASK} characters; shorten it")
+        raise InvalidArgument(f"task is longer than {MAX_TASK} characters; shorten it")
     count = _recall_count(recall)
     if count and task:
         # Embedded before the transaction: a provider call must not hold a connection.
@@ -90,10 +86,10 @@ async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = N
         vector = await _embed_or_none(state, current_caller(ctx), task)
     else:
         vector = None
-    async with tenant_call(ctx, read_only=True, kind="prompt") as tx:
+    async with tenant_call(ctx, read_only=True) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
         if found is None:
-            raise agent_error("prompt", _not_found(slug))
+            raise lookups.persona_not_found(slug)
         recalled = await _persona_memories(ctx, tx, slug, task, count, vector) if count else []
     text = system_prompt(found, task)
     if recalled:
@@ -105,7 +101,7 @@ def _recall_count(recall: str | None) -> int:
     if recall is None or recall.strip() == "":
         return 0
     if not recall.strip().isdigit() or not 0 <= int(recall) <= MAX_RECALL:
-        raise agent_error("prompt", f"recall must be a number of memories from 0 to {MAX_RECALL}, got {recall[:20]!r}")
+        raise InvalidArgument(f"recall must be a number of memories from 0 to {MAX_RECALL}, got {recall[:20]!r}")
     return int(recall)
 
 

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
@@ -15,6 +14,7 @@ from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
 from mindscape.app.tools.campaigns import CampaignId, Version, parse_id
 from mindscape.config.settings import SLUG_PATTERN
+from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import JsonObject
 from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
 from mindscape.queries import audit, campaigns, lookups, tasks
@@ -93,7 +93,7 @@ async def get_task(id: TaskId, ctx: Context[AppState]) -> Task:
     async with tenant_call(ctx, read_only=True) as tx:
         found = await tasks.get(tx.conn, tenant_id=tx.tenant_id, task_id=task_id)
     if found is None:
-        raise ToolError(str(tasks.task_not_found(task_id)))
+        raise tasks.task_not_found(task_id)
     return found
 
 
@@ -153,9 +153,9 @@ async def update_task(
     sent |= {"due_at": due_at, "persona": persona, "lease_seconds": lease_seconds}
     fields = [k for k, v in sent.items() if v is not None]
     if not fields and not cleared:
-        raise ToolError("nothing to change: pass at least one field besides id and expected_version")
+        raise InvalidArgument("nothing to change: pass at least one field besides id and expected_version")
     if both := cleared & set(fields):
-        raise ToolError(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
+        raise InvalidArgument(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
     changes = TaskChanges(status, result, title, description, priority, due_at, persona, lease_seconds, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
         updated, before = await tasks.update(
@@ -184,7 +184,7 @@ async def claim_next_task(
         if campaign_id is not None:
             status = await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
             if status != "active":
-                raise ToolError(
+                raise InvalidArgument(
                     f"campaign {campaign_id} is {status}; its tasks are handed out only while it is active "
                     "(update_campaign with status='active')"
                 )
