@@ -7,11 +7,11 @@ server that accepted HS256 next to a JWKS could be fooled into using a public ke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from mindscape.config.settings import Settings
+from pydantic import SecretStr
 
 SYMMETRIC = ("HS256", "HS384", "HS512")
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -22,18 +22,36 @@ TENANT_CLAIM_PATTERN = r"^[A-Za-z0-9_:/-]{1,100}(?:\.[A-Za-z0-9_:/-]{1,100}){0,7
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def jwt_mode(settings: Settings) -> bool:
+class OAuthFields(Protocol):
+    """The settings these rules read (config.settings.Settings has them); a protocol keeps this module
+    below settings.py, which calls it from a validator."""
+
+    @property
+    def oauth_issuer(self) -> str | None: ...
+    @property
+    def oauth_jwks_url(self) -> str | None: ...
+    @property
+    def oauth_shared_secret(self) -> SecretStr | None: ...
+    @property
+    def oauth_audience(self) -> str | None: ...
+    @property
+    def oauth_algorithms(self) -> Sequence[str] | None: ...
+    @property
+    def public_url(self) -> str | None: ...
+
+
+def jwt_mode(settings: OAuthFields) -> bool:
     return settings.oauth_issuer is not None
 
 
-def algorithms(settings: Settings) -> list[str]:
+def algorithms(settings: OAuthFields) -> list[str]:
     """The accepted `alg` values: the configured ones, else HS256 for a secret and RS256/ES256 for a JWKS."""
     if settings.oauth_algorithms:
         return list(settings.oauth_algorithms)
     return ["HS256"] if settings.oauth_shared_secret is not None else list(DEFAULT_ASYMMETRIC)
 
 
-def oauth_problem(settings: Settings) -> str | None:
+def oauth_problem(settings: OAuthFields) -> str | None:
     """The first inconsistency in the OAuth settings, with its fix; None when they fit together."""
     if not jwt_mode(settings):
         stray = [
@@ -58,7 +76,7 @@ def oauth_problem(settings: Settings) -> str | None:
     )
 
 
-def _key_source_problem(settings: Settings) -> str | None:
+def _key_source_problem(settings: OAuthFields) -> str | None:
     secret = settings.oauth_shared_secret
     if settings.oauth_jwks_url is None and secret is None:
         return (
@@ -73,7 +91,7 @@ def _key_source_problem(settings: Settings) -> str | None:
     return _url_problem("oauth_jwks_url", settings.oauth_jwks_url, https_only=True)
 
 
-def _algorithm_problem(settings: Settings) -> str | None:
+def _algorithm_problem(settings: OAuthFields) -> str | None:
     chosen = algorithms(settings)
     allowed = SYMMETRIC if settings.oauth_shared_secret is not None else ASYMMETRIC
     wrong = [a for a in chosen if a not in allowed]

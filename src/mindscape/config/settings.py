@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
     )
 
-    # OAuth 2.1 resource server (HTTP and SSE): JWT bearer tokens next to API keys; rules in oauth_settings.py.
+    # OAuth 2.1 resource server (HTTP and SSE): JWT bearer tokens next to API keys; rules in config/oauth.py.
     oauth_issuer: str | None = Field(default=None, description="Token issuer (`iss`); setting it turns JWT mode on.")
     oauth_jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL (asymmetric signatures).")
     oauth_shared_secret: SecretStr | None = Field(default=None, description="HS256 secret: development only.")
@@ -198,7 +198,7 @@ def _one_line(exc: ValidationError) -> str:
         message = ("unknown setting" if error["type"] == "extra_forbidden" else error["msg"]).removeprefix(
             "Value error, "
         )
-        problems.append(f"{field}: {message}" if field else message)  # no field: a combination (oauth_settings)
+        problems.append(f"{field}: {message}" if field else message)  # no field: a combination (config.oauth)
     return "; ".join(problems)
 
 
