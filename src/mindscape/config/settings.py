@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         description="Public base URL in the OAuth metadata, e.g. https://mcp.example.com (default: host:port).",
     )
 
-    # Quotas (README: Quotas): defaults for tenants without their own limits; 0 means unlimited.
+    # Quotas (docs/operations.md: Quotas): defaults for tenants without their own limits; 0 means unlimited.
     quota_calls_per_minute: int = Field(
         default=600,
         ge=0,

@@ -50,7 +50,7 @@ async def check_database(conn: Connection) -> DatabaseFacts:
     if row["superuser"] or row["bypassrls"]:
         raise StartupError(
             f"refusing to serve as role {facts.role!r}: it bypasses row-level security; "
-            f"connect as {RUNTIME_ROLE} (README: external PostgreSQL)"
+            f"connect as {RUNTIME_ROLE} (docs/operations.md: External PostgreSQL)"
         )
     head = head_revision()
     if facts.revision != head:

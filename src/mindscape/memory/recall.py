@@ -44,7 +44,7 @@ SIZE_TTL_S = 60.0
 # Bigger graphs need a wider beam for the same recall: it grows with the square root of the size
 # beyond OWN_INDEX_EF_ROWS (see own_index_ef). At N = 1M, growth from 50k rows left tenants of
 # 50k-100k rows at recall@10 0.82 on off-topic queries; growth from 10k rows is what is measured
-# in the README.
+# in benchmarks/README.md.
 OWN_INDEX_EF_SEARCH = 200
 OWN_INDEX_EF_ROWS = 10_000
 OWN_INDEX_EF_MAX = 1000

@@ -10,7 +10,7 @@ with exactly the memories still missing.
 new one, so recall keeps working, with the old vectors, the whole time. Only then is the
 tenant's `settings.embedding_model` set to the new model's key (over the owner connection:
 tenants cannot change their own settings); servers use it from their next call
-(memory.models.Embedders.observe). The old model's embeddings stay, next to the new ones,
+(embeddings.registry.Embedders.observe). The old model's embeddings stay, next to the new ones,
 whatever their dimensions, so switching back costs nothing.
 """
 

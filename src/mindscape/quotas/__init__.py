@@ -1,1 +1,1 @@
-"""Per-tenant quotas: calls per minute, max memories, max content size (README: Quotas)."""
+"""Per-tenant quotas: calls per minute, max memories, max content size (docs/operations.md: Quotas)."""

@@ -2,7 +2,7 @@
 
 Each tenant may make `n` calls in a burst, and then one more every 60/n seconds. The bucket is
 stored as one float per tenant: the "theoretical arrival time" of GCRA. The state lives in this
-process only, so behind N processes a tenant gets up to N times its limit (README: Quotas).
+process only, so behind N processes a tenant gets up to N times its limit (docs/operations.md: Quotas).
 """
 
 from __future__ import annotations

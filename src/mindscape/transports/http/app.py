@@ -75,7 +75,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         return PlainTextResponse(reason or "ready", status_code=503 if reason else 200)
 
     # Unauthenticated like /healthz, for the scraper; it shows tool names and counts, never tenant
-    # data, but operators should still keep it off the public internet (README: Serving over HTTP).
+    # data, but operators should still keep it off the public internet (docs/http.md).
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
         return PlainTextResponse(server.metrics.render(state.pool), media_type=CONTENT_TYPE)

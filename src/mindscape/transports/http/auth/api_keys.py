@@ -1,10 +1,10 @@
 """Bearer credentials for the HTTP and SSE transports: API keys, and JWTs when OAuth is configured.
 
 `Authorization: Bearer msk_<prefix>_<secret>` is an API key; any other bearer is a JWT when
-`oauth_issuer` is set (server.jwt_auth), else a malformed key. Both kinds work side by side.
+`oauth_issuer` is set (auth.jwt), else a malformed key. Both kinds work side by side.
 
 The SDK's bearer middleware calls `verify_token` on every request. Instead of returning None (which
-the SDK can only turn into a bare 401), a refusal raises `server.refusals.Refused`, answered as:
+the SDK can only turn into a bare 401), a refusal raises `transports.http.refusals.Refused`, answered as:
 - 401 for a malformed, unknown, wrong, expired or revoked key (or a bad JWT), with the reason
   in `error_description`;
 - 403 for a valid credential of a disabled tenant, naming the tenant and the fix;

@@ -34,7 +34,7 @@ class ProtectedResource:
         return str(build_resource_metadata_url(AnyHttpUrl(self.resource_url)))
 
     def auth_settings(self) -> AuthSettings:
-        # validate_token_resource=False: server.jwt_auth checks `aud` against oauth_audience itself.
+        # validate_token_resource=False: auth.jwt checks `aud` against oauth_audience itself.
         return AuthSettings(
             issuer_url=AnyHttpUrl(self.issuer),
             resource_server_url=AnyHttpUrl(self.resource_url),
