@@ -1,8 +1,8 @@
 """Streamable HTTP at `/mcp` (or legacy SSE at `/sse`) behind API keys; `/healthz`, `/readyz`, `/metrics` open.
 
-With `oauth_issuer` set, JWTs from that issuer are accepted too (server.jwt_auth) and the
-protected-resource metadata is served (server.protected_resource). Refusals answer 401, 403 or 503
-with a reason (server.refusals).
+With `oauth_issuer` set, JWTs from that issuer are accepted too (auth.jwt) and the
+protected-resource metadata is served (auth.protected_resource). Refusals answer 401, 403 or 503
+with a reason (refusals).
 
 Legacy SSE (`/sse` for the event stream, `/messages/` for the client's posts) is for clients that predate
 Streamable HTTP; the SDK wraps both of its routes in the same bearer check as `/mcp`. The SSE session's
@@ -10,9 +10,8 @@ identity is the key that opened the stream (`/sse`): tools run in that request's
 
 One Starlette app per process; the caller's state (pool, embedders) is opened before serving,
 like stdio, so a bad database stops the process with one line instead of failing requests.
-Several processes (`--stateless --workers N`) are server.workers. Around the SDK's app, outermost
-first: server.body_limit (413), then on `/mcp` server.drain (shutdown) and server.media_types
-(415, 406).
+Several processes (`--stateless --workers N`) are transports.http.workers. The middleware around
+the SDK's app is one list, in request order, in transports.http.stack.
 """
 
 from __future__ import annotations
@@ -39,11 +38,8 @@ from mindscape.transports.http.auth.api_keys import BearerVerifier, key_auth_set
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
 from mindscape.transports.http.auth.protected_resource import ProtectedResource, public_base_url
 from mindscape.transports.http.graceful import GracefulServer
-from mindscape.transports.http.middleware import quota
-from mindscape.transports.http.middleware.body_limit import BodyLimit
-from mindscape.transports.http.middleware.drain import Drain, keep_answers_on_shutdown
-from mindscape.transports.http.middleware.media_types import MediaTypes
-from mindscape.transports.http.refusals import answer_refusals
+from mindscape.transports.http.middleware.drain import keep_answers_on_shutdown
+from mindscape.transports.http.stack import install_middleware
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 5.0
@@ -97,14 +93,16 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
             stateless_http=state.settings.http_stateless,
             max_request_body_size=limit,
         )
-        app.add_middleware(MediaTypes)
-        app.add_middleware(Drain)
     if resource is not None:
         app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
-    quota.install(app, state.calls)  # 429 with Retry-After past a tenant's calls_per_minute
-    protected = ("/sse", "/messages/") if transport == "sse" else ("/mcp",)
-    app = answer_refusals(app, resource.metadata_url if resource else None, protected)
-    app.add_middleware(BodyLimit, max_bytes=limit)  # added last, so it runs first
+    install_middleware(
+        app,
+        max_body_bytes=limit,
+        calls=state.calls,
+        streamable=transport != "sse",
+        resource_metadata_url=resource.metadata_url if resource else None,
+        protected=("/sse", "/messages/") if transport == "sse" else ("/mcp",),
+    )
     return app
 
 

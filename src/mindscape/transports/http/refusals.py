@@ -2,7 +2,7 @@
 
 The SDK's TokenVerifier can only accept a token or return None, and None always becomes a bare
 401 "Authentication required". Our verifiers raise `Refused` instead, a Starlette
-AuthenticationError, and `answer_refusals` gives the SDK's AuthenticationMiddleware an `on_error`
+AuthenticationError, and `refusing` gives the SDK's AuthenticationMiddleware an `on_error`
 that turns it into the right status with an RFC 6750 `WWW-Authenticate` header. Requests with no
 bearer token at all still reach the SDK's own 401.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 
-from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -76,27 +75,16 @@ class _RefuseOnlyWhereRequired(AuthenticationBackend):
             return None
 
 
-def answer_refusals(app: Starlette, resource_metadata_url: str | None, protected: tuple[str, ...]) -> Starlette:
-    """Give the SDK-built app's AuthenticationMiddleware an on_error that answers `Refused` properly.
+def refusing(sdk_auth: Middleware, resource_metadata_url: str | None, protected: tuple[str, ...]) -> Middleware:
+    """The SDK's AuthenticationMiddleware entry, with an on_error that answers `Refused` properly.
 
-    `protected` are the path prefixes that need a credential (e.g. "/mcp"). Starlette builds its
-    middleware stack on the first request, so replacing the entry here, right after the SDK built
-    the app, is in time. Fails loudly if a future SDK stops using that middleware.
+    `protected` are the path prefixes that need a credential (e.g. "/mcp").
     """
 
     def on_error(_conn: HTTPConnection, exc: AuthenticationError) -> Response:
         refused = exc if isinstance(exc, Refused) else unauthorized(str(exc))
         return refusal_response(refused, resource_metadata_url)
 
-    replaced = 0
-    for i, entry in enumerate(app.user_middleware):
-        if entry.cls is AuthenticationMiddleware:
-            backend = entry.kwargs["backend"]
-            assert isinstance(backend, AuthenticationBackend)
-            app.user_middleware[i] = Middleware(
-                AuthenticationMiddleware, backend=_RefuseOnlyWhereRequired(backend, protected), on_error=on_error
-            )
-            replaced += 1
-    if replaced != 1:
-        raise RuntimeError(f"expected one AuthenticationMiddleware in the SDK's app, found {replaced}")
-    return app
+    backend = sdk_auth.kwargs["backend"]
+    assert isinstance(backend, AuthenticationBackend)
+    return Middleware(AuthenticationMiddleware, backend=_RefuseOnlyWhereRequired(backend, protected), on_error=on_error)

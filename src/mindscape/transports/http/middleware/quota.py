@@ -1,7 +1,7 @@
 """Calls per minute over HTTP: 429 with Retry-After, before the MCP handler sees the request.
 
-An ASGI middleware placed inside the SDK's authentication middleware, so `scope["user"]` holds
-the verified access token (and so the tenant). It reads the POST body (and replays it
+An ASGI middleware placed inside the SDK's authentication middleware (transports.http.stack),
+so `scope["user"]` holds the verified access token (and so the tenant). It reads the POST body (and replays it
 unchanged to the app), counts only the JSON-RPC methods that do work for a tenant (tools/call,
 resources/read, prompts/get) and answers 429 when the tenant is over its limit. Everything else
 (initialize, lists, notifications, GETs, unauthenticated requests) passes straight through.
@@ -14,8 +14,6 @@ from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,11 +23,6 @@ from mindscape.quotas.call_rate import CallQuota
 
 COUNTED = frozenset({"tools/call", "resources/read", "prompts/get"})
 QUOTA_ERROR_CODE = -32000  # JSON-RPC "server error" range
-
-
-def install(app: Starlette, calls: CallQuota) -> None:
-    """Add the check as the innermost middleware, i.e. after authentication."""
-    app.user_middleware.append(Middleware(CallQuotaMiddleware, calls=calls))
 
 
 class CallQuotaMiddleware:

@@ -1,0 +1,54 @@
+"""The HTTP request path: every middleware in one list, in the order a request meets them.
+
+    BodyLimit                 413 for a body over http_max_body_bytes, before anything reads it
+    Drain                     /mcp only: on shutdown, end idle event streams, never an answer in flight
+    MediaTypes                /mcp only: 415 / 406 for a wrong Content-Type / Accept
+    AuthenticationMiddleware  the SDK's, verifying the bearer credential (auth.api_keys, auth.jwt);
+                              refusals answer 401 / 403 / 503 (refusals)
+    AuthContextMiddleware     the SDK's: the verified token, for the tool call's context
+    CallQuotaMiddleware       429 past the tenant's calls per minute (needs the verified token)
+    -> the SDK's MCP handler (Streamable HTTP or SSE), then app.server.MindscapeServer
+
+Legacy SSE has no Drain or MediaTypes: its event stream is one GET and its posts are answered 202.
+"""
+
+from __future__ import annotations
+
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+
+from mindscape.quotas.call_rate import CallQuota
+from mindscape.transports.http.middleware.body_limit import BodyLimit
+from mindscape.transports.http.middleware.drain import Drain
+from mindscape.transports.http.middleware.media_types import MediaTypes
+from mindscape.transports.http.middleware.quota import CallQuotaMiddleware
+from mindscape.transports.http.refusals import refusing
+
+
+def install_middleware(
+    app: Starlette,
+    *,
+    max_body_bytes: int,
+    calls: CallQuota,
+    streamable: bool,
+    resource_metadata_url: str | None,
+    protected: tuple[str, ...],
+) -> None:
+    """Replace the SDK-built app's middleware with the full list above (it keeps the SDK's two entries).
+
+    Starlette builds the stack on the first request, so setting the list right after the SDK built
+    the app is in time. Fails loudly if a future SDK changes its own middleware.
+    """
+    sdk = [entry.cls for entry in app.user_middleware]
+    if sdk != [AuthenticationMiddleware, AuthContextMiddleware]:
+        raise RuntimeError(f"unexpected middleware in the SDK's app: {sdk!r}")
+    authentication, auth_context = app.user_middleware
+    app.user_middleware[:] = [
+        Middleware(BodyLimit, max_bytes=max_body_bytes),
+        *([Middleware(Drain), Middleware(MediaTypes)] if streamable else []),
+        refusing(authentication, resource_metadata_url, protected),
+        auth_context,
+        Middleware(CallQuotaMiddleware, calls=calls),
+    ]
