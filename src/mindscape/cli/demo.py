@@ -1,7 +1,8 @@
 """`mindscape demo`: seed two tenants, then drive the real server over stdio with the MCP client.
 
 Safe to run again: tenants are reused and personas upserted (the second run reports them
-unchanged).
+unchanged). The MCP client is imported only when the demo runs: importing it takes seconds,
+and every `mindscape` command imports this module to register `demo`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp import Client, StdioServerParameters
-from mcp.types import CallToolResult, TextContent, TextResourceContents
 from rich.console import Console
 from rich.text import Text
 
+from mindscape.cli.common import ConfigOption, load, out, run
 from mindscape.config.settings import Settings
 from mindscape.database.prepare import prepare
 from mindscape.database.targets import Targets, redact
@@ -24,6 +24,10 @@ from mindscape.errors import InvalidArgument, MindscapeError
 from mindscape.models.persona import PersonaIn
 from mindscape.ops import personas as persona_ops
 from mindscape.ops import tenants as tenant_ops
+
+if TYPE_CHECKING:
+    from mcp import Client, StdioServerParameters
+    from mcp.types import CallToolResult
 
 DEMO_TENANT = "demo"
 OTHER_TENANT = "demo-other"
@@ -106,6 +110,8 @@ async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
 
 
 def _server(targets: Targets, tenant: str) -> StdioServerParameters:
+    from mcp import StdioServerParameters
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")}
     env |= {"MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_TENANT": tenant}
     return StdioServerParameters(command=sys.executable, args=["-m", "mindscape", "serve"], env=env)
@@ -123,6 +129,8 @@ class _Driver:
         self.console = console
 
     async def tool(self, name: str, args: dict[str, Any]) -> CallToolResult:
+        from mcp.types import TextContent
+
         self.console.print(f"\n[bold cyan]→ {name}[/bold cyan] {json.dumps(args)}")
         result = await self.client.call_tool(name, args)
         if result.is_error:
@@ -162,6 +170,9 @@ async def _work_queue(d: _Driver) -> None:
 
 
 async def run_demo(settings: Settings, console: Console) -> None:
+    from mcp import Client
+    from mcp.types import TextContent, TextResourceContents
+
     started = time.perf_counter()
     targets = await prepare(settings)
     where = "embedded PostgreSQL in " + str(settings.data_dir) if targets.embedded else redact(targets.runtime)
@@ -236,3 +247,9 @@ async def run_demo(settings: Settings, console: Console) -> None:
         f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas, memories or tasks[/green] "
         f"(demo finished in {time.perf_counter() - started:.1f} s)"
     )
+
+
+def demo(config: ConfigOption = None) -> None:
+    """Start the embedded database, seed demo tenants and drive the real server over stdio."""
+    settings = load(config)
+    run(lambda: run_demo(settings, out))

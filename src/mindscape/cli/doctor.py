@@ -8,59 +8,19 @@ against production; it connects as the runtime role, exactly like `serve`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Literal
-
-import anyio
-import asyncpg
 import typer
-from pydantic import SecretStr
-from rich.console import Console
 from rich.text import Text
 
+from mindscape.cli.common import ConfigOption, out, run
 from mindscape.config.settings import Settings, load_settings
-from mindscape.database import migrate, vector_index
-from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
-from mindscape.database.pool import connect
-from mindscape.database.prepare import resolve_targets
-from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
-from mindscape.embeddings.factory import configured_spec, describe, make_embedder
 from mindscape.errors import MindscapeError
-from mindscape.memory.indexing import index_tenants
+from mindscape.ops.doctor import Check, database_checks, embedding_check, masked_config
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
 
-out = Console(highlight=False)
-Status = Literal["ok", "warn", "FAIL"]
 _STYLES = {"ok": "green", "warn": "yellow", "FAIL": "red"}
-_URL_FIELDS = {"database_url", "owner_database_url", "embedding_base_url"}
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-
-def masked_config(settings: Settings) -> list[tuple[str, str]]:
-    """Every setting and its effective value; URLs lose their password, other secrets become ***."""
-    rows: list[tuple[str, str]] = []
-    for name in type(settings).model_fields:
-        value: object = getattr(settings, name)
-        if value is None:
-            shown = "(unset)"
-        elif isinstance(value, SecretStr):
-            shown = redact(value.get_secret_value()) if name in _URL_FIELDS else "***"
-        elif name in _URL_FIELDS:
-            shown = redact(str(value))  # a base URL may carry user:password too
-        else:
-            shown = str(value)
-        rows.append((name, shown))
-    return rows
-
-
+# Here rather than in ops/doctor.py: it needs the HTTP transport's JWKS cache, above ops/.
 async def oauth_check(settings: Settings) -> Check:
     """JWT mode: which key source, and whether the JWKS answers with signing keys."""
     if settings.oauth_issuer is None:
@@ -81,137 +41,24 @@ async def oauth_check(settings: Settings) -> Check:
     return Check("oauth", "ok", f"{where}; {count} signing key(s) at {settings.oauth_jwks_url}")
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split(".") if part.isdigit())
-
-
-async def embedding_check(settings: Settings) -> Check:
-    """Which model new memories get, and whether it ranks by meaning. No request is sent to a provider."""
-    embedder = make_embedder(configured_spec(settings), settings)
-    try:
-        semantic, described = embedder.semantic, describe(embedder)
-    finally:
-        await embedder.aclose()
-    if semantic:
-        return Check("embeddings", "ok", described)
-    return Check(
-        "embeddings",
-        "warn",
-        described,
-        'for recall by meaning set embedding_provider = "openai" (any OpenAI-compatible API, e.g. Ollama) '
-        "and run `mindscape memory reembed`",
-    )
-
-
-async def database_checks(settings: Settings) -> list[Check]:
-    """Reachability, versions, role, schema revision and the configured model's HNSW index."""
-    try:
-        targets = await resolve_targets(settings)
-        conn = await connect(targets.runtime)
-    except MindscapeError as exc:  # the message already hides the password
-        return [Check("database", "FAIL", str(exc), "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
-    try:
-        checks = [Check("database", "ok", f"reachable at {redact(targets.runtime)}")]
-        row = await conn.fetchrow(FACTS)
-        assert row is not None
-        checks += _server_checks(row)
-        revision = await migrate.current_revision(conn)
-        head = migrate.head_revision()
-        if revision != head:
-            detail = f"at revision {revision or 'none'}, head is {head}"
-            checks.append(Check("schema", "FAIL", detail, "run `mindscape db upgrade`"))
-            return checks  # the index lives in a table an old schema may not have
-        checks.append(Check("schema", "ok", f"at head ({head})"))
-        spec = configured_spec(settings)
-        if await vector_index.has_index(conn, spec):
-            checks.append(Check("hnsw index", "ok", f"{vector_index.index_name(spec)} for {spec.key}"))
-        else:
-            checks.append(
-                Check(
-                    "hnsw index",
-                    "warn",
-                    f"none for {spec.key}: recall ranks exactly, which slows down as tenants grow",
-                    "run `mindscape db upgrade` (it builds the configured model's index)",
-                )
-            )
-        checks.append(await tenant_index_check(settings, targets))
-        return checks
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]
-    finally:
-        await conn.close()
-
-
-async def tenant_index_check(settings: Settings, targets: Targets) -> Check:
-    """Tenants above memory_exact_max_rows need an HNSW index of their own for full recall."""
-    name = "tenant indexes"
-    if targets.owner == targets.runtime:
-        return Check(name, "warn", "not checked: listing tenants needs the owner", "set owner_database_url")
-    report = await index_tenants(settings, targets, build=False)
-    missing = [r.tenant for r in report if r.state == "missing"]
-    large = sum(r.state in ("missing", "present") for r in report)
-    threshold = f"{settings.memory_exact_max_rows:,}"
-    if not missing:
-        return Check(name, "ok", f"{large} tenant(s) above {threshold} embeddings, each with its own HNSW index")
-    return Check(
-        name,
-        "warn",
-        f"{len(missing)} of {large} tenant(s) above {threshold} embeddings lack their own HNSW index "
-        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): their recall may miss neighbours",
-        "run `mindscape memory index`",
-    )
-
-
-def _server_checks(row: asyncpg.Record) -> list[Check]:
-    checks: list[Check] = []
-    version: int = row["server_version"]
-    major = f"{version // 10000}.{version % 10000}"
-    if version < MIN_SERVER_VERSION:
-        checks.append(Check("postgresql", "FAIL", major, "upgrade to PostgreSQL 15 or newer"))
-    else:
-        checks.append(Check("postgresql", "ok", major))
-    pgvector: str | None = row["pgvector"]
-    if pgvector is None:
-        checks.append(Check("pgvector", "FAIL", "not installed", "run `mindscape db upgrade` (it creates it)"))
-    elif _version_tuple(pgvector) < MIN_PGVECTOR:
-        checks.append(Check("pgvector", "FAIL", pgvector, "run ALTER EXTENSION vector UPDATE (0.8 or newer)"))
-    else:
-        checks.append(Check("pgvector", "ok", pgvector))
-    if row["superuser"] or row["bypassrls"]:
-        checks.append(
-            Check(
-                "role",
-                "FAIL",
-                f"{row['role']} bypasses row-level security",
-                f"connect as {RUNTIME_ROLE} in database_url; keep the owner in owner_database_url",
-            )
-        )
-    else:
-        checks.append(Check("role", "ok", f"{row['role']} (subject to row-level security)"))
-    return checks
-
-
-def doctor(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
-    ] = None,
-) -> None:
+def doctor(config: ConfigOption = None) -> None:
     """Print the effective configuration (secrets masked) and check the database, embeddings and OAuth."""
     try:
         settings = load_settings(config)
     except MindscapeError as exc:
+        # A report line on stdout like every other check, not `error:` on stderr.
         out.print(Text.assemble(("FAIL", "red"), f"  settings: {exc}"), soft_wrap=True)
-        out.print("      fix: correct the setting named above (config file, MINDSCAPE_* or flags)")
+        out.print(Text("      fix: correct the setting named above (config file, MINDSCAPE_* or flags)"))
         raise typer.Exit(1) from None
-    out.print("configuration:")
+    out.print(Text("configuration:"))
     for name, shown in masked_config(settings):
         out.print(Text(f"  {name} = {shown}"), soft_wrap=True)
-    out.print("checks:")
+    out.print(Text("checks:"))
 
     async def run_checks() -> list[Check]:
         return [*await database_checks(settings), await embedding_check(settings), await oauth_check(settings)]
 
-    checks = anyio.run(run_checks)
+    checks = run(run_checks)
     for check in checks:
         # Text, not markup: details echo URLs and server messages.
         out.print(

@@ -7,74 +7,32 @@ Everything else goes to stderr.
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated
 from uuid import UUID
 
-import anyio
-import asyncpg
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mindscape.config.settings import Settings, load_settings
-from mindscape.database.pool import owner_connection
+from mindscape.cli.common import ConfigOption, err, load, out, row, run
 from mindscape.database.prepare import prepare
-from mindscape.errors import MindscapeError, NotFound
 from mindscape.models.api_key import ApiKey, Scope
-from mindscape.queries import api_keys, lookups
+from mindscape.ops import keys as key_ops
 from mindscape.tenancy import keys
 
 key_app = typer.Typer(help="API keys for `serve --transport http`: create, list, revoke, rotate.", no_args_is_help=True)
 
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
 MAX_DAYS = 3650
 _EXPIRES_RE = re.compile(r"^(\d{1,5})([hdw])$")
 _UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
-]
 ExpiresOption = Annotated[
     str | None,
     typer.Option("--expires", help="Lifetime, e.g. 12h, 90d or 52w [default: never expires].", show_default=False),
 ]
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)  # Text: messages echo input
-    raise typer.Exit(1)
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        settings = load_settings(config)
-    except MindscapeError as exc:
-        _fail(str(exc))
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
-    return settings
-
-
-def _run(settings: Settings, action: Callable[[asyncpg.Connection[asyncpg.Record]], Awaitable[T]]) -> T:
-    async def main() -> T:
-        targets = await prepare(settings)
-        async with owner_connection(targets.owner) as conn:
-            return await action(conn)
-
-    try:
-        return anyio.run(main)
-    except MindscapeError as exc:
-        _fail(str(exc))
-    except asyncpg.PostgresError as exc:
-        _fail(f"database error ({exc.sqlstate}): {exc}")
+KeyIdArgument = Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")]
 
 
 def parse_lifetime(value: str | None) -> timedelta | None:
@@ -94,7 +52,8 @@ def _describe(key: ApiKey) -> str:
     return f"{key.scope} key {key.id} ({keys.PREFIX}{key.prefix}_…) for tenant {key.tenant_slug}, {expiry}"
 
 
-def _show_once(key: ApiKey, token: str, verb: str) -> None:
+def _show_once(created: tuple[ApiKey, str], verb: str) -> None:
+    key, token = created
     err.print(Text(f"{verb} {_describe(key)}"), soft_wrap=True)
     err.print(Text("store this key now: it is shown only once, and only its hash is kept"), soft_wrap=True)
     out.print(Text(token), soft_wrap=True)
@@ -112,24 +71,13 @@ def create(
     lifetime = parse_lifetime(expires)
     if len(name) > 200:
         raise typer.BadParameter("a name is at most 200 characters", param_hint="--name")
-    settings = _settings(config)
-    new = keys.generate()
+    settings = load(config)
 
-    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
-        created = await api_keys.create(
-            conn,
-            tenant_slug=tenant,
-            name=name.strip(),
-            scope=scope,
-            prefix=new.prefix,
-            key_hash=new.key_hash,
-            lifetime=lifetime,
-        )
-        if created is None:
-            raise lookups.tenant_not_found(tenant)
-        return created
+    async def main() -> tuple[ApiKey, str]:
+        targets = await prepare(settings)
+        return await key_ops.create_key(targets, tenant_slug=tenant, name=name.strip(), scope=scope, lifetime=lifetime)
 
-    _show_once(_run(settings, action), new.token, "created")
+    _show_once(run(main), "created")
 
 
 def _status(key: ApiKey, now: datetime) -> str:
@@ -150,17 +98,18 @@ def list_keys(
     config: ConfigOption = None,
 ) -> None:
     """List keys (never their secrets): id, tenant, name, scope, prefix, status and times (UTC)."""
-    settings = _settings(config)
+    settings = load(config)
 
-    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> list[ApiKey]:
-        return await api_keys.list_keys(conn, tenant_slug=tenant)
+    async def main() -> list[ApiKey]:
+        targets = await prepare(settings)
+        return await key_ops.list_keys(targets, tenant_slug=tenant)
 
-    found = _run(settings, action)
+    found = run(main)
     now = datetime.now(UTC)
     table = Table("id", "tenant", "name", "scope", "prefix", "status", "created", "expires", "last used")
     for k in found:
         cells = (str(k.id), k.tenant_slug, k.name, k.scope, k.prefix, _status(k, now))
-        table.add_row(*[Text(c) for c in (*cells, _when(k.created_at), _when(k.expires_at), _when(k.last_used_at))])
+        table.add_row(*row(*cells, _when(k.created_at), _when(k.expires_at), _when(k.last_used_at)))
     out.print(table)
     if not found:
         out.print(Text("no API keys" + (f" for {tenant}" if tenant else "")))
@@ -176,26 +125,21 @@ def _key_id(value: str) -> UUID:
 
 
 @key_app.command("revoke")
-def revoke(
-    key_id: Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")],
-    config: ConfigOption = None,
-) -> None:
+def revoke(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     """Revoke a key: requests with it are refused (401) from the next one on."""
     kid = _key_id(key_id)
-    settings = _settings(config)
+    settings = load(config)
 
-    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
-        revoked = await api_keys.revoke(conn, key_id=kid)
-        if revoked is None:
-            raise NotFound(f"no API key {kid}; `mindscape key list` shows them")
-        return revoked
+    async def main() -> ApiKey:
+        targets = await prepare(settings)
+        return await key_ops.revoke_key(targets, key_id=kid)
 
-    out.print(Text(f"revoked {_describe(_run(settings, action))}"), soft_wrap=True)
+    out.print(Text(f"revoked {_describe(run(main))}"), soft_wrap=True)
 
 
 @key_app.command("rotate")
 def rotate(
-    key_id: Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")],
+    key_id: KeyIdArgument,
     expires: Annotated[
         str | None,
         typer.Option(
@@ -207,13 +151,10 @@ def rotate(
     """Replace a key: a new one (same tenant, scope and name) is printed once; the old one is revoked."""
     kid = _key_id(key_id)
     lifetime = parse_lifetime(expires)
-    settings = _settings(config)
-    new = keys.generate()
+    settings = load(config)
 
-    async def action(conn: asyncpg.Connection[asyncpg.Record]) -> ApiKey:
-        rotated = await api_keys.rotate(conn, key_id=kid, prefix=new.prefix, key_hash=new.key_hash, lifetime=lifetime)
-        if rotated is None:
-            raise NotFound(f"no active API key {kid}; `mindscape key list` shows the keys and their status")
-        return rotated
+    async def main() -> tuple[ApiKey, str]:
+        targets = await prepare(settings)
+        return await key_ops.rotate_key(targets, key_id=kid, lifetime=lifetime)
 
-    _show_once(_run(settings, action), new.token, f"revoked {kid}; created")
+    _show_once(run(main), f"revoked {kid}; created")

@@ -1,0 +1,105 @@
+"""What every `mindscape` command shares: the consoles, the common options, settings, and failing in one line.
+
+Every command prints failures as one line on stderr and exits 1; stdout stays clean for
+`serve`, where it is the MCP wire. Progress bars go to stderr, and only when it is a terminal;
+results go to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import anyio
+import asyncpg
+import typer
+from rich import filesize
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from mindscape.config.settings import Settings, load_settings
+from mindscape.errors import MindscapeError
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
+]
+TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant slug.", show_default=False)]
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """One red line on stderr, exit code 1."""
+    # Text, not markup: messages echo user input (slugs, file contents, regex patterns with [...]).
+    err.print(Text.assemble(("error:", "red"), " ", str(exc)), soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def load(config: Path | None, **flags: Any) -> Settings:
+    """Settings from the config file, MINDSCAPE_* and the command's flags; logging to stderr at their level."""
+    try:
+        settings = load_settings(config, **flags)
+    except MindscapeError as exc:
+        fail(exc)
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; anticipated failures become one line on stderr and exit code 1."""
+    try:
+        return anyio.run(main)
+    except MindscapeError as exc:
+        fail(exc)
+    except asyncpg.PostgresError as exc:  # the operator's own database said no: show what it said
+        fail(MindscapeError(f"database error ({exc.sqlstate}): {exc}"))
+    except BaseExceptionGroup as group:  # raised from inside the server's task groups
+        anticipated = group.subgroup(MindscapeError)
+        if anticipated is None:
+            raise
+        first = anticipated.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        fail(first)
+
+
+def run_interruptible(main: Callable[[], Awaitable[T]], interrupted: str) -> T:
+    """`run`, with Ctrl-C reported in one line (`interrupted`) and exit code 130 instead of a traceback."""
+    try:
+        return run(main)
+    except KeyboardInterrupt:
+        err.print(Text.assemble(("interrupted:", "red"), " ", interrupted), soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+def row(*cells: str) -> list[Text]:
+    """Table cells as plain text: names and tags are user data, not rich markup or emoji codes."""
+    return [Text(cell) for cell in cells]
+
+
+class _Count(ProgressColumn):
+    """Done/total: memories, or file sizes for tasks added with `bytes=True`."""
+
+    def render(self, task: Task) -> Text:
+        done, total = int(task.completed), int(task.total or 0)
+        if task.fields.get("bytes"):
+            return Text(f"{filesize.decimal(done)}/{filesize.decimal(total)}", style="progress.download")
+        return Text(f"{done}/{total}", style="progress.download")
+
+
+def progress() -> Progress:
+    """A progress bar on stderr; off when stderr is not a terminal (a log has no use for one)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        _Count(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    )

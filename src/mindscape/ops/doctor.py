@@ -1,0 +1,163 @@
+"""The checks behind `mindscape doctor`: the effective configuration (secrets masked) and what it points at.
+
+Each check is `ok`, `warn` or `FAIL` and, for a problem, one line saying how to fix it. A
+warning (lexical embeddings, a missing HNSW index) degrades quality or speed but the service
+still works. Nothing is changed: the checks only read, so they are safe against production;
+they connect as the runtime role, exactly like `serve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+from pydantic import SecretStr
+
+from mindscape.config.settings import Settings
+from mindscape.database import migrate, vector_index
+from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
+from mindscape.database.pool import connect
+from mindscape.database.prepare import resolve_targets
+from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
+from mindscape.embeddings.factory import configured_spec, describe, make_embedder
+from mindscape.errors import MindscapeError
+from mindscape.memory.indexing import index_tenants
+
+Status = Literal["ok", "warn", "FAIL"]
+_URL_FIELDS = {"database_url", "owner_database_url", "embedding_base_url"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def masked_config(settings: Settings) -> list[tuple[str, str]]:
+    """Every setting and its effective value; URLs lose their password, other secrets become ***."""
+    rows: list[tuple[str, str]] = []
+    for name in type(settings).model_fields:
+        value: object = getattr(settings, name)
+        if value is None:
+            shown = "(unset)"
+        elif isinstance(value, SecretStr):
+            shown = redact(value.get_secret_value()) if name in _URL_FIELDS else "***"
+        elif name in _URL_FIELDS:
+            shown = redact(str(value))  # a base URL may carry user:password too
+        else:
+            shown = str(value)
+        rows.append((name, shown))
+    return rows
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+async def embedding_check(settings: Settings) -> Check:
+    """Which model new memories get, and whether it ranks by meaning. No request is sent to a provider."""
+    embedder = make_embedder(configured_spec(settings), settings)
+    try:
+        semantic, described = embedder.semantic, describe(embedder)
+    finally:
+        await embedder.aclose()
+    if semantic:
+        return Check("embeddings", "ok", described)
+    return Check(
+        "embeddings",
+        "warn",
+        described,
+        'for recall by meaning set embedding_provider = "openai" (any OpenAI-compatible API, e.g. Ollama) '
+        "and run `mindscape memory reembed`",
+    )
+
+
+async def database_checks(settings: Settings) -> list[Check]:
+    """Reachability, versions, role, schema revision and the configured model's HNSW index."""
+    try:
+        targets = await resolve_targets(settings)
+        conn = await connect(targets.runtime)
+    except MindscapeError as exc:  # the message already hides the password
+        return [Check("database", "FAIL", str(exc), "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
+    try:
+        checks = [Check("database", "ok", f"reachable at {redact(targets.runtime)}")]
+        row = await conn.fetchrow(FACTS)
+        assert row is not None
+        checks += _server_checks(row)
+        revision = await migrate.current_revision(conn)
+        head = migrate.head_revision()
+        if revision != head:
+            detail = f"at revision {revision or 'none'}, head is {head}"
+            checks.append(Check("schema", "FAIL", detail, "run `mindscape db upgrade`"))
+            return checks  # the index lives in a table an old schema may not have
+        checks.append(Check("schema", "ok", f"at head ({head})"))
+        spec = configured_spec(settings)
+        if await vector_index.has_index(conn, spec):
+            checks.append(Check("hnsw index", "ok", f"{vector_index.index_name(spec)} for {spec.key}"))
+        else:
+            checks.append(
+                Check(
+                    "hnsw index",
+                    "warn",
+                    f"none for {spec.key}: recall ranks exactly, which slows down as tenants grow",
+                    "run `mindscape db upgrade` (it builds the configured model's index)",
+                )
+            )
+        checks.append(await tenant_index_check(settings, targets))
+        return checks
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]
+    finally:
+        await conn.close()
+
+
+async def tenant_index_check(settings: Settings, targets: Targets) -> Check:
+    """Tenants above memory_exact_max_rows need an HNSW index of their own for full recall."""
+    name = "tenant indexes"
+    if targets.owner == targets.runtime:
+        return Check(name, "warn", "not checked: listing tenants needs the owner", "set owner_database_url")
+    report = await index_tenants(settings, targets, build=False)
+    missing = [r.tenant for r in report if r.state == "missing"]
+    large = sum(r.state in ("missing", "present") for r in report)
+    threshold = f"{settings.memory_exact_max_rows:,}"
+    if not missing:
+        return Check(name, "ok", f"{large} tenant(s) above {threshold} embeddings, each with its own HNSW index")
+    return Check(
+        name,
+        "warn",
+        f"{len(missing)} of {large} tenant(s) above {threshold} embeddings lack their own HNSW index "
+        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): their recall may miss neighbours",
+        "run `mindscape memory index`",
+    )
+
+
+def _server_checks(row: asyncpg.Record) -> list[Check]:
+    checks: list[Check] = []
+    version: int = row["server_version"]
+    major = f"{version // 10000}.{version % 10000}"
+    if version < MIN_SERVER_VERSION:
+        checks.append(Check("postgresql", "FAIL", major, "upgrade to PostgreSQL 15 or newer"))
+    else:
+        checks.append(Check("postgresql", "ok", major))
+    pgvector: str | None = row["pgvector"]
+    if pgvector is None:
+        checks.append(Check("pgvector", "FAIL", "not installed", "run `mindscape db upgrade` (it creates it)"))
+    elif _version_tuple(pgvector) < MIN_PGVECTOR:
+        checks.append(Check("pgvector", "FAIL", pgvector, "run ALTER EXTENSION vector UPDATE (0.8 or newer)"))
+    else:
+        checks.append(Check("pgvector", "ok", pgvector))
+    if row["superuser"] or row["bypassrls"]:
+        checks.append(
+            Check(
+                "role",
+                "FAIL",
+                f"{row['role']} bypasses row-level security",
+                f"connect as {RUNTIME_ROLE} in database_url; keep the owner in owner_database_url",
+            )
+        )
+    else:
+        checks.append(Check("role", "ok", f"{row['role']} (subject to row-level security)"))
+    return checks

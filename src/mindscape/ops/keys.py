@@ -1,0 +1,61 @@
+"""API key administration behind `mindscape key ...`, over the owner connection.
+
+A new key's secret is returned to be shown once and never stored: the table keeps only its SHA-256.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from mindscape.database.pool import owner_connection
+from mindscape.database.targets import Targets
+from mindscape.errors import NotFound
+from mindscape.models.api_key import ApiKey, Scope
+from mindscape.queries import api_keys, lookups
+from mindscape.tenancy import keys
+
+
+async def create_key(
+    targets: Targets, *, tenant_slug: str, name: str, scope: Scope, lifetime: timedelta | None
+) -> tuple[ApiKey, str]:
+    """A new key for one tenant and scope, and its token."""
+    new = keys.generate()
+    async with owner_connection(targets.owner) as conn:
+        created = await api_keys.create(
+            conn,
+            tenant_slug=tenant_slug,
+            name=name,
+            scope=scope,
+            prefix=new.prefix,
+            key_hash=new.key_hash,
+            lifetime=lifetime,
+        )
+    if created is None:
+        raise lookups.tenant_not_found(tenant_slug)
+    return created, new.token
+
+
+async def list_keys(targets: Targets, *, tenant_slug: str | None) -> list[ApiKey]:
+    async with owner_connection(targets.owner) as conn:
+        return await api_keys.list_keys(conn, tenant_slug=tenant_slug)
+
+
+async def revoke_key(targets: Targets, *, key_id: UUID) -> ApiKey:
+    async with owner_connection(targets.owner) as conn:
+        revoked = await api_keys.revoke(conn, key_id=key_id)
+    if revoked is None:
+        raise NotFound(f"no API key {key_id}; `mindscape key list` shows them")
+    return revoked
+
+
+async def rotate_key(targets: Targets, *, key_id: UUID, lifetime: timedelta | None) -> tuple[ApiKey, str]:
+    """Revoke an active key and create its replacement (same tenant, scope and name); the new key and its token."""
+    new = keys.generate()
+    async with owner_connection(targets.owner) as conn:
+        rotated = await api_keys.rotate(
+            conn, key_id=key_id, prefix=new.prefix, key_hash=new.key_hash, lifetime=lifetime
+        )
+    if rotated is None:
+        raise NotFound(f"no active API key {key_id}; `mindscape key list` shows the keys and their status")
+    return rotated, new.token
