@@ -7,21 +7,17 @@ from pydantic import ValidationError
 from mindscape.config.settings import Settings
 from mindscape.database.pool import owner_connection
 from mindscape.database.targets import Targets
-from mindscape.errors import InvalidArgument, NotFound
+from mindscape.errors import InvalidArgument
 from mindscape.models.tenant import Tenant
-from mindscape.queries import tenants
+from mindscape.queries import lookups, tenants
 from mindscape.quotas.limits import QUOTA_KEYS, Limits, TenantQuotas, effective, tenant_quotas
-
-
-def tenant_not_found(slug: str) -> NotFound:
-    return NotFound(f"tenant {slug!r} does not exist; `uv run mindscape tenant list` shows the tenants")
 
 
 async def create_tenant(targets: Targets, *, slug: str, name: str) -> Tenant:
     async with owner_connection(targets.owner) as conn:
         created = await tenants.create(conn, slug=slug, name=name)
     if created is None:
-        raise InvalidArgument(f"tenant {slug!r} already exists; `uv run mindscape tenant list` shows the tenants")
+        raise InvalidArgument(f"tenant {slug!r} already exists; `mindscape tenant list` shows the tenants")
     return created
 
 
@@ -40,7 +36,7 @@ async def set_tenant_status(targets: Targets, *, slug: str, status: str) -> Tena
     async with owner_connection(targets.owner) as conn:
         updated = await tenants.set_status(conn, slug=slug, status=status)
     if updated is None:
-        raise tenant_not_found(slug)
+        raise lookups.tenant_not_found(slug)
     return updated
 
 
@@ -64,5 +60,5 @@ async def tenant_quota(
         else:
             found = await tenants.get_settings_text(conn, slug=slug)
     if found is None:
-        raise tenant_not_found(slug)
+        raise lookups.tenant_not_found(slug)
     return effective(found, settings)

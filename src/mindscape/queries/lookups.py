@@ -20,7 +20,7 @@ def persona_not_found(slug: str) -> NotFound:
 
 
 def tenant_not_found(slug: str) -> NotFound:
-    return NotFound(f"tenant {slug!r} does not exist; `uv run mindscape tenant list` shows the tenants")
+    return NotFound(f"tenant {slug!r} does not exist; `mindscape tenant list` shows the tenants")
 
 
 PERSONA_IDS = """
