@@ -27,7 +27,7 @@ from mindscape.database.pool import Pool, create_pool
 from mindscape.database.urls import Targets
 from mindscape.models.persona import PersonaIn
 from mindscape.ops import admin
-from tests.openai_stub import stub as stub  # the fixture, for every test module
+from tests.support.openai_stub import stub as stub  # the fixture, for every test module
 
 # Keep a developer's own configuration out of the tests.
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:

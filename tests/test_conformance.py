@@ -7,7 +7,7 @@ so they say nothing about Mindscape. Known failures are listed with their reason
 that now passes, so the list stays true.
 
 The suite cannot send an Authorization header, so it talks to the server through a loopback proxy
-that adds a write key (tests/auth_proxy.py); the server itself runs unmodified, auth on.
+that adds a write key (tests/support/auth_proxy.py); the server itself runs unmodified, auth on.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import httpx2
 import pytest
 
 from mindscape.database.urls import Targets
-from tests.auth_proxy import bearer_proxy
-from tests.conformance import conformance_cli
 from tests.conftest import PERSONAS_A, make_tenant
-from tests.serving import running_server
+from tests.support.auth_proxy import bearer_proxy
+from tests.support.conformance import EXPECTED_FAILURES, conformance_cli
+from tests.support.serving import running_server
 from tests.test_http import new_key
 
 APPLICABLE = [
@@ -41,7 +41,6 @@ APPLICABLE = [
     "server-sse-multiple-streams",
     "dns-rebinding-protection",
 ]
-EXPECTED_FAILURES = Path(__file__).with_name("conformance_expected_failures.txt")
 
 
 def expected_failures() -> dict[str, str]:

@@ -18,7 +18,7 @@ from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec, describe, make_embedder
 from mindscape.embeddings.hashing import NGRAM_CHARS_CAP, WORD_CHARS_CAP, HashingEmbedder
 from mindscape.embeddings.openai_compat import OpenAIEmbedder
-from tests.openai_stub import Reply, Stub, stub_vector
+from tests.support.openai_stub import Reply, Stub, stub_vector
 
 pytestmark = pytest.mark.anyio
 

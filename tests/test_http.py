@@ -29,9 +29,9 @@ from mindscape.queries import api_keys
 from mindscape.tenancy import keys
 from mindscape.transports.http.app import not_ready
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
-from tests.results import data as structured
-from tests.results import text_of
-from tests.serving import running_server
+from tests.support.results import data as structured
+from tests.support.results import text_of
+from tests.support.serving import running_server
 from tests.test_cli import mindscape
 
 MODES = ["legacy", "auto"]

@@ -27,10 +27,10 @@ from mindscape.app.identity import Caller
 from mindscape.database.urls import Targets
 from mindscape.models.persona import PersonaIn
 from tests.conftest import make_tenant, persona
-from tests.results import data as structured
-from tests.results import text_of
-from tests.serving import running_server
-from tests.tenant_snapshot import snapshot
+from tests.support.results import data as structured
+from tests.support.results import text_of
+from tests.support.serving import running_server
+from tests.support.tenant_snapshot import snapshot
 from tests.test_http import mcp_client, new_key
 
 MODES = ["legacy", "auto"]

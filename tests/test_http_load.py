@@ -17,7 +17,7 @@ from benchmarks.http_load import Connection, HttpError, mixed_workload, seed_thr
 from mindscape.cli.demo import DEMO_PERSONAS
 from mindscape.database.urls import Targets
 from tests.conftest import make_tenant
-from tests.serving import running_server
+from tests.support.serving import running_server
 from tests.test_http import new_key
 
 pytestmark = pytest.mark.anyio

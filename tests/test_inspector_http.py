@@ -12,8 +12,8 @@ import pytest
 
 from mindscape.database.urls import Targets
 from tests.conftest import PERSONAS_A, make_tenant
-from tests.inspector import inspector_cli
-from tests.serving import running_server
+from tests.support.inspector import inspector_cli
+from tests.support.serving import running_server
 from tests.test_http import new_key
 
 

@@ -23,7 +23,7 @@ from mindscape.database.pool import Connection, Pool, connect, create_pool
 from mindscape.errors import InvalidArgument
 from mindscape.tenancy.transaction import SET_CONTEXT, TenantTx, tenant_transaction
 from tests.conftest import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
-from tests.results import text_of
+from tests.support.results import text_of
 
 pytestmark = pytest.mark.anyio
 

@@ -21,8 +21,8 @@ from mindscape.database.urls import Targets
 from mindscape.queries import memories
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona, settings_for
-from tests.openai_stub import Stub
-from tests.results import data, error_text
+from tests.support.openai_stub import Stub
+from tests.support.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]

@@ -34,7 +34,7 @@ from mindscape.database.urls import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
 from tests.conftest import World, make_tenant, persona, settings_for
-from tests.openai_stub import Reply, Stub
+from tests.support.openai_stub import Reply, Stub
 from tests.test_cli import cli_env, one_line
 
 runner = CliRunner()

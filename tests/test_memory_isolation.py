@@ -21,7 +21,7 @@ from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, World, make_tenant, persona
-from tests.results import text_of
+from tests.support.results import text_of
 
 pytestmark = pytest.mark.anyio
 

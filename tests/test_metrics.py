@@ -11,7 +11,7 @@ import pytest
 from mindscape.app.metrics import BUCKETS, ToolMetrics
 from mindscape.database.urls import Targets
 from tests.conftest import PERSONAS_A, make_tenant
-from tests.serving import running_server
+from tests.support.serving import running_server
 from tests.test_http import mcp_client, new_key
 
 

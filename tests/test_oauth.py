@@ -1,7 +1,7 @@
 """OAuth resource-server mode: JWTs from a configured issuer, over real HTTP and SSE.
 
 Each server is a real `mindscape serve` process. The issuer's JWKS is served by the test over local
-HTTP (tests/issuer.py) and fetched by the server like an IdP's; tenants are real rows in the test
+HTTP (tests/support/issuer.py) and fetched by the server like an IdP's; tenants are real rows in the test
 database. Every refusal is checked for its status and its reason.
 """
 
@@ -28,10 +28,10 @@ from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
 from mindscape.ops.admin import set_tenant_status
 from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
-from tests.issuer import AUDIENCE, ISSUER, Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256, unsigned
-from tests.results import data as structured
-from tests.results import text_of
-from tests.serving import running_server
+from tests.support.issuer import AUDIENCE, ISSUER, Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256, unsigned
+from tests.support.results import data as structured
+from tests.support.results import text_of
+from tests.support.serving import running_server
 from tests.test_http import MODES, mcp_client, new_key, post_mcp
 
 CLAIM = "org.tenant"  # a nested claim, to exercise the dotted path

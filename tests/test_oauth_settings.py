@@ -18,8 +18,8 @@ from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier, claim_at, granted_scopes, jwt_principal
 from mindscape.transports.http.refusals import Refused
 from tests.conftest import make_tenant
-from tests.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
-from tests.serving import free_port
+from tests.support.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
+from tests.support.serving import free_port
 from tests.test_doctor import doctor, line_of
 
 ISSUER = "https://idp.example.com/realms/acme"

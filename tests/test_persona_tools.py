@@ -17,7 +17,7 @@ from mindscape.app.identity import Caller
 from mindscape.app.state import AppState
 from mindscape.database.urls import Targets
 from tests.conftest import ClientFactory, make_tenant, persona
-from tests.results import data, error_text
+from tests.support.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]

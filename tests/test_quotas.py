@@ -26,7 +26,7 @@ from mindscape.database.urls import Targets
 from mindscape.ops import admin
 from mindscape.quotas.rate import CallLimiter
 from tests.conftest import make_tenant, persona, settings_for
-from tests.results import data, error_text
+from tests.support.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,9 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from mindscape.database.urls import Targets
-from tests.results import data as structured
-from tests.results import text_of
-from tests.serving import running_server
+from tests.support.results import data as structured
+from tests.support.results import text_of
+from tests.support.serving import running_server
 from tests.test_http import Keys, seed_keys
 
 

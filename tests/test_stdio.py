@@ -14,7 +14,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
 from tests.conftest import World
-from tests.inspector import inspector_cli
+from tests.support.inspector import inspector_cli
 
 
 def server_env(world: World, tenant: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ from mindscape.ops import admin
 from mindscape.queries import audit
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
-from tests.results import data
+from tests.support.results import data
 
 pytestmark = pytest.mark.anyio
 USER = getpass.getuser()

