@@ -8,7 +8,7 @@ import pytest
 from mindscape.database.pool import Pool
 from mindscape.tenancy import keys
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import World
+from tests.support.tenants import World
 
 pytestmark = pytest.mark.anyio
 

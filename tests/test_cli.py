@@ -10,13 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from typer.testing import CliRunner, Result
 
 from mindscape.cli import app
 from mindscape.config.settings import Settings
@@ -24,39 +22,7 @@ from mindscape.database import migrate
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
 from mindscape.ops import admin
-
-runner = CliRunner()
-
-
-def cli_env(targets: Targets, **extra: str) -> dict[str, str]:
-    # A wide console keeps rich tables on one line per row.
-    return {
-        "MINDSCAPE_DATABASE_URL": targets.runtime,
-        "MINDSCAPE_OWNER_DATABASE_URL": targets.owner,
-        "COLUMNS": "250",
-        **extra,
-    }
-
-
-def mindscape(targets: Targets, *args: str | Path) -> Result:
-    return runner.invoke(app, [str(a) for a in args], env=cli_env(targets))
-
-
-def unique_slug(prefix: str = "cli") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got: {text!r}"
-    return lines[0]
-
-
-def row_of(table: str, slug: str) -> str:
-    """The rendered table row whose first cell is `slug`."""
-    rows = [line for line in table.splitlines() if line.strip("│ ").split(" ", 1)[0] == slug]
-    assert len(rows) == 1, f"no single row for {slug!r} in:\n{table}"
-    return rows[0]
+from tests.support.cli import cli_env, mindscape, one_line, row_of, runner, unique_slug
 
 
 def tenant_statuses(targets: Targets) -> dict[str, str]:

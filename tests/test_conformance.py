@@ -22,11 +22,11 @@ import httpx2
 import pytest
 
 from mindscape.database.urls import Targets
-from tests.conftest import PERSONAS_A, make_tenant
 from tests.support.auth_proxy import bearer_proxy
 from tests.support.conformance import EXPECTED_FAILURES, conformance_cli
+from tests.support.http import new_key
 from tests.support.serving import running_server
-from tests.test_http import new_key
+from tests.support.tenants import PERSONAS_A, make_tenant
 
 APPLICABLE = [
     "server-initialize",

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from typer.testing import CliRunner, Result
-
-from mindscape.cli import app
 from mindscape.database import migrate
 from mindscape.database.urls import Targets
-from tests.test_cli import cli_env
-
-runner = CliRunner()
-
-
-def doctor(targets: Targets, **env: str) -> Result:
-    return runner.invoke(app, ["doctor"], env=cli_env(targets, **env))
-
-
-def line_of(output: str, start: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip().startswith(start)]
-    assert len(lines) == 1, f"no single line starting {start!r} in:\n{output}"
-    return lines[0]
+from tests.support.cli import doctor, line_of
 
 
 def test_healthy_database_passes_and_says_hashing_is_lexical(targets: Targets) -> None:

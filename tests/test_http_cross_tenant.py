@@ -26,12 +26,12 @@ from mcp.types import TextContent, TextResourceContents
 from mindscape.app.identity import Caller
 from mindscape.database.urls import Targets
 from mindscape.models.persona import PersonaIn
-from tests.conftest import make_tenant, persona
+from tests.support.http import mcp_client, new_key
 from tests.support.results import data as structured
 from tests.support.results import text_of
 from tests.support.serving import running_server
 from tests.support.tenant_snapshot import snapshot
-from tests.test_http import mcp_client, new_key
+from tests.support.tenants import make_tenant, persona
 
 MODES = ["legacy", "auto"]
 MARK = f"bsecret{uuid.uuid4().hex[:8]}"  # in everything B writes, nowhere in A's data

@@ -16,9 +16,9 @@ import pytest
 from benchmarks.http_load import Connection, HttpError, mixed_workload, seed_through_server
 from mindscape.cli.demo import DEMO_PERSONAS
 from mindscape.database.urls import Targets
-from tests.conftest import make_tenant
+from tests.support.http import new_key
 from tests.support.serving import running_server
-from tests.test_http import new_key
+from tests.support.tenants import make_tenant
 
 pytestmark = pytest.mark.anyio
 

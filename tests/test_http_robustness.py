@@ -23,12 +23,12 @@ import pytest
 
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
-from tests.conftest import PERSONAS_A, make_tenant
+from tests.support.cli import mindscape
+from tests.support.http import INITIALIZE, MCP_HEADERS, mcp_client, new_key
 from tests.support.results import data as structured
 from tests.support.serving import running_server, server_process
 from tests.support.tenant_snapshot import snapshot
-from tests.test_cli import mindscape
-from tests.test_http import INITIALIZE, MCP_HEADERS, mcp_client, new_key
+from tests.support.tenants import PERSONAS_A, make_tenant
 
 MODES = ["legacy", "auto"]
 LEGACY = "2025-11-25"

@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from mindscape.database.urls import Targets
-from tests.conftest import PERSONAS_A, make_tenant
+from tests.support.http import new_key
 from tests.support.inspector import inspector_cli
 from tests.support.serving import running_server
-from tests.test_http import new_key
+from tests.support.tenants import PERSONAS_A, make_tenant
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from mindscape.app.identity import Caller
 from mindscape.database.pool import Connection, Pool, connect, create_pool
 from mindscape.errors import InvalidArgument
 from mindscape.tenancy.transaction import SET_CONTEXT, TenantTx, tenant_transaction
-from tests.conftest import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
 from tests.support.results import text_of
+from tests.support.tenants import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 

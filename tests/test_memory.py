@@ -20,9 +20,9 @@ from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
 from mindscape.queries import memories
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import ClientFactory, make_tenant, persona, settings_for
 from tests.support.openai_stub import Stub
 from tests.support.results import data, error_text
+from tests.support.tenants import ClientFactory, make_tenant, persona, settings_for
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]

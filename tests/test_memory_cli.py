@@ -20,12 +20,11 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from mindscape.app.identity import Caller
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
-from mindscape.cli import app
 from mindscape.config.settings import Settings
 from mindscape.database import vector_index
 from mindscape.database.pool import connect
@@ -33,52 +32,17 @@ from mindscape.database.prepare import prepare
 from mindscape.database.urls import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
-from tests.conftest import World, make_tenant, persona, settings_for
+from tests.support.cli import cli_env, mindscape, one_line, owner_fetch, stored_memories, write_jsonl
 from tests.support.openai_stub import Reply, Stub
-from tests.test_cli import cli_env, one_line
+from tests.support.tenants import World, make_tenant, persona, settings_for
 
-runner = CliRunner()
 DEFAULT_KEY = "hashing:mindscape-hash-v1:384"
-
-
-def mindscape(targets: Targets, *args: str | Path, **env: str) -> Result:
-    return runner.invoke(app, [str(a) for a in args], env=cli_env(targets, **env))
 
 
 @pytest.fixture
 def office(targets: Targets) -> Caller:
     """A fresh tenant per test, with personas basil and cora."""
     return anyio.run(lambda: make_tenant(targets, [persona("basil", "Basil"), persona("cora", "Cora")], "mcli"))
-
-
-def write_jsonl(path: Path, lines: list[dict[str, Any] | str]) -> Path:
-    """Objects as JSON, strings verbatim (for lines that are not valid JSON)."""
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n", encoding="utf-8")
-    return path
-
-
-def owner_fetch(targets: Targets, statement: str, *args: Any) -> list[dict[str, Any]]:
-    """As the owner (a superuser here), outside row-level security: every row there is."""
-
-    async def fetch() -> list[dict[str, Any]]:
-        conn = await connect(targets.owner)
-        try:
-            return [dict(r) for r in await conn.fetch(statement, *args)]
-        finally:
-            await conn.close()
-
-    return anyio.run(fetch)
-
-
-def stored_memories(targets: Targets, tenant: Caller) -> dict[str, dict[str, Any]]:
-    rows = owner_fetch(
-        targets,
-        "SELECT m.content, p.slug AS persona, m.kind, m.metadata, m.importance, m.created_at "
-        "FROM mindscape.memories m LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id "
-        "WHERE m.tenant_id = $1",
-        tenant.tenant_id,
-    )
-    return {f"{r['persona']}:{r['content']}": r for r in rows}
 
 
 def embeddings_by_model(targets: Targets, tenant: Caller) -> dict[tuple[str, int], int]:

@@ -27,9 +27,9 @@ from mindscape.memory.recall import (
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import make_tenant
-from tests.test_cli import cli_env
-from tests.test_memory_isolation import _clustered, _load  # pyright: ignore[reportPrivateUsage]
+from tests.support.cli import cli_env
+from tests.support.tenants import make_tenant
+from tests.support.vectors import clustered, load_vectors
 
 pytestmark = pytest.mark.anyio
 
@@ -66,10 +66,10 @@ async def test_large_tenants_get_and_search_their_own_index(targets: Targets, po
     centres = rng.normal(0, 1, (16, DIMS))
     large, small, neighbour = [await make_tenant(targets, [], p) for p in ("large", "small", "neighbour")]
     # The large tenant writes about 4 of 16 topics; its neighbour (also large) about the rest.
-    large_vectors = _clustered(rng, 1500, DIMS, centres[:4])
-    large_ids = await _load(pool, large, spec.key, large_vectors)
-    await _load(pool, neighbour, spec.key, _clustered(rng, 3000, DIMS, centres[4:]))
-    await _load(pool, small, spec.key, _clustered(rng, 50, DIMS, centres))
+    large_vectors = clustered(rng, 1500, DIMS, centres[:4])
+    large_ids = await load_vectors(pool, large, spec.key, large_vectors)
+    await load_vectors(pool, neighbour, spec.key, clustered(rng, 3000, DIMS, centres[4:]))
+    await load_vectors(pool, small, spec.key, clustered(rng, 50, DIMS, centres))
     owner = await connect(targets.owner)
     try:
         await ensure_index(owner, spec)
@@ -99,7 +99,7 @@ async def test_large_tenants_get_and_search_their_own_index(targets: Targets, po
     assert str(large.tenant_id) in predicate
     assert spec.key in predicate
 
-    queries = _clustered(rng, 20, DIMS, centres[4:])  # near topics the large tenant never wrote about
+    queries = clustered(rng, 20, DIMS, centres[4:])  # near topics the large tenant never wrote about
     own = tenant_index_name(spec, large.tenant_id)
     assert own in await plan(pool, large, spec, queries[0].tolist())
     # Another tenant's query can never reach that index: its predicate names the large tenant.
@@ -132,7 +132,7 @@ async def test_the_embedded_server_builds_a_missing_index(targets: Targets, pool
     """Recall on a large tenant without its own index starts a background build (owner URL given)."""
     spec = ModelSpec("hashing", "grown", DIMS)
     tenant = await make_tenant(targets, [], "grown")
-    await _load(pool, tenant, spec.key, _clustered(np.random.default_rng(5), THRESHOLD + 50, DIMS, np.eye(DIMS)))
+    await load_vectors(pool, tenant, spec.key, clustered(np.random.default_rng(5), THRESHOLD + 50, DIMS, np.eye(DIMS)))
     config = settings(targets, "grown")
     async with open_state(config, targets.runtime, transport="http", owner_url=targets.owner) as state:
         async with tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx:
@@ -151,7 +151,7 @@ async def test_without_owner_url_the_server_only_warns(
 ) -> None:
     spec = ModelSpec("hashing", "warned", DIMS)
     tenant = await make_tenant(targets, [], "warned")
-    await _load(pool, tenant, spec.key, _clustered(np.random.default_rng(6), THRESHOLD + 5, DIMS, np.eye(DIMS)))
+    await load_vectors(pool, tenant, spec.key, clustered(np.random.default_rng(6), THRESHOLD + 5, DIMS, np.eye(DIMS)))
     async with (
         open_state(settings(targets, "warned"), targets.runtime, transport="http") as state,
         tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx,
@@ -169,7 +169,9 @@ def test_memory_index_command(targets: Targets) -> None:
         tenant = await make_tenant(targets, [], "cli")
         pool = await create_pool(targets.runtime, min_size=1, max_size=1)
         try:
-            await _load(pool, tenant, spec.key, _clustered(np.random.default_rng(8), THRESHOLD + 1, DIMS, np.eye(DIMS)))
+            await load_vectors(
+                pool, tenant, spec.key, clustered(np.random.default_rng(8), THRESHOLD + 1, DIMS, np.eye(DIMS))
+            )
         finally:
             await pool.close()
         return tenant

@@ -20,8 +20,9 @@ from mindscape.memory.recall import TenantSizes, semantic_search
 from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import ClientFactory, World, make_tenant, persona
 from tests.support.results import text_of
+from tests.support.tenants import ClientFactory, World, make_tenant, persona
+from tests.support.vectors import clustered, load_vectors
 
 pytestmark = pytest.mark.anyio
 
@@ -121,26 +122,6 @@ async def test_rls_on_memory_tables(world: World, pool: Pool) -> None:
     assert after[0]["n"] == 2
 
 
-def _clustered(rng: np.random.Generator, n: int, dims: int, centres: np.ndarray) -> np.ndarray:
-    picks = centres[rng.integers(0, len(centres), n)]
-    vectors = picks + rng.normal(0, 0.35, (n, dims))
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-async def _load(pool: Pool, caller: Caller, key: str, vectors: np.ndarray) -> list[uuid.UUID]:
-    async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=60_000) as tx:
-        ids = await memories.insert_many(
-            tx.conn,
-            tenant_id=caller.tenant_id,
-            rows=[NewMemory(f"{caller.tenant_slug} {i}") for i in range(len(vectors))],
-        )
-        ordered = [ids[i] for i in range(len(vectors))]
-        await memories.store_embeddings(
-            tx.conn, tenant_id=caller.tenant_id, model=key, memory_ids=ordered, vectors=vectors.tolist()
-        )
-    return ordered
-
-
 # 20
 async def test_one_percent_tenant_gets_k_results_with_high_recall(targets: Targets, pool: Pool) -> None:
     """A small tenant beside a big one, one shared HNSW index: exact and approximate paths both deliver."""
@@ -150,11 +131,11 @@ async def test_one_percent_tenant_gets_k_results_with_high_recall(targets: Targe
     big = await make_tenant(targets, [], "big")
     small = await make_tenant(targets, [], "small")
     others = [await make_tenant(targets, [], "other") for _ in range(4)]
-    await _load(pool, big, spec.key, _clustered(rng, 8000, spec.dimensions, centres))
+    await load_vectors(pool, big, spec.key, clustered(rng, 8000, spec.dimensions, centres))
     for other in others:
-        await _load(pool, other, spec.key, _clustered(rng, 400, spec.dimensions, centres))
-    small_vectors = _clustered(rng, 100, spec.dimensions, centres)  # about 1% of 9,700
-    small_ids = await _load(pool, small, spec.key, small_vectors)
+        await load_vectors(pool, other, spec.key, clustered(rng, 400, spec.dimensions, centres))
+    small_vectors = clustered(rng, 100, spec.dimensions, centres)  # about 1% of 9,700
+    small_ids = await load_vectors(pool, small, spec.key, small_vectors)
     owner = await connect(targets.owner)
     try:
         assert await ensure_index(owner, spec)
@@ -162,7 +143,7 @@ async def test_one_percent_tenant_gets_k_results_with_high_recall(targets: Targe
     finally:
         await owner.close()
 
-    queries = _clustered(rng, 20, spec.dimensions, centres)
+    queries = clustered(rng, 20, spec.dimensions, centres)
     for exact_max_rows in (10_000, 0):  # 10,000: the small tenant is ranked exactly; 0: forced through HNSW
         sizes = TenantSizes(exact_max_rows=exact_max_rows)
         recalls: list[float] = []
@@ -220,7 +201,7 @@ async def test_filters_never_leave_a_tenant_short(targets: Targets, pool: Pool) 
     tenant = await make_tenant(targets, [], "short")
     vectors = rng.normal(0, 1, (3000, spec.dimensions))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = await _load(pool, tenant, spec.key, vectors)
+    ids = await load_vectors(pool, tenant, spec.key, vectors)
     rare = set(random.Random(1).sample(ids, 12))
     async with tenant_transaction(pool, tenant, read_only=False, statement_timeout_ms=10_000) as tx:
         await tx.conn.execute("UPDATE mindscape.memories SET kind = 'fact' WHERE id = ANY($1::uuid[])", list(rare))

@@ -10,9 +10,9 @@ import pytest
 
 from mindscape.app.metrics import BUCKETS, ToolMetrics
 from mindscape.database.urls import Targets
-from tests.conftest import PERSONAS_A, make_tenant
+from tests.support.http import mcp_client, new_key
 from tests.support.serving import running_server
-from tests.test_http import mcp_client, new_key
+from tests.support.tenants import PERSONAS_A, make_tenant
 
 
 @pytest.fixture(scope="module")

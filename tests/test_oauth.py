@@ -27,12 +27,12 @@ from mcp.client.sse import sse_client
 from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
 from mindscape.ops.admin import set_tenant_status
-from tests.conftest import PERSONAS_A, PERSONAS_B, make_tenant
+from tests.support.http import MODES, mcp_client, new_key, post_mcp
 from tests.support.issuer import AUDIENCE, ISSUER, Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256, unsigned
 from tests.support.results import data as structured
 from tests.support.results import text_of
 from tests.support.serving import running_server
-from tests.test_http import MODES, mcp_client, new_key, post_mcp
+from tests.support.tenants import PERSONAS_A, PERSONAS_B, make_tenant
 
 CLAIM = "org.tenant"  # a nested claim, to exercise the dotted path
 SECRET = "dev-secret-" + "x" * 32

@@ -17,10 +17,10 @@ from mindscape.transports.http.auth.api_keys import ApiKeyVerifier
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier, claim_at, granted_scopes, jwt_principal
 from mindscape.transports.http.refusals import Refused
-from tests.conftest import make_tenant
+from tests.support.cli import doctor, line_of
 from tests.support.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
 from tests.support.serving import free_port
-from tests.test_doctor import doctor, line_of
+from tests.support.tenants import make_tenant
 
 ISSUER = "https://idp.example.com/realms/acme"
 JWKS = "https://idp.example.com/realms/acme/certs"

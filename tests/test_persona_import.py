@@ -17,7 +17,7 @@ from mindscape.errors import ImportFileError
 from mindscape.models.persona import PersonaIn
 from mindscape.ops import admin
 from mindscape.ops.persona_files import read_persona_file
-from tests.conftest import make_tenant, persona
+from tests.support.tenants import make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,8 @@ from mindscape.app.calls import tenant_call
 from mindscape.app.identity import Caller
 from mindscape.app.state import AppState
 from mindscape.database.urls import Targets
-from tests.conftest import ClientFactory, make_tenant, persona
 from tests.support.results import data, error_text
+from tests.support.tenants import ClientFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -276,7 +276,7 @@ async def test_statement_timeout_is_reported_not_crashed(targets: Targets) -> No
     """A slow query ends with a specific message; the server stays up."""
     from mindscape.app.server import build_server
     from mindscape.app.state import open_state
-    from tests.conftest import settings_for
+    from tests.support.tenants import settings_for
 
     caller = await make_tenant(targets, [persona("one", "One")], "slow")
     settings = settings_for(targets, caller.tenant_slug, statement_timeout_ms=100)

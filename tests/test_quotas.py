@@ -25,8 +25,8 @@ from mindscape.database.pool import connect
 from mindscape.database.urls import Targets
 from mindscape.ops import admin
 from mindscape.quotas.rate import CallLimiter
-from tests.conftest import make_tenant, persona, settings_for
 from tests.support.results import data, error_text
+from tests.support.tenants import make_tenant, persona, settings_for
 
 pytestmark = pytest.mark.anyio
 

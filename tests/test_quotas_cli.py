@@ -11,9 +11,8 @@ import pytest
 
 from mindscape.app.identity import Caller
 from mindscape.database.urls import Targets
-from tests.conftest import make_tenant, persona
-from tests.test_cli import one_line, row_of, unique_slug
-from tests.test_memory_cli import mindscape, owner_fetch, stored_memories, write_jsonl
+from tests.support.cli import mindscape, one_line, owner_fetch, row_of, stored_memories, unique_slug, write_jsonl
+from tests.support.tenants import make_tenant, persona
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from mcp.client.sse import sse_client
 from mindscape.config.settings import Settings
 from mindscape.database.urls import Targets
 from mindscape.ops import admin
+from tests.support.http import MCP_HEADERS, Keys, mcp_client, seed_keys
 from tests.support.results import data
 from tests.support.serving import running_server
-from tests.test_http import MCP_HEADERS, Keys, mcp_client, seed_keys
 
 LIMIT = 2
 CALL = {

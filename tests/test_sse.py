@@ -12,10 +12,10 @@ from mcp import Client
 from mcp.client.sse import sse_client
 
 from mindscape.database.urls import Targets
+from tests.support.http import Keys, seed_keys
 from tests.support.results import data as structured
 from tests.support.results import text_of
 from tests.support.serving import running_server
-from tests.test_http import Keys, seed_keys
 
 
 @pytest.fixture(scope="module")

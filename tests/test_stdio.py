@@ -13,8 +13,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
-from tests.conftest import World
 from tests.support.inspector import inspector_cli
+from tests.support.tenants import World
 
 
 def server_env(world: World, tenant: str) -> dict[str, str]:

@@ -21,8 +21,8 @@ from mindscape.database.urls import Targets
 from mindscape.ops import admin
 from mindscape.queries import audit
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import ClientFactory, make_tenant, persona
 from tests.support.results import data
+from tests.support.tenants import ClientFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 USER = getpass.getuser()

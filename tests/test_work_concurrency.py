@@ -26,8 +26,8 @@ from mindscape.errors import InvalidArgument
 from mindscape.queries import tasks
 from mindscape.queries.tasks import NewTask, TaskChanges
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import make_tenant, persona, settings_for
 from tests.support.results import text_of
+from tests.support.tenants import make_tenant, persona, settings_for
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from mindscape.queries import campaigns, tasks
 from mindscape.queries.campaigns import NewCampaign
 from mindscape.queries.tasks import NewTask
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
-from tests.conftest import ClientFactory, make_tenant, persona
+from tests.support.tenants import ClientFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 WORK_TABLES = ("campaigns", "campaign_personas", "tasks", "audit_events")

@@ -17,8 +17,8 @@ from mindscape.app.identity import Caller
 from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
 from mindscape.tenancy.transaction import tenant_transaction
-from tests.conftest import ClientFactory, make_tenant, persona
 from tests.support.results import data, error_text
+from tests.support.tenants import ClientFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
