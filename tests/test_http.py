@@ -27,7 +27,7 @@ from tests.support.http import MODES, Keys, mcp_client, new_key, post_mcp, seed_
 from tests.support.results import data as structured
 from tests.support.results import text_of
 from tests.support.serving import running_server
-from tests.support.tenants import PERSONAS_A, make_tenant
+from tests.support.tenants import PERSONAS_A, TenantFactory
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +96,12 @@ def test_a_good_key_with_a_wrong_secret_gets_401(base_url: str, tenant_keys: Key
     assert post_mcp(base_url, f"Bearer {tenant_keys.a_write}").status_code == 200
 
 
-def test_expired_and_revoked_get_401_and_a_disabled_tenant_403(base_url: str, targets: Targets) -> None:
+def test_expired_and_revoked_get_401_and_a_disabled_tenant_403(
+    base_url: str, targets: Targets, tenant_factory: TenantFactory
+) -> None:
     async def seed() -> tuple[str, str, str]:
-        live = await make_tenant(targets, [], "hx")
-        disabled = await make_tenant(targets, [], "hd")
+        live = await tenant_factory([], "hx")
+        disabled = await tenant_factory([], "hd")
         expired = await new_key(targets, live.tenant_slug, "write", timedelta(days=1))
         revoked = await new_key(targets, live.tenant_slug, "write")
         of_disabled = await new_key(targets, disabled.tenant_slug, "write")
@@ -158,8 +160,8 @@ async def test_not_ready_names_the_reason(pool: Pool) -> None:
 KEY_RE = re.compile(r"^msk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
 
 
-def test_key_cli_create_list_revoke_rotate(base_url: str, targets: Targets) -> None:
-    slug = anyio.run(make_tenant, targets, PERSONAS_A, "hk").tenant_slug
+def test_key_cli_create_list_revoke_rotate(base_url: str, targets: Targets, tenant_factory: TenantFactory) -> None:
+    slug = anyio.run(tenant_factory, PERSONAS_A, "hk").tenant_slug
 
     created = mindscape(
         targets, "key", "create", "--tenant", slug, "--scope", "read", "--name", "bot", "--expires", "90d"
@@ -230,8 +232,10 @@ def test_the_log_names_keys_by_prefix_only(base_url: str, tenant_keys: Keys, ser
 
 
 @pytest.mark.anyio
-async def test_using_a_key_stamps_last_used_at_once_a_minute(base_url: str, targets: Targets) -> None:
-    tenant = await make_tenant(targets, PERSONAS_A, "used")
+async def test_using_a_key_stamps_last_used_at_once_a_minute(
+    base_url: str, targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "used")
     key = await new_key(targets, tenant.tenant_slug, "read")
     parsed = keys.parse(key)
     assert parsed is not None

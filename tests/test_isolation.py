@@ -23,7 +23,7 @@ from mindscape.database.pool import Connection, Pool, connect, create_pool
 from mindscape.errors import InvalidArgument
 from mindscape.tenancy.transaction import SET_CONTEXT, TenantTx, tenant_transaction
 from tests.support.results import text_of
-from tests.support.tenants import PERSONAS_A, PERSONAS_B, ClientFactory, World, make_tenant, persona
+from tests.support.tenants import PERSONAS_A, PERSONAS_B, ClientFactory, TenantFactory, World, persona
 
 pytestmark = pytest.mark.anyio
 
@@ -358,8 +358,10 @@ async def test_prepared_statement_reused_across_tenants(world: World) -> None:
 
 
 # 17
-async def test_slug_taken_in_another_tenant_is_free_here(world: World, pool: Pool) -> None:
-    fresh = await make_tenant(world.targets, [], "c")
+async def test_slug_taken_in_another_tenant_is_free_here(
+    world: World, pool: Pool, tenant_factory: TenantFactory
+) -> None:
+    fresh = await tenant_factory([], "c")
     async with as_tenant(pool, fresh) as tx:
         from mindscape.queries import personas
 
@@ -433,10 +435,12 @@ async def test_every_key_of_a_tenant_table_leads_with_tenant_id(world: World) ->
         await conn.close()
 
 
-async def test_disabled_tenant_is_refused_on_its_next_call(world: World, client_for: ClientFactory) -> None:
+async def test_disabled_tenant_is_refused_on_its_next_call(
+    world: World, client_for: ClientFactory, tenant_factory: TenantFactory
+) -> None:
     from mindscape.ops import admin
 
-    caller = await make_tenant(world.targets, [persona("solo", "Solo")], "d")
+    caller = await tenant_factory([persona("solo", "Solo")], "d")
     async with client_for(caller.tenant_slug) as client:
         assert not (await client.call_tool("get_persona", {"slug": "solo"})).is_error
         await admin.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")

@@ -22,16 +22,11 @@ from mindscape.queries import memories
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.openai_stub import Stub
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory, make_tenant, persona, settings_for
+from tests.support.tenants import ClientFactory, TenantFactory, persona, settings_for
 
-pytestmark = pytest.mark.anyio
+# A fresh tenant per test (the office fixture): memory tests write.
+pytestmark = [pytest.mark.anyio, pytest.mark.office("basil", "cora", prefix="mem")]
 MODES = ["legacy", "auto"]
-
-
-@pytest.fixture
-async def office(targets: Targets) -> Caller:
-    """A fresh tenant per test: memory tests write."""
-    return await make_tenant(targets, [persona("basil", "Basil"), persona("cora", "Cora")], "mem")
 
 
 def contents(result: CallToolResult) -> list[str]:
@@ -88,9 +83,9 @@ async def test_remember_then_recall(office: Caller, client_for: ClientFactory, m
 
 
 async def test_same_content_is_one_memory_per_persona(
-    office: Caller, client_for: ClientFactory, targets: Targets
+    office: Caller, client_for: ClientFactory, targets: Targets, tenant_factory: TenantFactory
 ) -> None:
-    other = await make_tenant(targets, [persona("basil", "Basil elsewhere")], "mem")
+    other = await tenant_factory([persona("basil", "Basil elsewhere")], "mem")
     async with client_for(office.tenant_slug) as client:
         first = await remember(client, "Likes tea", persona="basil")
         again = await remember(client, "Likes tea", persona="basil")

@@ -34,15 +34,11 @@ from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
 from tests.support.cli import cli_env, mindscape, one_line, owner_fetch, stored_memories, write_jsonl
 from tests.support.openai_stub import Reply, Stub
-from tests.support.tenants import World, make_tenant, persona, settings_for
+from tests.support.tenants import World, settings_for
 
+# A fresh tenant per test (the office fixture), with personas basil and cora.
+pytestmark = pytest.mark.office("basil", "cora", prefix="mcli")
 DEFAULT_KEY = "hashing:mindscape-hash-v1:384"
-
-
-@pytest.fixture
-def office(targets: Targets) -> Caller:
-    """A fresh tenant per test, with personas basil and cora."""
-    return anyio.run(lambda: make_tenant(targets, [persona("basil", "Basil"), persona("cora", "Cora")], "mcli"))
 
 
 def embeddings_by_model(targets: Targets, tenant: Caller) -> dict[tuple[str, int], int]:

@@ -28,7 +28,7 @@ from mindscape.queries import memories
 from mindscape.queries.memories import Filters
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.cli import cli_env
-from tests.support.tenants import make_tenant
+from tests.support.tenants import TenantFactory
 from tests.support.vectors import clustered, load_vectors
 
 pytestmark = pytest.mark.anyio
@@ -58,13 +58,15 @@ async def plan(pool: Pool, caller: Caller, spec: ModelSpec, vector: list[float])
     return "\n".join(r[0] for r in rows)
 
 
-async def test_large_tenants_get_and_search_their_own_index(targets: Targets, pool: Pool) -> None:
+async def test_large_tenants_get_and_search_their_own_index(
+    targets: Targets, pool: Pool, tenant_factory: TenantFactory
+) -> None:
     """Off-topic queries on a large tenant beside others: its own graph keeps recall@10 at 1.0-ish."""
     config = settings(targets, "own-index")
     spec = ModelSpec("hashing", "own-index", DIMS)
     rng = np.random.default_rng(3)
     centres = rng.normal(0, 1, (16, DIMS))
-    large, small, neighbour = [await make_tenant(targets, [], p) for p in ("large", "small", "neighbour")]
+    large, small, neighbour = [await tenant_factory([], p) for p in ("large", "small", "neighbour")]
     # The large tenant writes about 4 of 16 topics; its neighbour (also large) about the rest.
     large_vectors = clustered(rng, 1500, DIMS, centres[:4])
     large_ids = await load_vectors(pool, large, spec.key, large_vectors)
@@ -128,10 +130,12 @@ async def test_large_tenants_get_and_search_their_own_index(targets: Targets, po
     assert sum(recalls) / len(recalls) >= 0.95, recalls
 
 
-async def test_the_embedded_server_builds_a_missing_index(targets: Targets, pool: Pool) -> None:
+async def test_the_embedded_server_builds_a_missing_index(
+    targets: Targets, pool: Pool, tenant_factory: TenantFactory
+) -> None:
     """Recall on a large tenant without its own index starts a background build (owner URL given)."""
     spec = ModelSpec("hashing", "grown", DIMS)
-    tenant = await make_tenant(targets, [], "grown")
+    tenant = await tenant_factory([], "grown")
     await load_vectors(pool, tenant, spec.key, clustered(np.random.default_rng(5), THRESHOLD + 50, DIMS, np.eye(DIMS)))
     config = settings(targets, "grown")
     async with open_state(config, targets.runtime, transport="http", owner_url=targets.owner) as state:
@@ -147,10 +151,10 @@ async def test_the_embedded_server_builds_a_missing_index(targets: Targets, pool
 
 
 async def test_without_owner_url_the_server_only_warns(
-    targets: Targets, pool: Pool, caplog: pytest.LogCaptureFixture
+    targets: Targets, pool: Pool, caplog: pytest.LogCaptureFixture, tenant_factory: TenantFactory
 ) -> None:
     spec = ModelSpec("hashing", "warned", DIMS)
-    tenant = await make_tenant(targets, [], "warned")
+    tenant = await tenant_factory([], "warned")
     await load_vectors(pool, tenant, spec.key, clustered(np.random.default_rng(6), THRESHOLD + 5, DIMS, np.eye(DIMS)))
     async with (
         open_state(settings(targets, "warned"), targets.runtime, transport="http") as state,
@@ -162,11 +166,11 @@ async def test_without_owner_url_the_server_only_warns(
     assert "run `mindscape memory index`" in caplog.text
 
 
-def test_memory_index_command(targets: Targets) -> None:
+def test_memory_index_command(targets: Targets, tenant_factory: TenantFactory) -> None:
     spec = ModelSpec("hashing", "cli-index", DIMS)
 
     async def seed() -> Caller:
-        tenant = await make_tenant(targets, [], "cli")
+        tenant = await tenant_factory([], "cli")
         pool = await create_pool(targets.runtime, min_size=1, max_size=1)
         try:
             await load_vectors(

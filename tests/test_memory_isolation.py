@@ -21,7 +21,7 @@ from mindscape.queries import memories
 from mindscape.queries.memories import Filters, NewMemory
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.results import text_of
-from tests.support.tenants import ClientFactory, World, make_tenant, persona
+from tests.support.tenants import ClientFactory, TenantFactory, persona
 from tests.support.vectors import clustered, load_vectors
 
 pytestmark = pytest.mark.anyio
@@ -32,9 +32,9 @@ async def as_tenant_fetch(pool: Pool, caller: Caller, statement: str, *args: Any
         return await tx.conn.fetch(statement, *args)
 
 
-async def test_tools_never_cross_tenants(world: World, client_for: ClientFactory, pool: Pool) -> None:
-    a = await make_tenant(world.targets, [persona("ada", "Ada")], "ma")
-    b = await make_tenant(world.targets, [persona("ada", "Ada"), persona("zed", "Zed")], "mb")
+async def test_tools_never_cross_tenants(client_for: ClientFactory, pool: Pool, tenant_factory: TenantFactory) -> None:
+    a = await tenant_factory([persona("ada", "Ada")], "ma")
+    b = await tenant_factory([persona("ada", "Ada"), persona("zed", "Zed")], "mb")
     async with client_for(b.tenant_slug) as client:
         secret = await client.call_tool("remember", {"content": "B's secret launch plan", "persona": "zed"})
     assert secret.structured_content is not None
@@ -62,9 +62,9 @@ async def test_tools_never_cross_tenants(world: World, client_for: ClientFactory
     assert [r["content"] for r in rows] == ["B's secret launch plan"]
 
 
-async def test_rls_on_memory_tables(world: World, pool: Pool) -> None:
-    a = await make_tenant(world.targets, [], "ra")
-    b = await make_tenant(world.targets, [persona("zed", "Zed")], "rb")
+async def test_rls_on_memory_tables(pool: Pool, tenant_factory: TenantFactory) -> None:
+    a = await tenant_factory([], "ra")
+    b = await tenant_factory([persona("zed", "Zed")], "rb")
     key = "hashing:mindscape-hash-v1:384"
     async with tenant_transaction(pool, b, read_only=False, statement_timeout_ms=5000) as tx:
         ids = await memories.insert_many(tx.conn, tenant_id=b.tenant_id, rows=[NewMemory("b one"), NewMemory("b two")])
@@ -123,14 +123,16 @@ async def test_rls_on_memory_tables(world: World, pool: Pool) -> None:
 
 
 # 20
-async def test_one_percent_tenant_gets_k_results_with_high_recall(targets: Targets, pool: Pool) -> None:
+async def test_one_percent_tenant_gets_k_results_with_high_recall(
+    targets: Targets, pool: Pool, tenant_factory: TenantFactory
+) -> None:
     """A small tenant beside a big one, one shared HNSW index: exact and approximate paths both deliver."""
     spec = ModelSpec("hashing", "item20", 32)
     rng = np.random.default_rng(20)
     centres = rng.normal(0, 1, (12, spec.dimensions))
-    big = await make_tenant(targets, [], "big")
-    small = await make_tenant(targets, [], "small")
-    others = [await make_tenant(targets, [], "other") for _ in range(4)]
+    big = await tenant_factory([], "big")
+    small = await tenant_factory([], "small")
+    others = [await tenant_factory([], "other") for _ in range(4)]
     await load_vectors(pool, big, spec.key, clustered(rng, 8000, spec.dimensions, centres))
     for other in others:
         await load_vectors(pool, other, spec.key, clustered(rng, 400, spec.dimensions, centres))
@@ -194,11 +196,11 @@ async def test_one_percent_tenant_gets_k_results_with_high_recall(targets: Targe
         assert sum(recalls) / len(recalls) >= floor, (exact_max_rows, recalls)
 
 
-async def test_filters_never_leave_a_tenant_short(targets: Targets, pool: Pool) -> None:
+async def test_filters_never_leave_a_tenant_short(targets: Targets, pool: Pool, tenant_factory: TenantFactory) -> None:
     """With a restrictive filter the approximate scan finds too few; the exact fallback fills k."""
     spec = ModelSpec("hashing", "shortfall", 16)
     rng = np.random.default_rng(7)
-    tenant = await make_tenant(targets, [], "short")
+    tenant = await tenant_factory([], "short")
     vectors = rng.normal(0, 1, (3000, spec.dimensions))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = await load_vectors(pool, tenant, spec.key, vectors)

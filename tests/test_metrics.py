@@ -12,7 +12,7 @@ from mindscape.app.metrics import BUCKETS, ToolMetrics
 from mindscape.database.urls import Targets
 from tests.support.http import mcp_client, new_key
 from tests.support.serving import running_server
-from tests.support.tenants import PERSONAS_A, make_tenant
+from tests.support.tenants import PERSONAS_A, TenantFactory
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,10 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.anyio
-async def test_calls_errors_and_latency_are_counted_per_tool(metrics_url: str, targets: Targets) -> None:
-    tenant = await make_tenant(targets, PERSONAS_A, "me")
+async def test_calls_errors_and_latency_are_counted_per_tool(
+    metrics_url: str, targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "me")
     key = await new_key(targets, tenant.tenant_slug, "write")
     async with mcp_client(metrics_url, key, "auto") as client:
         for _ in range(3):

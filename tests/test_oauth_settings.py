@@ -20,7 +20,7 @@ from mindscape.transports.http.refusals import Refused
 from tests.support.cli import doctor, line_of
 from tests.support.issuer import Jwks, claims, jwks_server, public_jwk, rsa_key, sign_rs256
 from tests.support.serving import free_port
-from tests.support.tenants import make_tenant
+from tests.support.tenants import TenantFactory
 
 ISSUER = "https://idp.example.com/realms/acme"
 JWKS = "https://idp.example.com/realms/acme/certs"
@@ -196,9 +196,9 @@ def test_doctor_reports_an_invalid_combination(targets: Targets) -> None:
 
 
 @pytest.mark.anyio
-async def test_unreachable_jwks_or_database_answer_503_not_401(pool: Pool, targets: Targets) -> None:
+async def test_unreachable_jwks_or_database_answer_503_not_401(pool: Pool, tenant_factory: TenantFactory) -> None:
     """Fail closed, but say it is temporary: the client should retry, not throw its credential away."""
-    tenant = (await make_tenant(targets, [], "o5")).tenant_slug
+    tenant = (await tenant_factory([], "o5")).tenant_slug
     gone = f"http://127.0.0.1:{free_port()}/jwks.json"
     config = JwtConfig(ISSUER, "aud", "mindscape_tenant", ["RS256"], 30, gone, None)
     token = sign_rs256(KEY, "k1", claims("mindscape_tenant", tenant, iss=ISSUER, aud="aud"))

@@ -17,7 +17,7 @@ from mindscape.errors import ImportFileError
 from mindscape.models.persona import PersonaIn
 from mindscape.ops import admin
 from mindscape.ops.persona_files import read_persona_file
-from tests.support.tenants import make_tenant, persona
+from tests.support.tenants import TenantFactory, persona
 
 pytestmark = pytest.mark.anyio
 
@@ -274,9 +274,9 @@ def test_bare_list_and_personas_mapping_read_the_same(tmp_path: Path, name: str,
 
 
 @pytest.fixture
-def seeded(targets: Targets) -> str:
+def seeded(tenant_factory: TenantFactory) -> str:
     """A fresh tenant holding SEED."""
-    return anyio.run(make_tenant, targets, SEED, "imp").tenant_slug
+    return anyio.run(tenant_factory, SEED, "imp").tenant_slug
 
 
 def stored(targets: Targets, tenant_slug: str) -> list[tuple[str, str, str]]:

@@ -17,7 +17,7 @@ from mindscape.app.identity import Caller
 from mindscape.app.state import AppState
 from mindscape.database.urls import Targets
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory, make_tenant, persona
+from tests.support.tenants import ClientFactory, TenantFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 MODES = ["legacy", "auto"]
@@ -256,11 +256,13 @@ async def test_persona_prompt_renders_a_system_prompt(shop: Caller, client_for: 
     assert "nobody" in str(missing.value)
 
 
-async def test_soft_deleted_personas_are_invisible(targets: Targets, client_for: ClientFactory) -> None:
+async def test_soft_deleted_personas_are_invisible(
+    targets: Targets, client_for: ClientFactory, tenant_factory: TenantFactory
+) -> None:
     from mindscape.database.pool import create_pool
     from mindscape.tenancy.transaction import tenant_transaction
 
-    caller = await make_tenant(targets, [persona("gone", "Gone"), persona("kept", "Kept")], "del")
+    caller = await tenant_factory([persona("gone", "Gone"), persona("kept", "Kept")], "del")
     pool = await create_pool(targets.runtime, min_size=1, max_size=1)
     try:
         async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
@@ -272,13 +274,13 @@ async def test_soft_deleted_personas_are_invisible(targets: Targets, client_for:
         assert (await client.call_tool("get_persona", {"slug": "gone"})).is_error
 
 
-async def test_statement_timeout_is_reported_not_crashed(targets: Targets) -> None:
+async def test_statement_timeout_is_reported_not_crashed(targets: Targets, tenant_factory: TenantFactory) -> None:
     """A slow query ends with a specific message; the server stays up."""
     from mindscape.app.server import build_server
     from mindscape.app.state import open_state
     from tests.support.tenants import settings_for
 
-    caller = await make_tenant(targets, [persona("one", "One")], "slow")
+    caller = await tenant_factory([persona("one", "One")], "slow")
     settings = settings_for(targets, caller.tenant_slug, statement_timeout_ms=100)
     server = build_server(lambda: open_state(settings, targets.runtime))
 

@@ -26,14 +26,14 @@ from mindscape.database.urls import Targets
 from mindscape.ops import admin
 from mindscape.quotas.rate import CallLimiter
 from tests.support.results import data, error_text
-from tests.support.tenants import make_tenant, persona, settings_for
+from tests.support.tenants import TenantFactory, persona, settings_for
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def tenant(targets: Targets) -> Caller:
-    return await make_tenant(targets, [persona("basil", "Basil")], "quota")
+async def tenant(tenant_factory: TenantFactory) -> Caller:
+    return await tenant_factory([persona("basil", "Basil")], "quota")
 
 
 async def set_quota(targets: Targets, slug: str, **changes: int) -> None:

@@ -12,12 +12,12 @@ import pytest
 from mindscape.app.identity import Caller
 from mindscape.database.urls import Targets
 from tests.support.cli import mindscape, one_line, owner_fetch, row_of, stored_memories, unique_slug, write_jsonl
-from tests.support.tenants import make_tenant, persona
+from tests.support.tenants import TenantFactory, persona
 
 
 @pytest.fixture
-def tenant(targets: Targets) -> Caller:
-    return anyio.run(lambda: make_tenant(targets, [persona("basil", "Basil")], "qcli"))
+def tenant(tenant_factory: TenantFactory) -> Caller:
+    return anyio.run(tenant_factory, [persona("basil", "Basil")], "qcli")
 
 
 def limits_shown(stdout: str) -> dict[str, tuple[str, str]]:

@@ -22,15 +22,10 @@ from mindscape.ops import admin
 from mindscape.queries import audit
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.results import data
-from tests.support.tenants import ClientFactory, make_tenant, persona
+from tests.support.tenants import ClientFactory, TenantFactory, persona
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", "basil", prefix="audit")]
 USER = getpass.getuser()
-
-
-@pytest.fixture
-async def office(targets: Targets) -> Caller:
-    return await make_tenant(targets, [persona("ada", "Ada"), persona("basil", "Basil")], "audit")
 
 
 async def events(pool: Pool, caller: Caller) -> list[asyncpg.Record]:
@@ -195,9 +190,9 @@ def audit_cli(targets: Targets, *args: str) -> Any:
     return CliRunner().invoke(app, ["audit", *args], env={**env, "COLUMNS": "250"})
 
 
-def test_cli_audit_tail(targets: Targets, client_for: ClientFactory) -> None:
-    office = anyio.run(make_tenant, targets, [persona("ada", "Ada")], "tail")
-    other = anyio.run(make_tenant, targets, [persona("zed", "Zed")], "tail")
+def test_cli_audit_tail(targets: Targets, client_for: ClientFactory, tenant_factory: TenantFactory) -> None:
+    office = anyio.run(tenant_factory, [persona("ada", "Ada")], "tail")
+    other = anyio.run(tenant_factory, [persona("zed", "Zed")], "tail")
 
     async def work() -> str:
         async with client_for(office.tenant_slug) as client:

@@ -27,14 +27,9 @@ from mindscape.queries import tasks
 from mindscape.queries.tasks import NewTask, TaskChanges
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.results import text_of
-from tests.support.tenants import make_tenant, persona, settings_for
+from tests.support.tenants import settings_for
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def office(targets: Targets) -> Caller:
-    return await make_tenant(targets, [persona("ada", "Ada")], "busy")
+pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", prefix="busy")]
 
 
 @asynccontextmanager

@@ -25,7 +25,7 @@ from mindscape.queries import campaigns, tasks
 from mindscape.queries.campaigns import NewCampaign
 from mindscape.queries.tasks import NewTask
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
-from tests.support.tenants import ClientFactory, make_tenant, persona
+from tests.support.tenants import ClientFactory, TenantFactory, make_tenant, persona
 
 pytestmark = pytest.mark.anyio
 WORK_TABLES = ("campaigns", "campaign_personas", "tasks", "audit_events")
@@ -291,8 +291,10 @@ async def test_composite_keys_refuse_foreign_targets_like_missing_ones(pair: Pai
 
 
 # 17
-async def test_idempotency_key_taken_in_another_tenant_is_free_here(pair: Pair, client_for: ClientFactory) -> None:
-    fresh = await make_tenant(pair.targets, [], "wc")
+async def test_idempotency_key_taken_in_another_tenant_is_free_here(
+    pair: Pair, client_for: ClientFactory, tenant_factory: TenantFactory
+) -> None:
+    fresh = await tenant_factory([], "wc")
     async with client_for(fresh.tenant_slug) as client:
         result = await client.call_tool("create_task", {"title": "mine", "idempotency_key": "shared-key"})
     assert result.structured_content is not None
@@ -301,8 +303,10 @@ async def test_idempotency_key_taken_in_another_tenant_is_free_here(pair: Pair, 
     assert result.structured_content["title"] == "mine"
 
 
-async def test_claim_never_hands_out_another_tenants_task(pair: Pair, client_for: ClientFactory) -> None:
-    fresh = await make_tenant(pair.targets, [], "wd")
+async def test_claim_never_hands_out_another_tenants_task(
+    pair: Pair, client_for: ClientFactory, tenant_factory: TenantFactory
+) -> None:
+    fresh = await tenant_factory([], "wd")
     async with client_for(fresh.tenant_slug) as client:
         claimed = await client.call_tool("claim_next_task", {})
         async with client_for(pair.b.caller.tenant_slug) as b_client:

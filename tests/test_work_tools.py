@@ -18,9 +18,10 @@ from mindscape.database.pool import create_pool
 from mindscape.database.urls import Targets
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory, make_tenant, persona
+from tests.support.tenants import ClientFactory
 
-pytestmark = pytest.mark.anyio
+# A fresh tenant per test (the office fixture): these tests write.
+pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", "basil", prefix="work")]
 MODES = ["legacy", "auto"]
 PRINCIPAL = f"stdio:{getpass.getuser()}"  # what the in-memory server runs as (server/state.py)
 WORK_TOOLS = {
@@ -34,12 +35,6 @@ WORK_TOOLS = {
     "update_task",
     "claim_next_task",
 }
-
-
-@pytest.fixture
-async def office(targets: Targets) -> Caller:
-    """A fresh tenant per test: these tests write."""
-    return await make_tenant(targets, [persona("ada", "Ada"), persona("basil", "Basil")], "work")
 
 
 async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
