@@ -1,4 +1,4 @@
-"""The isolation checklist (../shared/guides/isolation-checklist.md), item by item.
+"""The isolation checklist (docs/isolation.md), item by item.
 
 Everything runs as the runtime role `mindscape_app`, like the server. Queries here omit
 `WHERE tenant_id = ...` on purpose: row-level security alone must keep tenants apart.

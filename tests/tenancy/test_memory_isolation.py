@@ -1,4 +1,4 @@
-"""Isolation checklist items for memories, including item 20 (tenant-filtered vector recall)."""
+"""Isolation checklist items (docs/isolation.md) for memories, including item 20 (tenant-filtered vector recall)."""
 
 from __future__ import annotations
 

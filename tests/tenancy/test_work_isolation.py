@@ -1,4 +1,4 @@
-"""Isolation checklist items for campaigns, campaign personas, tasks and audit events.
+"""Isolation checklist items (docs/isolation.md) for campaigns, campaign personas, tasks and audit events.
 
 As in test_isolation.py, everything runs as the runtime role and the SQL here leaves out
 `WHERE tenant_id = ...` on purpose: row-level security alone must keep tenants apart.
