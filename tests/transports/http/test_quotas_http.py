@@ -16,6 +16,7 @@ from mcp.client.sse import sse_client
 from mindscape.config.settings import Settings
 from mindscape.database.urls import Targets
 from mindscape.ops import admin
+from mindscape.tenancy.keys import PREFIX, parse
 from tests.support.http import MCP_HEADERS, Keys, mcp_client, seed_keys
 from tests.support.results import data
 from tests.support.serving import running_server
@@ -87,10 +88,24 @@ async def test_a_burst_past_calls_per_minute_gets_429_and_other_tenants_are_serv
     assert httpx2.get(f"{http_url}/healthz").text == "ok"
 
 
-def test_unauthenticated_calls_are_refused_before_they_are_counted(http_url: str) -> None:
-    for _ in range(LIMIT + 1):
-        response = httpx2.post(f"{http_url}/mcp", json=CALL, headers={**MCP_HEADERS, "Authorization": "Bearer msk_x_y"})
-        assert response.status_code == 401
+@pytest.mark.anyio
+async def test_unauthenticated_calls_are_refused_before_they_are_counted(targets: Targets, http_url: str) -> None:
+    tenant_keys = await limited_keys(targets, "qu")
+    prefix, secret = parse(tenant_keys.a_write) or ("", "")
+    # Bearers that name tenant A without proving it (A's public key prefix, a wrong secret), and a malformed one.
+    forged = [f"{PREFIX}{prefix}_{'A' * len(secret)}", "msk_x_y"]
+    for bearer in forged:
+        for _ in range(LIMIT + 1):
+            response = httpx2.post(
+                f"{http_url}/mcp", json=CALL, headers={**MCP_HEADERS, "Authorization": f"Bearer {bearer}"}
+            )
+            assert response.status_code == 401
+    # None of them was counted: A's key still gets exactly LIMIT calls, and the next one is over.
+    async with mcp_client(http_url, tenant_keys.a_write, "legacy") as a:
+        for _ in range(LIMIT):
+            assert data(await a.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {tenant_keys.a_write}"}
+    assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=headers), tenant_keys.a_slug)
 
 
 @pytest.mark.anyio
