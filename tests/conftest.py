@@ -7,10 +7,8 @@ Tests connect as the runtime role `mindscape_app`, exactly like the server; the 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -19,16 +17,23 @@ from mcp import Client
 
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
-from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import Pool, create_pool
 from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn
-from mindscape.ops import personas as persona_ops
-from mindscape.ops import tenants as tenant_ops
 from mindscape.tenancy.caller import Caller
-from tests.openai_stub import stub as stub  # the fixture, for every test module
+from tests.support.openai_stub import stub as stub  # the fixture, for every test module
+from tests.support.tenants import (
+    PERSONAS_A,
+    PERSONAS_B,
+    ClientFactory,
+    TenantFactory,
+    World,
+    make_tenant,
+    persona,
+    settings_for,
+)
 
 # Keep a developer's own configuration out of the tests.
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:
@@ -52,58 +57,6 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     server.cleanup()
 
 
-def persona(slug: str, name: str, **fields: object) -> PersonaIn:
-    return PersonaIn.model_validate({"slug": slug, "name": name, **fields})
-
-
-PERSONAS_A = [
-    persona(
-        "ada",
-        "Ada Analyst",
-        summary="Careful data analyst who writes SQL",
-        traits={"communication": {"tone": "precise"}, "level": 3},
-        instructions="Cite your queries.",
-        tags=["analytics", "research"],
-    ),
-    persona(
-        "basil",
-        "Basil Support",
-        summary="Warm customer support for billing",
-        traits={"communication": {"tone": "warm"}},
-        tags=["support"],
-    ),
-    persona(
-        "cora",
-        "Cora Coach",
-        summary="Warm writing coach",
-        traits={"communication": {"tone": "warm"}, "focus": "structure"},
-        tags=["writing", "support"],
-    ),
-]
-PERSONAS_B = [
-    persona("ada", "Ada of B", summary="B's own Ada", traits={"communication": {"tone": "formal"}}, tags=["b-only"]),
-    persona("zed", "Zed", summary="Only B has Zed", tags=["b-only"]),
-]
-
-
-@dataclass(frozen=True)
-class World:
-    """Two seeded tenants, A and B, whose personas share the slug 'ada'."""
-
-    targets: Targets
-    a: Caller
-    b: Caller
-
-
-async def make_tenant(targets: Targets, personas: list[PersonaIn], prefix: str = "t") -> Caller:
-    """A fresh tenant with a unique slug, seeded through the same import path operators use."""
-    slug = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    tenant = await tenant_ops.create_tenant(targets, slug=slug, name=f"Tenant {slug}")
-    if personas:
-        await persona_ops.import_personas(Settings(database_url=None), targets, tenant_slug=slug, items=personas)
-    return Caller(tenant_id=tenant.id, tenant_slug=slug, principal="test")
-
-
 @pytest.fixture(scope="session")
 def world(targets: Targets) -> World:
     async def seed() -> World:
@@ -113,17 +66,35 @@ def world(targets: Targets) -> World:
 
 
 @pytest.fixture
+def tenant_factory(targets: Targets) -> TenantFactory:
+    """`await tenant_factory(personas, prefix)`: a fresh tenant on each call, for tests that write."""
+
+    async def make(personas: list[PersonaIn], prefix: str) -> Caller:
+        return await make_tenant(targets, personas, prefix)
+
+    return make
+
+
+@pytest.fixture
+def office(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> Caller:
+    """A fresh tenant per test, with the personas the module's `office` marker names.
+
+    `pytestmark = pytest.mark.office("ada", "basil", prefix="work")` gives each test a tenant
+    `work-...` with personas ada ("Ada") and basil ("Basil"). A plain function (not async), so
+    that synchronous CLI tests can use it too: the CLI runs its own event loop.
+    """
+    marker = request.node.get_closest_marker("office")
+    if marker is None:
+        pytest.fail("the office fixture needs an office marker: pytest.mark.office(*persona_slugs, prefix=...)")
+    personas = [persona(slug, slug.capitalize()) for slug in marker.args]
+    return anyio.run(tenant_factory, personas, marker.kwargs["prefix"])
+
+
+@pytest.fixture
 async def pool(targets: Targets) -> AsyncGenerator[Pool]:
     pool = await create_pool(targets.runtime, min_size=1, max_size=2)
     yield pool
     await pool.close()
-
-
-def settings_for(targets: Targets, tenant_slug: str, **extra: object) -> Settings:
-    return Settings.model_validate({"database_url": targets.runtime, "tenant": tenant_slug, **extra})
-
-
-ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
 
 @pytest.fixture
