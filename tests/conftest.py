@@ -33,6 +33,13 @@ from tests.openai_stub import stub as stub  # the fixture, for every test module
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:
     del os.environ[_key]
 
+# The local embedding model (the default provider) comes from the shared copy beside the
+# repository, for this process and every server subprocess; no test may reach the model hub.
+SHARED_MODEL = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "all-MiniLM-L6-v2"
+if SHARED_MODEL.is_dir():
+    os.environ["MINDSCAPE_EMBEDDING_MODEL_PATH"] = str(SHARED_MODEL)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:

@@ -27,6 +27,7 @@ from rich.text import Text
 from mindscape.cli.audit import audit_app
 from mindscape.cli.doctor import doctor
 from mindscape.cli.keys import key_app
+from mindscape.cli.model import model_app
 from mindscape.config.settings import Settings, is_slug, load_settings
 from mindscape.database import migrate
 from mindscape.database.pool import connect
@@ -52,6 +53,7 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(memory_app, name="memory")
 app.add_typer(audit_app, name="audit")
 app.add_typer(key_app, name="key")
+app.add_typer(model_app, name="model")
 app.command()(doctor)
 
 out = Console()
@@ -122,6 +124,7 @@ def serve(
     """Serve MCP over stdio for one tenant, or over HTTP for every tenant with an API key."""
     from mindscape.app.server import build_server
     from mindscape.app.state import open_state
+    from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
     from mindscape.transports.stdio import serve_stdio
 
@@ -142,7 +145,7 @@ def serve(
             if transport != "stdio":
                 await serve_http(state, host=host, port=port, transport=transport)
             else:
-                await serve_stdio(build_server(lambda: nullcontext(state)))
+                await serve_stdio(build_server(lambda: nullcontext(state), semantic=semantic(state.settings)))
 
     _run(main)
 
