@@ -132,8 +132,9 @@ async def test_expired_memories_never_come_back(office: Caller, client_for: Clie
     assert set(back) == {gone["id"], kept["id"]}  # remembering again renews the expiry
 
 
-async def test_hybrid_fuses_both_signals(office: Caller, client_for: ClientFactory) -> None:
-    async with client_for(office.tenant_slug) as client:
+async def test_hybrid_fuses_both_signals(office: Caller, targets: Targets) -> None:
+    # The lexical model, whose character n-grams make "Invoices quarterly" close to the query.
+    async with client_with(targets, office.tenant_slug, embedding_provider="hashing") as client:
         both = await remember(client, "Quarterly invoicing runs through the billing portal")
         words_only = await remember(client, "Portal")
         spelling_only = await remember(client, "Invoices quarterly")  # char n-grams: close to 'invoicing'

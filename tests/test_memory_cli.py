@@ -2,7 +2,9 @@
 
 Commands run in-process through Typer's runner against the shared test cluster, seen as an
 external database. Results are checked in the database (as the owner, to see every row) and
-through recall over an in-memory MCP client, which is what agents would see.
+through recall over an in-memory MCP client, which is what agents would see. Unless a test
+names another provider, the model is the lexical hashing one: its vectors are deterministic and
+cheap, so a test can compute them (test_local_model covers the local model).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from tests.test_cli import cli_env, one_line
 
 runner = CliRunner()
 DEFAULT_KEY = "hashing:mindscape-hash-v1:384"
+HASHING = {"embedding_provider": "hashing"}
 
 
 def mindscape(targets: Targets, *args: str | Path, **env: str) -> Result:
-    return runner.invoke(app, [str(a) for a in args], env=cli_env(targets, **env))
+    return runner.invoke(app, [str(a) for a in args], env=cli_env(targets, **{**as_env(HASHING), **env}))
 
 
 @pytest.fixture
@@ -123,7 +126,7 @@ def call(targets: Targets, tenant: Caller, tool: str, arguments: dict[str, Any],
     """One tool call over an in-memory MCP client whose server has `settings`."""
 
     async def run() -> dict[str, Any]:
-        configured = settings_for(targets, tenant.tenant_slug, **settings)
+        configured = settings_for(targets, tenant.tenant_slug, **{**HASHING, **settings})
         async with Client(build_server(lambda: open_state(configured, targets.runtime))) as client:
             result = await client.call_tool(tool, arguments)
         assert not result.is_error, result.content
@@ -697,7 +700,12 @@ def test_prepare_builds_the_configured_models_index_on_the_embedded_database(tar
     pgdata = owner_fetch(targets, "SELECT current_setting('data_directory') AS d")[0]["d"]
     spec = ModelSpec("hashing", unique_model(), 64)
     settings = Settings.model_validate(
-        {"data_dir": str(Path(pgdata).parent), "embedding_model": spec.model, "embedding_dimensions": spec.dimensions}
+        {
+            "data_dir": str(Path(pgdata).parent),
+            **HASHING,
+            "embedding_model": spec.model,
+            "embedding_dimensions": spec.dimensions,
+        }
     )
     assert not has_index(targets, spec)
 

@@ -12,8 +12,9 @@ One model per process and source, shared by every embedder, server and tenant th
 It runs in a worker thread of its own: ONNX Runtime and the tokenizer release the GIL, so the
 event loop keeps serving while texts are embedded. Requests wait in a bounded queue (full: the
 request fails at once, like a provider outage: memories are stored pending). The worker embeds
-at most BATCH_TEXTS texts at a time, taken from the waiting requests in arrival order, so
-concurrent requests share a batch and a large request (an import) delays a query by one batch.
+at most BATCH_TEXTS texts at a time, taken from the waiting requests with the fewest texts left
+first, so concurrent requests share a batch and a large request (an import) delays a query by
+one batch at most.
 
 When the model is missing every request fails at once with ModelUnavailable: memories are
 stored pending and recall matches words. The problem is logged once, in one line with the fix,
@@ -355,7 +356,8 @@ class LocalModel:
             return
         batch: list[str] = []
         owners: list[tuple[_Job, int]] = []
-        for job in pending:
+        # Shortest first: a query (one text) never waits behind an import's remaining thousands.
+        for job in sorted(pending, key=lambda j: j.left):
             room = BATCH_TEXTS - len(batch)
             if room == 0:
                 break

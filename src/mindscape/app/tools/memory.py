@@ -118,9 +118,9 @@ async def recall(
         try:
             vector = (await state.embedders.get(spec).embed([query]))[0]
         except EmbeddingError as exc:
+            why = exc.reason if isinstance(exc, ModelUnavailable) else str(exc)  # no server paths for agents
             if mode == "semantic":
-                raise ToolError(f"semantic recall is unavailable ({exc}); retry later or use mode='keyword'") from exc
-            why = exc.reason if isinstance(exc, ModelUnavailable) else str(exc)
+                raise ToolError(f"semantic recall is unavailable ({why}); retry later or use mode='keyword'") from exc
             note = f"semantic search unavailable ({why}); keyword matches only"
     async with tenant_call(ctx, read_only=True) as tx:
         active = state.embedders.observe(tx.tenant_id, tx.settings)
