@@ -14,6 +14,7 @@ import logging
 import uuid
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -289,3 +290,32 @@ async def test_instructions_and_descriptions_say_what_the_model_can_do(targets: 
     assert "lexical" in lexical[0]
     assert "meaning" not in lexical[1]
     assert "not synonyms or paraphrases" in lexical[1]
+
+
+def test_memory_reembed_moves_a_tenant_from_hashing_to_the_local_model(targets: Targets) -> None:
+    async def before() -> tuple[Caller, str]:
+        tenant = await make_tenant(targets, [], "loc")
+        async with client_with(targets, tenant.tenant_slug, embedding_provider="hashing") as client:
+            stored = await remember(client, "The customer prefers email over phone calls")
+            await remember(client, "Customers in Japan are billed in yen")
+        owner = await connect(targets.owner)
+        try:  # what migration 0005 does for tenants of the old default
+            await tenants.set_setting(
+                owner, tenant_id=tenant.tenant_id, key="embedding_model", value="hashing:mindscape-hash-v1:384"
+            )
+        finally:
+            await owner.close()
+        return tenant, stored["id"]
+
+    async def after(tenant: Caller) -> list[str]:
+        async with client_with(targets, tenant.tenant_slug) as client:
+            found = data(await client.call_tool("recall", {"query": "how should I contact them?", "mode": "semantic"}))
+        return [m["id"] for m in found["memories"]]
+
+    tenant, stored = anyio.run(before)
+    args = ["memory", "reembed", "--tenant", tenant.tenant_slug, "--provider", "local", "--model", DEFAULT_MODEL]
+    result = runner.invoke(app, args, env=cli_env(targets))
+
+    assert result.exit_code == 0, result.output
+    assert f"switched {tenant.tenant_slug} from hashing:mindscape-hash-v1:384 to {KEY}" in result.stdout
+    assert anyio.run(after, tenant)[0] == stored
