@@ -29,7 +29,15 @@ from mindscape.database.urls import Targets
 from mindscape.embeddings.base import ModelSpec, ModelUnavailable
 from mindscape.embeddings.factory import configured_spec, local_source, make_embedder, semantic
 from mindscape.embeddings.hashing import HashingEmbedder
-from mindscape.embeddings.local import DEFAULT_MODEL, LocalEmbedder, ModelSource, download, shared_model
+from mindscape.embeddings.local import (
+    DEFAULT_DESCRIPTION,
+    DEFAULT_MODEL,
+    LocalEmbedder,
+    ModelSource,
+    catalogue_entry,
+    download,
+    shared_model,
+)
 from mindscape.errors import StartupError
 from mindscape.queries import tenants
 from tests.conftest import SHARED_MODEL, make_tenant, persona, settings_for
@@ -79,6 +87,10 @@ def test_the_default_provider_is_the_local_model_not_hashing() -> None:
     hashing = Settings(embedding_provider="hashing")  # chosen: its own default model
     assert configured_spec(hashing) == ModelSpec("hashing", "mindscape-hash-v1", 384)
     assert not semantic(hashing)
+
+
+def test_the_built_in_description_is_fastembeds() -> None:
+    assert catalogue_entry(DEFAULT_MODEL) == DEFAULT_DESCRIPTION
 
 
 def test_the_local_model_has_its_own_dimensions() -> None:

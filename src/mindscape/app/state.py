@@ -70,7 +70,7 @@ async def open_state(
         # WARNING, not INFO: an operator must notice that recall is word-based, not semantic.
         log.log(logging.INFO if default.semantic else logging.WARNING, "embedding model: %s", describe(default))
         if isinstance(default, LocalEmbedder):
-            default.start()  # loads (or reports missing, or downloads) in the background: serving starts now
+            default.start()  # a missing model is reported (and downloaded) now; serving starts at once
         try:
             async with anyio.create_task_group() as background:
                 sizes = TenantSizes(exact_max_rows=settings.memory_exact_max_rows)

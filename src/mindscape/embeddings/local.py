@@ -87,8 +87,26 @@ class ModelDescription:
     files: tuple[str, ...]  # everything to fetch, model file included
 
 
+# fastembed's entry for the default model, so that finding it needs no fastembed import (2 s or
+# more); test_local_model checks it against fastembed's catalogue.
+DEFAULT_DESCRIPTION = ModelDescription(
+    name=DEFAULT_MODEL,
+    dimensions=384,
+    repo="Qdrant/all-MiniLM-L6-v2-onnx",
+    model_file="model.onnx",
+    files=("model.onnx", *_TOKENIZER_FILES),
+)
+
+
 def describe_model(name: str) -> ModelDescription:
     """fastembed's entry for `name`; ModelUnavailable if fastembed has no such text model."""
+    if name == DEFAULT_MODEL:
+        return DEFAULT_DESCRIPTION
+    return catalogue_entry(name)
+
+
+def catalogue_entry(name: str) -> ModelDescription:
+    """`name` as fastembed's catalogue describes it."""
     from fastembed import TextEmbedding
 
     for entry in TextEmbedding.list_supported_models():
@@ -318,6 +336,15 @@ class LocalModel:
         """Load the model (or report it missing, or start its download) without waiting."""
         self._put(_Job([], None))
 
+    def check(self) -> None:
+        """At startup: report a missing model (and start its download) now, without loading one.
+
+        A model that is there is loaded by the first request that needs it: servers and CLI
+        commands that never embed do not pay for it (a spawned HTTP worker, `doctor`).
+        """
+        if self._session is None and find_model(self.source, describe_model(self.source.name)) is None:
+            self.warm()
+
     def _put(self, job: _Job) -> None:
         with self._lock:
             if self._thread is None:
@@ -529,8 +556,11 @@ class LocalEmbedder:
         return True
 
     def start(self) -> None:
-        """Load the model in the background now, so the first call does not wait for it."""
-        self.model.warm()
+        """Say now if the model is missing (see LocalModel.check)."""
+        try:
+            self.model.check()
+        except ModelUnavailable:  # an unknown model name: the first request reports it
+            self.model.warm()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
