@@ -27,6 +27,7 @@ from tests.support.openai_stub import stub as stub  # the fixture, for every tes
 from tests.support.tenants import (
     PERSONAS_A,
     PERSONAS_B,
+    SHARED_MODEL,
     ClientFactory,
     TenantFactory,
     World,
@@ -38,6 +39,12 @@ from tests.support.tenants import (
 # Keep a developer's own configuration out of the tests.
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:
     del os.environ[_key]
+
+# The local embedding model (the default provider) comes from the shared copy beside the
+# repository, for this process and every server subprocess; no test may reach the model hub.
+if SHARED_MODEL.is_dir():
+    os.environ["MINDSCAPE_EMBEDDING_MODEL_PATH"] = str(SHARED_MODEL)
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -3,64 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import pytest
-from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent, TextResourceContents
+from mcp.types import TextContent, TextResourceContents
 
-from mindscape.app.server import build_server
-from mindscape.app.state import open_state
-from mindscape.database.pool import create_pool
 from mindscape.database.targets import Targets
-from mindscape.queries import memories
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import tenant_transaction
+from tests.support.memory import client_with, remember, sql, wait_until_embedded
 from tests.support.openai_stub import Stub
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory, TenantFactory, persona, settings_for
+from tests.support.tenants import ClientFactory, TenantFactory, persona
 
 # A fresh tenant per test (the office fixture): memory tests write.
 pytestmark = [pytest.mark.anyio, pytest.mark.office("basil", "cora", prefix="mem")]
 MODES = ["legacy", "auto"]
-
-
-def contents(result: CallToolResult) -> list[str]:
-    return [m["content"] for m in data(result)["memories"]]
-
-
-async def remember(client: Client, content: str, **args: Any) -> dict[str, Any]:
-    return data(await client.call_tool("remember", {"content": content, **args}))
-
-
-@asynccontextmanager
-async def client_with(targets: Targets, tenant: str, **settings: Any) -> AsyncGenerator[Client]:
-    configured = settings_for(targets, tenant, **settings)
-    async with Client(build_server(lambda: open_state(configured, targets.runtime))) as client:
-        yield client
-
-
-async def sql(targets: Targets, caller: Caller, statement: str, *args: Any) -> Any:
-    """Run one statement inside the caller's tenant transaction (as the runtime role)."""
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
-    try:
-        async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
-            return await tx.conn.fetch(statement, *args)
-    finally:
-        await pool.close()
-
-
-async def wait_until_embedded(targets: Targets, caller: Caller, key: str) -> None:
-    """The backfill runs after the reply: poll (bounded) until nothing is pending."""
-    for _ in range(200):
-        if not (await sql(targets, caller, memories.COUNT_PENDING, caller.tenant_id, key))[0]["count"]:
-            return
-        await anyio.sleep(0.05)
-    raise AssertionError(f"memories still pending for {key}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -127,8 +85,9 @@ async def test_expired_memories_never_come_back(office: Caller, client_for: Clie
     assert set(back) == {gone["id"], kept["id"]}  # remembering again renews the expiry
 
 
-async def test_hybrid_fuses_both_signals(office: Caller, client_for: ClientFactory) -> None:
-    async with client_for(office.tenant_slug) as client:
+async def test_hybrid_fuses_both_signals(office: Caller, targets: Targets) -> None:
+    # The lexical model, whose character n-grams make "Invoices quarterly" close to the query.
+    async with client_with(targets, office.tenant_slug, embedding_provider="hashing") as client:
         both = await remember(client, "Quarterly invoicing runs through the billing portal")
         words_only = await remember(client, "Portal")
         spelling_only = await remember(client, "Invoices quarterly")  # char n-grams: close to 'invoicing'

@@ -8,7 +8,7 @@ from tests.support.cli import doctor, line_of
 
 
 def test_healthy_database_passes_and_says_hashing_is_lexical(targets: Targets) -> None:
-    result = doctor(targets)
+    result = doctor(targets, MINDSCAPE_EMBEDDING_PROVIDER="hashing")
 
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.stdout
@@ -20,7 +20,7 @@ def test_healthy_database_passes_and_says_hashing_is_lexical(targets: Targets) -
     embeddings = line_of(result.stdout, "warn  embeddings:")
     assert "hashing:mindscape-hash-v1:384" in embeddings
     assert "lexical" in embeddings
-    assert 'embedding_provider = "openai"' in result.stdout
+    assert 'embedding_provider = "local"' in result.stdout
     assert "embedding_provider = hashing" in result.stdout  # the configuration section
 
 
@@ -38,7 +38,7 @@ def test_secrets_are_masked(targets: Targets) -> None:
 
 
 def test_missing_hnsw_index_is_a_warning_with_a_fix(targets: Targets) -> None:
-    result = doctor(targets, MINDSCAPE_EMBEDDING_DIMENSIONS="17")
+    result = doctor(targets, MINDSCAPE_EMBEDDING_PROVIDER="hashing", MINDSCAPE_EMBEDDING_DIMENSIONS="17")
 
     assert result.exit_code == 0, result.output
     assert "none for hashing:mindscape-hash-v1:17" in line_of(result.stdout, "warn  hnsw index:")

@@ -2,7 +2,9 @@
 
 Commands run in-process through Typer's runner against the shared test cluster, seen as an
 external database. Results are checked in the database (as the owner, to see every row) and
-through recall over an in-memory MCP client, which is what agents would see.
+through recall over an in-memory MCP client, which is what agents would see. Unless a test
+names another provider, the model is the lexical hashing one: its vectors are deterministic and
+cheap, so a test can compute them (test_local_model covers the local model).
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ from mindscape.database.targets import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
 from mindscape.tenancy.caller import Caller
-from tests.support.cli import cli_env, mindscape, one_line, owner_fetch, stored_memories, write_jsonl
+from tests.support.cli import cli_env, one_line, owner_fetch, stored_memories, write_jsonl
+from tests.support.cli import mindscape as run_cli
 from tests.support.openai_stub import Reply, Stub
 from tests.support.tenants import World, settings_for
 
 # A fresh tenant per test (the office fixture), with personas basil and cora.
 pytestmark = pytest.mark.office("basil", "cora", prefix="mcli")
 DEFAULT_KEY = "hashing:mindscape-hash-v1:384"
+HASHING = {"embedding_provider": "hashing"}
+
+
+def mindscape(targets: Targets, *args: str | Path, **env: str) -> Result:
+    """The CLI with the hashing provider, unless a test names another."""
+    return run_cli(targets, *args, **{**as_env(HASHING), **env})
 
 
 def embeddings_by_model(targets: Targets, tenant: Caller) -> dict[tuple[str, int], int]:
@@ -83,7 +92,7 @@ def call(targets: Targets, tenant: Caller, tool: str, arguments: dict[str, Any],
     """One tool call over an in-memory MCP client whose server has `settings`."""
 
     async def run() -> dict[str, Any]:
-        configured = settings_for(targets, tenant.tenant_slug, **settings)
+        configured = settings_for(targets, tenant.tenant_slug, **{**HASHING, **settings})
         async with Client(build_server(lambda: open_state(configured, targets.runtime))) as client:
             result = await client.call_tool(tool, arguments)
         assert not result.is_error, result.content
@@ -657,7 +666,12 @@ def test_prepare_builds_the_configured_models_index_on_the_embedded_database(tar
     pgdata = owner_fetch(targets, "SELECT current_setting('data_directory') AS d")[0]["d"]
     spec = ModelSpec("hashing", unique_model(), 64)
     settings = Settings.model_validate(
-        {"data_dir": str(Path(pgdata).parent), "embedding_model": spec.model, "embedding_dimensions": spec.dimensions}
+        {
+            "data_dir": str(Path(pgdata).parent),
+            **HASHING,
+            "embedding_model": spec.model,
+            "embedding_dimensions": spec.dimensions,
+        }
     )
     assert not has_index(targets, spec)
 

@@ -6,6 +6,7 @@ roles, so that each proves what it claims regardless of test order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -196,6 +197,72 @@ async def test_upgrade_when_already_at_head_changes_nothing(empty: Targets) -> N
     async with owner(empty) as conn:
         assert await conn.fetchval("SELECT id FROM mindscape.tenants WHERE slug = 'kept'") == tenant
     assert await revision(empty) == migrate.head_revision()
+
+
+async def _tenant_with_embedding(conn: asyncpg.Connection[asyncpg.Record], slug: str, model: str, **own: str) -> None:
+    tenant = await conn.fetchval(
+        "INSERT INTO mindscape.tenants (slug, name, settings) VALUES ($1, $1, $2::text::jsonb) RETURNING id",
+        slug,
+        json.dumps(own),
+    )
+    memory = await conn.fetchval(
+        "INSERT INTO mindscape.memories (tenant_id, content, content_sha256) "
+        "VALUES ($1, $2, sha256(convert_to($2, 'UTF8'))) RETURNING id",
+        tenant,
+        f"a memory of {slug}",
+    )
+    dims = int(model.rsplit(":", 1)[1])
+    await conn.execute(
+        "INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding)"
+        " VALUES ($1, $2, $3, $4::vector)",
+        tenant,
+        model,
+        memory,
+        str([1.0] + [0.0] * (dims - 1)),
+    )
+
+
+TENANT_MODELS = "SELECT slug, settings ->> 'embedding_model' AS model FROM mindscape.tenants ORDER BY slug"
+
+
+async def test_0005_keeps_tenants_of_the_old_hashing_default_on_it(empty: Targets) -> None:
+    """Run by a migrator that is neither superuser nor table owner, as in the README's setup."""
+    await migrate.upgrade(empty.owner, "0004")
+    async with owner(empty) as conn:
+        await _tenant_with_embedding(conn, "on-hashing", "hashing:mindscape-hash-v1:384")
+        await _tenant_with_embedding(conn, "on-openai", "openai:m:16")
+        await _tenant_with_embedding(conn, "chose-own", "hashing:mindscape-hash-v1:384", embedding_model="openai:m:16")
+        await conn.execute("INSERT INTO mindscape.tenants (slug, name) VALUES ('no-memories', 'x')")
+        await conn.execute("CREATE ROLE pin_migrator LOGIN")
+        await conn.execute("GRANT mindscape_owner TO pin_migrator")
+        await conn.execute("GRANT SELECT, UPDATE ON public.alembic_version TO pin_migrator")
+    try:
+        await migrate.upgrade(empty.owner.replace("postgres@", "pin_migrator@", 1), "0005")
+        async with owner(empty) as conn:
+            pinned = {r["slug"]: r["model"] for r in await conn.fetch(TENANT_MODELS)}
+            tenant = await conn.fetchval("SELECT id FROM mindscape.tenants WHERE slug = 'no-memories'")
+            await _tenant_with_embedding(conn, "on-local", "local:sentence-transformers/all-MiniLM-L6-v2:384")
+            forced = await conn.fetchval(
+                "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'mindscape.memory_embeddings'::regclass"
+            )
+    finally:
+        async with owner(empty) as conn:
+            await conn.execute("DROP OWNED BY pin_migrator")
+            await conn.execute("DROP ROLE pin_migrator")
+    assert tenant is not None
+    assert pinned == {
+        "chose-own": "openai:m:16",
+        "no-memories": None,
+        "on-hashing": "hashing:mindscape-hash-v1:384",
+        "on-openai": None,  # a configured openai model: the tenant follows the configuration as before
+    }
+    assert forced  # row-level security is forced again on the owner
+
+    await migrate.downgrade(empty.owner, "0004")
+    async with owner(empty) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM mindscape.memory_embeddings WHERE model LIKE 'local:%'") == 0
+        with pytest.raises(asyncpg.CheckViolationError):
+            await _tenant_with_embedding(conn, "local-again", "local:sentence-transformers/all-MiniLM-L6-v2:384")
 
 
 # --- the runtime refuses a schema it does not match --------------------------------------

@@ -363,8 +363,8 @@ async def test_connection_refused_is_retried_then_fails() -> None:
 # --- factory -------------------------------------------------------------------------------------
 
 
-def test_configured_spec_and_default_hashing_embedder() -> None:
-    settings = Settings.model_validate({})
+def test_configured_spec_and_hashing_embedder_when_chosen() -> None:
+    settings = Settings.model_validate({"embedding_provider": "hashing"})
     spec = configured_spec(settings)
     assert spec == ModelSpec("hashing", "mindscape-hash-v1", 384)
     embedder = make_embedder(spec, settings)

@@ -42,6 +42,7 @@ def settings(targets: Targets, model: str) -> Settings:
         {
             "database_url": targets.runtime,
             "owner_database_url": targets.owner,
+            "embedding_provider": "hashing",
             "embedding_model": model,
             "embedding_dimensions": DIMS,
             "memory_exact_max_rows": THRESHOLD,
@@ -183,6 +184,7 @@ def test_memory_index_command(targets: Targets, tenant_factory: TenantFactory) -
     tenant = anyio.run(seed)
     env = cli_env(
         targets,
+        MINDSCAPE_EMBEDDING_PROVIDER="hashing",
         MINDSCAPE_EMBEDDING_MODEL="cli-index",
         MINDSCAPE_EMBEDDING_DIMENSIONS=str(DIMS),
         MINDSCAPE_MEMORY_EXACT_MAX_ROWS=str(THRESHOLD),

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 from mcp import Client
 
@@ -83,3 +84,8 @@ def settings_for(targets: Targets, tenant_slug: str, **extra: object) -> Setting
 
 # `async with client_for(slug, mode="legacy") as c:` (the fixture): an in-memory MCP client bound to a tenant.
 ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
+
+
+# The local embedding model (the default provider): the shared copy beside the repository
+# (in CI a copy of shared/ lies beside the clone); tests/conftest.py points every server at it.
+SHARED_MODEL = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "all-MiniLM-L6-v2"

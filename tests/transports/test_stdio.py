@@ -18,7 +18,10 @@ from tests.support.tenants import World
 
 
 def server_env(world: World, tenant: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")}
+    # The shared model's path (conftest) is the one MINDSCAPE_ setting the servers keep.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_") or k == "MINDSCAPE_EMBEDDING_MODEL_PATH"
+    }
     return env | {"MINDSCAPE_DATABASE_URL": world.targets.runtime, "MINDSCAPE_TENANT": tenant}
 
 

@@ -19,6 +19,7 @@ from mindscape.config.settings import Settings
 from mindscape.database.checks import check_database
 from mindscape.database.pool import Pool, create_pool
 from mindscape.embeddings.factory import describe
+from mindscape.embeddings.local import LocalEmbedder
 from mindscape.embeddings.registry import Embedders
 from mindscape.errors import StartupError
 from mindscape.memory.indexing import BackgroundIndexer
@@ -68,6 +69,8 @@ async def open_state(
         default = embedders.get(embedders.default)
         # WARNING, not INFO: an operator must notice that recall is word-based, not semantic.
         log.log(logging.INFO if default.semantic else logging.WARNING, "embedding model: %s", describe(default))
+        if isinstance(default, LocalEmbedder):
+            default.start()  # a missing model is reported (and downloaded) now; serving starts at once
         try:
             async with anyio.create_task_group() as background:
                 sizes = TenantSizes(exact_max_rows=settings.memory_exact_max_rows)

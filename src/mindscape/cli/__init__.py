@@ -14,6 +14,7 @@ from mindscape.cli.demo import demo
 from mindscape.cli.doctor import doctor
 from mindscape.cli.keys import key_app
 from mindscape.cli.memory import memory_app
+from mindscape.cli.model import model_app
 from mindscape.cli.personas import persona_app
 from mindscape.cli.serve import serve
 from mindscape.cli.tenants import tenant_app
@@ -30,6 +31,7 @@ app.add_typer(persona_app, name="persona")
 app.add_typer(memory_app, name="memory")
 app.add_typer(audit_app, name="audit")
 app.add_typer(key_app, name="key")
+app.add_typer(model_app, name="model")
 app.command()(doctor)
 app.command()(serve)
 app.command()(demo)

@@ -11,19 +11,30 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+from pydantic import SecretStr
 from rich.console import Console
+from rich.progress import Progress
 from rich.text import Text
 
 from mindscape.cli.common import ConfigOption, load, out, run
+from mindscape.cli.model import pull_model
 from mindscape.config.settings import Settings
+from mindscape.database.pool import owner_connection
 from mindscape.database.prepare import prepare
 from mindscape.database.targets import Targets, redact
+from mindscape.embeddings.base import ModelUnavailable
+from mindscape.embeddings.factory import configured_spec, local_source
+from mindscape.embeddings.registry import active_spec
 from mindscape.errors import InvalidArgument, MindscapeError
+from mindscape.memory.reembed import reembed
 from mindscape.models.persona import PersonaIn
 from mindscape.ops import personas as persona_ops
 from mindscape.ops import tenants as tenant_ops
+from mindscape.queries import tenants
 
 if TYPE_CHECKING:
     from mcp import Client, StdioServerParameters
@@ -99,7 +110,9 @@ DEMO_MEMORIES: list[dict[str, Any]] = [
     },
     {"content": "Invoices are issued on the first business day of each month", "kind": "fact"},
     {"content": "Quarterly report drafts are due two weeks before the board meeting", "persona": "ada", "kind": "fact"},
+    {"content": "The customer prefers email over phone calls", "persona": "basil", "kind": "preference"},
 ]
+PARAPHRASE = "how should I contact them?"  # no word in common with the memory it should find
 
 
 async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
@@ -109,12 +122,71 @@ async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
         await tenant_ops.set_tenant_status(targets, slug=slug, status="active")
 
 
-def _server(targets: Targets, tenant: str) -> StdioServerParameters:
+def _server(targets: Targets, tenant: str, embedding: dict[str, str]) -> StdioServerParameters:
     from mcp import StdioServerParameters
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")}
-    env |= {"MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_TENANT": tenant}
+    env |= {"MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_TENANT": tenant, **embedding}
     return StdioServerParameters(command=sys.executable, args=["-m", "mindscape", "serve"], env=env)
+
+
+def _embedding_env(settings: Settings, model_dir: Path | None) -> dict[str, str]:
+    """The demo's embedding settings for its servers (a config file or flags would not reach them)."""
+    env = {"MINDSCAPE_DATA_DIR": str(settings.data_dir)}  # the model cache is under it
+    for name in type(settings).model_fields:
+        value: object = getattr(settings, name)
+        if name.startswith("embedding_") and value is not None:
+            shown = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"MINDSCAPE_{name.upper()}"] = shown
+    if model_dir is not None:
+        env["MINDSCAPE_EMBEDDING_MODEL_PATH"] = str(model_dir)  # found or pulled: the servers load it from there
+    elif settings.embedding_provider == "local":
+        env["HF_HUB_OFFLINE"] = "1"  # the demo tried already: the servers go on without the model at once
+    return env
+
+
+async def _local_model(settings: Settings, console: Console) -> tuple[Path | None, str | None]:
+    """The local model's directory (pulled with a progress bar if need be), or None and how to get it."""
+    if settings.embedding_provider != "local":
+        return None, None
+    source = local_source(settings)
+    try:
+        return await anyio.to_thread.run_sync(lambda: pull_model(source, Console(stderr=True))), None
+    except ModelUnavailable as exc:
+        console.print(Text.assemble(("semantic search is unavailable: ", "yellow"), str(exc)), soft_wrap=True)
+        return None, GET_THE_MODEL
+
+
+GET_THE_MODEL = (
+    "to recall by meaning, get the model: `uv run mindscape model pull` (needs the model hub), or set "
+    "MINDSCAPE_EMBEDDING_MODEL_PATH to a directory holding all-MiniLM-L6-v2 (ONNX), then run the demo again"
+)
+
+
+async def _onto_configured_model(settings: Settings, targets: Targets, console: Console) -> None:
+    """A demo tenant from an older run may still be on another model (e.g. the old hashing default): move it."""
+    async with owner_connection(targets.owner) as conn:
+        own = await tenants.get_settings_text(conn, slug=DEMO_TENANT)
+    target = configured_spec(settings)
+    current = active_spec(own or {}, target)
+    if current == target:
+        return
+    report = await reembed(
+        settings, targets, tenant_slug=DEMO_TENANT, target=target, batch=64, progress=Progress(disable=True)
+    )
+    console.print(Text(f"moved tenant {DEMO_TENANT} from {report.previous} to {report.target}"), soft_wrap=True)
+
+
+def _paraphrase_verdict(result: CallToolResult) -> Text:
+    found = _data(result)
+    memories: list[dict[str, Any]] = found.get("memories") or []
+    if found.get("note"):
+        return Text.assemble(("✗ no memory shares a word with the question, and ", "yellow"), str(found["note"]))
+    if memories and "email over phone" in str(memories[0].get("content")):
+        return Text.assemble(
+            ("✓ found by meaning: ", "green"), f"{PARAPHRASE!r} shares no word with {memories[0]['content']!r}"
+        )
+    return Text("✗ the paraphrase did not find the email preference first", style="yellow")
 
 
 def _data(result: CallToolResult) -> dict[str, Any]:
@@ -182,8 +254,13 @@ async def run_demo(settings: Settings, console: Console) -> None:
         counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=personas)
         console.print(f"tenant {tenant}: {dict(counts)}")
 
+    model_dir, missing = await _local_model(settings, console)
+    if model_dir is not None or settings.embedding_provider != "local":
+        await _onto_configured_model(settings, targets, console)
+    embedding = _embedding_env(settings, model_dir)
+
     console.print(f"\n[bold]Serving tenant {DEMO_TENANT!r} over stdio[/bold] (python -m mindscape serve)")
-    async with Client(_server(targets, DEMO_TENANT)) as client:
+    async with Client(_server(targets, DEMO_TENANT, embedding)) as client:
         d = _Driver(client, console)
         tools = await client.list_tools()
         console.print("tools: " + ", ".join(t.name for t in tools.tools))
@@ -210,6 +287,8 @@ async def run_demo(settings: Settings, console: Console) -> None:
         for memory in DEMO_MEMORIES:
             await d.tool("remember", memory)
         await d.tool("recall", {"query": "does Ana prefer email or phone?", "k": 3})
+        paraphrase = await d.tool("recall", {"query": PARAPHRASE, "k": 3})
+        console.print(_paraphrase_verdict(paraphrase), soft_wrap=True)
         await d.tool("recall", {"query": "invoice", "mode": "keyword", "kinds": ["fact"]})
         console.print("\n[bold cyan]→ prompts/get[/bold cyan] persona {slug: basil, task: ..., recall: 2}")
         prompt = await client.get_prompt(
@@ -222,7 +301,7 @@ async def run_demo(settings: Settings, console: Console) -> None:
         await _work_queue(d)
 
     console.print(f"\n[bold]Isolation check: serving tenant {OTHER_TENANT!r}[/bold]")
-    async with Client(_server(targets, OTHER_TENANT)) as client:
+    async with Client(_server(targets, OTHER_TENANT, embedding)) as client:
         d = _Driver(client, console)
         listed = await d.tool("list_personas", {})
         foreign = await d.tool("get_persona", {"slug": "basil"})
@@ -247,6 +326,8 @@ async def run_demo(settings: Settings, console: Console) -> None:
         f"[green]✓ tenant {OTHER_TENANT!r} sees none of {DEMO_TENANT!r}'s personas, memories or tasks[/green] "
         f"(demo finished in {time.perf_counter() - started:.1f} s)"
     )
+    if missing is not None:
+        console.print(Text.assemble(("note: ", "yellow"), missing), soft_wrap=True)
 
 
 def demo(config: ConfigOption = None) -> None:

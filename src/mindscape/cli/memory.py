@@ -90,7 +90,7 @@ def memory_reembed(
     tenant: TenantOption,
     model: Annotated[str, typer.Option("--model", help="Model name to embed with.", show_default=False)],
     provider: Annotated[
-        Literal["hashing", "openai"] | None,
+        Literal["local", "hashing", "openai"] | None,
         typer.Option("--provider", help="Embedding provider [default: the configured one]", show_default=False),
     ] = None,
     dimensions: Annotated[

@@ -33,6 +33,7 @@ def serve(
     # Imported here: the MCP SDK takes seconds to import, and only `serve` needs it.
     from mindscape.app.server import build_server
     from mindscape.app.state import open_state
+    from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
     from mindscape.transports.stdio import serve_stdio
 
@@ -53,7 +54,7 @@ def serve(
             if transport != "stdio":
                 await serve_http(state, host=host, port=port, transport=transport)
             else:
-                await serve_stdio(build_server(lambda: nullcontext(state)))
+                await serve_stdio(build_server(lambda: nullcontext(state), semantic=semantic(state.settings)))
 
     run(main)
 

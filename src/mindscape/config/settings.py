@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,11 +21,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from mindscape.config.models import HASHING_DEFAULT_MODEL, KNOWN_DIMENSIONS, LOCAL_DEFAULT_MODEL, OPENAI_DEFAULT_MODEL
 from mindscape.config.oauth import TENANT_CLAIM_PATTERN, oauth_problem
 from mindscape.errors import StartupError
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
 _SLUG_RE = re.compile(SLUG_PATTERN)
+
+
+_DEFAULT_MODELS = {"local": LOCAL_DEFAULT_MODEL, "hashing": HASHING_DEFAULT_MODEL, "openai": OPENAI_DEFAULT_MODEL}
 
 
 def default_data_dir() -> Path:
@@ -108,11 +112,25 @@ class Settings(BaseSettings):
     memory_exact_max_rows: int = Field(
         default=5_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
     )
-    embedding_provider: Literal["hashing", "openai"] = Field(
-        default="hashing", description="hashing: built in, offline, lexical (not semantic). openai: any compatible API."
+    embedding_provider: Literal["local", "hashing", "openai"] = Field(
+        default="local",
+        description="local: a sentence model in this process (semantic, offline once downloaded). "
+        "hashing: built in, lexical (words, not meanings). openai: any compatible API.",
     )
-    embedding_model: str = Field(default="mindscape-hash-v1", pattern=r"^[A-Za-z0-9._/:@-]{1,100}$")
-    embedding_dimensions: int = Field(default=384, ge=16, le=2000)
+    embedding_model: str = Field(
+        default=LOCAL_DEFAULT_MODEL,
+        pattern=r"^[A-Za-z0-9._/:@-]{1,100}$",
+        description=f"Default by provider: local {LOCAL_DEFAULT_MODEL}, hashing {HASHING_DEFAULT_MODEL}, "
+        f"openai {OPENAI_DEFAULT_MODEL}.",
+    )
+    embedding_dimensions: int = Field(default=384, ge=16, le=2000, description="local: the model's own by default.")
+    embedding_model_path: Path | None = Field(
+        default=None,
+        description="local: a directory holding the model (ONNX and tokenizer), loaded instead of downloading it.",
+    )
+    embedding_threads: int | None = Field(
+        default=None, ge=1, le=64, description="local: ONNX Runtime threads (default: one per core)."
+    )
     embedding_base_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1"
     )
@@ -127,6 +145,32 @@ class Settings(BaseSettings):
         if value is not None and not _SLUG_RE.match(value):
             raise ValueError("tenant must be a slug: lowercase letters, digits and '-', at most 64 characters")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedding_defaults(cls, data: Any) -> Any:
+        """An unset model is the provider's default; an unset dimension, a known local model's own."""
+        if not isinstance(data, dict):
+            return data
+        given = cast("dict[str, Any]", data)
+        provider = given.get("embedding_provider") or "local"
+        model = given.get("embedding_model") or _DEFAULT_MODELS.get(provider)
+        if model is None:
+            return given  # an unknown provider: its own validation error says so
+        given = {**given, "embedding_model": model}
+        if provider == "local" and given.get("embedding_dimensions") is None and model in KNOWN_DIMENSIONS:
+            given["embedding_dimensions"] = KNOWN_DIMENSIONS[model]
+        return given
+
+    @model_validator(mode="after")
+    def _local_dimensions(self) -> Settings:
+        known = KNOWN_DIMENSIONS.get(self.embedding_model)
+        if self.embedding_provider == "local" and known is not None and self.embedding_dimensions != known:
+            raise ValueError(
+                f"{self.embedding_model} makes {known}-dimensional vectors: set embedding_dimensions to {known} "
+                "or leave it unset"
+            )
+        return self
 
     @model_validator(mode="after")
     def _workers_need_stateless(self) -> Settings:

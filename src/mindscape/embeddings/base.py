@@ -13,12 +13,23 @@ from typing import Literal, Protocol
 
 from mindscape.errors import MindscapeError
 
-Provider = Literal["hashing", "openai"]
-_KEY = re.compile(r"^(hashing|openai):([A-Za-z0-9._/:@-]{1,100}):([0-9]{1,4})$")
+Provider = Literal["local", "hashing", "openai"]
+_KEY = re.compile(r"^(local|hashing|openai):([A-Za-z0-9._/:@-]{1,100}):([0-9]{1,4})$")
 
 
 class EmbeddingError(MindscapeError):
     """The provider could not embed (unreachable, refused, timed out, or answered wrongly)."""
+
+
+class ModelUnavailable(EmbeddingError):
+    """The local model is not there (missing, or still downloading); the embedder has said so once already.
+
+    The message is for operators (where, and the fix); `reason` is a few words for agents.
+    """
+
+    def __init__(self, message: str, reason: str = "the embedding model is not installed on this server") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mindscape.config.settings import Settings
 from mindscape.embeddings.base import Embedder, ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
+from mindscape.embeddings.local import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
+from mindscape.embeddings.local import LocalEmbedder, ModelSource
 from mindscape.embeddings.openai_compat import OpenAIEmbedder
 
 
@@ -13,10 +15,33 @@ def configured_spec(settings: Settings) -> ModelSpec:
     return ModelSpec(settings.embedding_provider, settings.embedding_model, settings.embedding_dimensions)
 
 
+def semantic(settings: Settings) -> bool:
+    """Whether the configured model ranks by meaning (hashing ranks by shared words)."""
+    return settings.embedding_provider != "hashing"
+
+
+def local_source(settings: Settings, model: str | None = None) -> ModelSource:
+    """Where the local `model` (default: the configured local model) is loaded from.
+
+    `embedding_model_path` holds the configured local model (or, with another provider, the
+    default one), so it is used for that model only; any other comes from the cache.
+    """
+    configured = settings.embedding_model if settings.embedding_provider == "local" else LOCAL_DEFAULT_MODEL
+    model = model or configured
+    return ModelSource(
+        name=model,
+        path=settings.embedding_model_path if model == configured else None,
+        cache_dir=settings.data_dir / "models",
+        threads=settings.embedding_threads,
+    )
+
+
 def make_embedder(spec: ModelSpec, settings: Settings) -> Embedder:
     """An embedder for `spec` (not necessarily the configured one), with the settings' endpoint and limits."""
     if spec.provider == "hashing":
         return HashingEmbedder(spec.model, spec.dimensions)
+    if spec.provider == "local":
+        return LocalEmbedder(spec, local_source(settings, spec.model))
     api_key = settings.embedding_api_key
     return OpenAIEmbedder(
         spec.model,
@@ -34,6 +59,8 @@ def describe(embedder: Embedder) -> str:
     key = embedder.spec.key
     if isinstance(embedder, OpenAIEmbedder):
         return f"{key} via {embedder.base_url} (semantic)"
+    if isinstance(embedder, LocalEmbedder):
+        return f"{key} in this process, from {embedder.model.source.where} (semantic)"
     if embedder.semantic:
         return f"{key} (semantic)"
     return f"{key} (lexical: matches shared words and spellings, not meanings)"

@@ -37,9 +37,10 @@ from collections.abc import Sequence
 
 import anyio.to_thread
 
+from mindscape.config.models import HASHING_DEFAULT_MODEL
 from mindscape.embeddings.base import ModelSpec
 
-DEFAULT_MODEL = "mindscape-hash-v1"
+DEFAULT_MODEL = HASHING_DEFAULT_MODEL
 DEFAULT_DIMENSIONS = 384
 
 WORD_CHARS_CAP = 100_000

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
+from mindscape.config.models import KNOWN_DIMENSIONS
 from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool, owner_connection
 from mindscape.database.prepare import ensure_vector_index
@@ -121,8 +122,14 @@ async def backfill(
 
 
 def target_spec(settings: Settings, *, model: str, provider: str | None, dimensions: int | None) -> ModelSpec:
-    """The model to re-embed with; provider and dimensions default to the configured ones."""
-    key = f"{provider or settings.embedding_provider}:{model}:{dimensions or settings.embedding_dimensions}"
+    """The model to re-embed with; provider and dimensions default to the configured ones.
+
+    A known local model's dimensions are its own (all-MiniLM-L6-v2: 384), whatever is configured.
+    """
+    provider = provider or settings.embedding_provider
+    if dimensions is None and provider == "local":
+        dimensions = KNOWN_DIMENSIONS.get(model)
+    key = f"{provider}:{model}:{dimensions or settings.embedding_dimensions}"
     try:
         return ModelSpec.parse(key)
     except ValueError:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from mindscape.embeddings.base import EmbeddingError, ModelSpec
+from mindscape.embeddings.base import EmbeddingError, ModelSpec, ModelUnavailable
 from mindscape.embeddings.registry import Embedders
 from mindscape.errors import InvalidArgument
 from mindscape.models.memory import Remembered
@@ -49,7 +49,9 @@ async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_by
     try:
         vector = (await embedders.get(spec).embed([content]))[0]
     except EmbeddingError as exc:
-        log.warning("embedding failed, memory stored as pending: %s", exc)
+        # A missing local model was reported once already, in one line with the fix.
+        level = logging.DEBUG if isinstance(exc, ModelUnavailable) else logging.WARNING
+        log.log(level, "embedding failed, memory stored as pending: %s", exc)
         return Prepared(content, spec, None, str(exc))
     return Prepared(content, spec, vector, None)
 
@@ -117,5 +119,7 @@ async def backfill_quietly(run: Callable[[], Awaitable[int]]) -> None:
         done = await run()
         if done:
             log.info("embedded %d pending memories", done)
+    except EmbeddingError as exc:  # the provider failed again: nothing is lost, no traceback needed
+        log.warning("background backfill stopped (%s); `mindscape memory backfill` retries it", exc)
     except Exception:
         log.warning("background backfill failed; `mindscape memory backfill` retries it", exc_info=True)

@@ -20,7 +20,11 @@ from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
 from mindscape.database.pool import connect
 from mindscape.database.prepare import resolve_targets
 from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
-from mindscape.embeddings.factory import configured_spec, describe, make_embedder
+from mindscape.embeddings.base import ModelUnavailable
+from mindscape.embeddings.factory import configured_spec, describe, local_source, make_embedder
+from mindscape.embeddings.local import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
+from mindscape.embeddings.local import describe_model, directory_size, find_model
+from mindscape.embeddings.registry import TENANT_MODEL_KEY, active_spec
 from mindscape.errors import MindscapeError
 from mindscape.memory.indexing import index_tenants
 
@@ -59,7 +63,10 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 async def embedding_check(settings: Settings) -> Check:
     """Which model new memories get, and whether it ranks by meaning. No request is sent to a provider."""
-    embedder = make_embedder(configured_spec(settings), settings)
+    spec = configured_spec(settings)
+    if spec.provider == "local":
+        return local_model_check(settings)
+    embedder = make_embedder(spec, settings)
     try:
         semantic, described = embedder.semantic, describe(embedder)
     finally:
@@ -70,8 +77,56 @@ async def embedding_check(settings: Settings) -> Check:
         "embeddings",
         "warn",
         described,
-        'for recall by meaning set embedding_provider = "openai" (any OpenAI-compatible API, e.g. Ollama) '
-        "and run `mindscape memory reembed`",
+        'for recall by meaning set embedding_provider = "local" (the default; or "openai" for any compatible '
+        "API) and run `mindscape memory reembed`",
+    )
+
+
+def local_model_check(settings: Settings) -> Check:
+    """Whether the local model is there (nothing is downloaded), where, and its size."""
+    spec, source = configured_spec(settings), local_source(settings)
+    try:
+        description = describe_model(source.name)
+    except ModelUnavailable as exc:
+        return Check(
+            "embeddings", "FAIL", f"{spec.key}: {exc}", f"for example embedding_model = {LOCAL_DEFAULT_MODEL!r}"
+        )
+    found = find_model(source, description)
+    if found is not None:
+        size = directory_size(found) / 1e6
+        return Check("embeddings", "ok", f"{spec.key} (semantic, in this process): model in {found} ({size:.0f} MB)")
+    if source.path is not None:
+        where, fix = f"{source.path} (embedding_model_path)", "copy the model directory there"
+    else:
+        where, fix = f"the model cache {source.cache_dir}", "run `uv run mindscape model pull`"
+    return Check(
+        "embeddings",
+        "warn",
+        f"{spec.key}: the model is not in {where}; until it is, memories are stored pending and recall matches words",
+        f"{fix} (or set MINDSCAPE_EMBEDDING_MODEL_PATH to a directory holding the model)",
+    )
+
+
+# The runtime role may read every tenant's settings (the registry's read policy).
+TENANT_MODELS = "SELECT slug, settings ->> 'embedding_model' AS model FROM mindscape.tenants WHERE status = 'active'"
+
+
+async def lexical_tenants_check(conn: asyncpg.Connection[asyncpg.Record], settings: Settings) -> Check:
+    """Tenants whose model is lexical (hashing): their recall matches words, not meanings."""
+    name, default = "lexical tenants", configured_spec(settings)
+    lexical: list[str] = []
+    for row in await conn.fetch(TENANT_MODELS + " ORDER BY slug"):
+        own = {TENANT_MODEL_KEY: row["model"]} if row["model"] else {}
+        if active_spec(own, default).provider == "hashing":
+            lexical.append(row["slug"])
+    if not lexical:
+        return Check(name, "ok", "none: every active tenant's model ranks by meaning")
+    shown = ", ".join(lexical[:5]) + (", ..." if len(lexical) > 5 else "")
+    return Check(
+        name,
+        "warn",
+        f"{len(lexical)} tenant(s) on a lexical model, whose recall matches words, not meanings: {shown}",
+        f"`mindscape memory reembed --tenant SLUG --provider local --model {LOCAL_DEFAULT_MODEL}` moves one",
     )
 
 
@@ -107,6 +162,7 @@ async def database_checks(settings: Settings) -> list[Check]:
                 )
             )
         checks.append(await tenant_index_check(settings, targets))
+        checks.append(await lexical_tenants_check(conn, settings))
         return checks
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]

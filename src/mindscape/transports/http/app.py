@@ -34,6 +34,7 @@ from mindscape.app.state import AppState
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.pool import Pool
+from mindscape.embeddings.factory import semantic
 from mindscape.transports.http.auth.api_keys import BearerVerifier, key_auth_settings
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
 from mindscape.transports.http.auth.protected_resource import ProtectedResource, public_base_url
@@ -58,6 +59,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         lambda: nullcontext(state),
         token_verifier=BearerVerifier(state.pool, JwtVerifier(jwt_config, state.pool) if jwt_config else None),
         auth=resource.auth_settings() if resource else key_auth_settings(base_url),
+        semantic=semantic(state.settings),
     )
     head = migrate.head_revision()
 

@@ -1,0 +1,55 @@
+"""Memory tool helpers shared by the memory tests: calls, a client with settings, SQL as a tenant, backfill waits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp import Client
+from mcp.types import CallToolResult
+
+from mindscape.app.server import build_server
+from mindscape.app.state import open_state
+from mindscape.database.pool import create_pool
+from mindscape.database.targets import Targets
+from mindscape.queries import memories
+from mindscape.tenancy.caller import Caller
+from mindscape.tenancy.transaction import tenant_transaction
+from tests.support.results import data
+from tests.support.tenants import settings_for
+
+
+def contents(result: CallToolResult) -> list[str]:
+    return [m["content"] for m in data(result)["memories"]]
+
+
+async def remember(client: Client, content: str, **args: Any) -> dict[str, Any]:
+    return data(await client.call_tool("remember", {"content": content, **args}))
+
+
+@asynccontextmanager
+async def client_with(targets: Targets, tenant: str, **settings: Any) -> AsyncGenerator[Client]:
+    configured = settings_for(targets, tenant, **settings)
+    async with Client(build_server(lambda: open_state(configured, targets.runtime))) as client:
+        yield client
+
+
+async def sql(targets: Targets, caller: Caller, statement: str, *args: Any) -> Any:
+    """Run one statement inside the caller's tenant transaction (as the runtime role)."""
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    try:
+        async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
+            return await tx.conn.fetch(statement, *args)
+    finally:
+        await pool.close()
+
+
+async def wait_until_embedded(targets: Targets, caller: Caller, key: str) -> None:
+    """The backfill runs after the reply: poll (bounded) until nothing is pending."""
+    for _ in range(200):
+        if not (await sql(targets, caller, memories.COUNT_PENDING, caller.tenant_id, key))[0]["count"]:
+            return
+        await anyio.sleep(0.05)
+    raise AssertionError(f"memories still pending for {key}")
