@@ -161,15 +161,15 @@ def load_conversation(path: Path) -> Conversation:
     return Conversation(path.stem, turns, questions)
 
 
-def write_jsonl(conv: Conversation, path: Path) -> None:
+def write_jsonl(conv: Conversation, path: Path, *, context: bool) -> None:
+    """One line per turn; with `context`, the previous turn of the same session as metadata.context."""
     with path.open("w") as out:
-        for t in conv.turns:
-            line = {
-                "content": t.content,
-                "kind": "event",
-                "created_at": t.at.isoformat(),
-                "metadata": {"dia_id": t.dia_id, "session": t.session},
-            }
+        for i, t in enumerate(conv.turns):
+            metadata: dict[str, Any] = {"dia_id": t.dia_id, "session": t.session}
+            previous = conv.turns[i - 1] if i else None
+            if context and previous is not None and previous.session == t.session:
+                metadata["context"] = previous.content
+            line = {"content": t.content, "kind": "event", "created_at": t.at.isoformat(), "metadata": metadata}
             out.write(json.dumps(line) + "\n")
 
 
@@ -317,10 +317,10 @@ def server_env(targets: Targets, tmp: Path, tenant: str, provider: dict[str, str
     }
 
 
-def import_turns(conv: Conversation, env: dict[str, str], tmp: Path) -> float:
+def import_turns(conv: Conversation, env: dict[str, str], tmp: Path, *, context: bool) -> float:
     """`mindscape memory import` of the conversation; returns the wall time in seconds."""
     path = tmp / f"{conv.name}.jsonl"
-    write_jsonl(conv, path)
+    write_jsonl(conv, path, context=context)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")} | env
     start = time.perf_counter()
     done = subprocess.run(
@@ -380,6 +380,7 @@ class Results:
     floor_answered: dict[float, int] = field(default_factory=lambda: {})
     off_topic_answered: dict[tuple[float, str], int] = field(default_factory=lambda: {})
     off_topic_total: int = 0
+    off_topic_shown: list[str] = field(default_factory=lambda: [])
     remember_times: list[float] = field(default_factory=lambda: [])
     import_s: float = 0.0
     imported: int = 0
@@ -390,7 +391,9 @@ def dia_ids(result: Message) -> list[str]:
     return [cast(str, m["metadata"]["dia_id"]) for m in cast(list[Message], result["memories"])]
 
 
-def measure(conv: Conversation, env: dict[str, str], tmp: Path, res: Results, floors: Sequence[float]) -> None:
+def measure(
+    conv: Conversation, env: dict[str, str], tmp: Path, res: Results, floors: Sequence[float], default_floor: float
+) -> None:
     session = open_session(conv.tenant, env, tmp)
     try:
         first, _ = call(session, "recall", {"query": conv.questions[0].text, "k": 10})
@@ -414,6 +417,11 @@ def measure(conv: Conversation, env: dict[str, str], tmp: Path, res: Results, fl
                     )
                     key = (floor, mode)
                     res.off_topic_answered[key] = res.off_topic_answered.get(key, 0) + bool(result["memories"])
+                    if result["memories"] and floor == default_floor and mode == "hybrid":
+                        top = cast(list[Message], result["memories"])[0]
+                        res.off_topic_shown.append(
+                            f"{conv.name}: {query!r} -> {top['content'][:60]!r} {top['similarity']}"
+                        )
         res.rss.append(rss_kb(session.proc.pid))
     finally:
         session.close()
@@ -458,12 +466,14 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
     counts = {c: sum(1 for q in qs if q.category == c) for c in CATEGORIES}
     head = " | ".join(f"{name} ({counts[c]}) R@5 | R@10" for c, name in CATEGORIES.items())
     lines = [
-        f"## Evidence recall, LoCoMo ({len(qs)} questions, categories 1-4), provider `{args.provider}`",
+        f"## Evidence recall, LoCoMo ({len(qs)} questions, categories 1-4), provider `{args.provider}`, "
+        f"context {'on' if args.context else 'off'}",
         "",
         f"| method | {head} | all ({len(qs)}) R@5 | R@10 |",
         "|---|" + "---:|" * (2 * len(CATEGORIES) + 2),
     ]
-    labels = {m: f"mindscape {m} (min_similarity {default_floor:g})" for m in MODES}
+    labels = {m: f"mindscape {m} (min_similarity {default_floor:g})" for m in ("hybrid", "semantic")}
+    labels["keyword"] = "mindscape keyword"
     for method, rankings in res.rankings.items():
         cells = [f"{mean_recall(rankings, qs, k, c):.3f}" for c in CATEGORIES for k in KS]
         cells += [f"{mean_recall(rankings, qs, k):.3f}" for k in KS]
@@ -503,6 +513,13 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
             f"| {res.off_topic_answered[(floor, 'hybrid')]}/{res.off_topic_total} "
             f"| {res.off_topic_answered[(floor, 'semantic')]}/{res.off_topic_total} |"
         )
+    if res.off_topic_shown:
+        lines += [
+            "",
+            f"Off-topic queries answered at min_similarity {default_floor:g} (hybrid; top memory, similarity):",
+            "",
+        ]
+        lines += [f"- {line}" for line in res.off_topic_shown]
     rss = max(r[0] for r in res.rss) / 1024
     hwm = max(r[1] for r in res.rss) / 1024
     lines += [
@@ -542,6 +559,13 @@ def parse_args() -> argparse.Namespace:
         help="min_similarity values to sweep (-1: no floor)",
     )
     parser.add_argument("--conversations", type=int, default=0, help="use only the first N files (0: all)")
+    parser.add_argument(
+        "--context",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store each turn with the previous turn of its session as metadata.context (default: on)",
+    )
+    parser.add_argument("--questions", type=int, default=0, help="ask only the first N questions of each (0: all)")
     return parser.parse_args()
 
 
@@ -552,6 +576,9 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     if args.conversations:
         files = files[: args.conversations]
     convs = [load_conversation(f) for f in files]
+    if args.questions:
+        for conv in convs:
+            conv.questions = conv.questions[: args.questions]
     floors = [float(x) for x in args.floors.split(",") if x.strip()]
     log(
         f"{len(convs)} conversations, {sum(len(c.turns) for c in convs)} turns, "
@@ -570,13 +597,13 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     for conv in convs:
         env = server_env(targets, tmp, conv.tenant, provider)
         log(f"{conv.name}: importing {len(conv.turns)} turns")
-        res.import_s += import_turns(conv, env, tmp)
+        res.import_s += import_turns(conv, env, tmp, context=args.context)
         res.imported += len(conv.turns)
         log(f"{conv.name}: baselines")
         for name, rankings in baselines(conv, model).items():
             res.rankings.setdefault(name, []).extend(rankings)
         log(f"{conv.name}: {len(conv.questions)} questions through the server")
-        measure(conv, env, tmp, res, floors)
+        measure(conv, env, tmp, res, floors, default_floor)
         res.questions.extend(conv.questions)
     log("remember latency")
     samples = [f"{t.content} (note {i})" for i, t in enumerate(convs[0].turns[:REMEMBER_SAMPLES])]

@@ -143,7 +143,9 @@ async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory
 
 
 PENDING = """
-SELECT m.id, m.content FROM mindscape.memories m
+SELECT m.id, m.content,
+       CASE WHEN jsonb_typeof(m.metadata->'context') = 'string' THEN m.metadata->>'context' END AS context
+FROM mindscape.memories m
 WHERE m.tenant_id = $1
   AND NOT EXISTS (SELECT 1 FROM mindscape.memory_embeddings e
                   WHERE e.tenant_id = m.tenant_id AND e.model = $2 AND e.memory_id = m.id)
@@ -158,9 +160,10 @@ WHERE m.tenant_id = $1
 """
 
 
-async def pending(conn: Connection, *, tenant_id: UUID, model: str, limit: int) -> list[tuple[UUID, str]]:
-    """Memories with no embedding for `model` yet, in a stable order (so batches resume)."""
-    return [(r["id"], r["content"]) for r in await conn.fetch(PENDING, tenant_id, model, limit)]
+async def pending(conn: Connection, *, tenant_id: UUID, model: str, limit: int) -> list[tuple[UUID, str, str | None]]:
+    """(id, content, metadata context) of memories with no embedding for `model` yet, in a stable
+    order (so batches resume)."""
+    return [(r["id"], r["content"], r["context"]) for r in await conn.fetch(PENDING, tenant_id, model, limit)]
 
 
 async def count_pending(conn: Connection, *, tenant_id: UUID, model: str) -> int:

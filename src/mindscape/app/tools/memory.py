@@ -21,6 +21,7 @@ from mindscape.config.settings import SLUG_PATTERN
 from mindscape.embeddings.base import EmbeddingError
 from mindscape.errors import InvalidArgument, QuotaExceeded
 from mindscape.memory import writes
+from mindscape.memory.context import context_of
 from mindscape.memory.recall import recall as run_recall
 from mindscape.models.memory import Forgotten, Kind, Metadata, Mode, Recall, Remembered
 from mindscape.queries import audit, fulltext, memories
@@ -43,7 +44,10 @@ async def remember(
     persona: PersonaSlug = None,
     kind: Annotated[Kind, Field(description="What sort of memory it is.")] = "note",
     metadata: Annotated[
-        Metadata | None, Field(description="Small flat JSON object, e.g. {'topic': 'billing'}.")
+        Metadata | None,
+        Field(
+            description="Small flat JSON object, e.g. {'topic': 'billing'}; 'context': text it follows, embedded too."
+        ),
     ] = None,
     importance: Annotated[float | None, Field(ge=0, le=1, description="0 (trivial) to 1 (vital).")] = None,
     expires_in_days: Annotated[int | None, Field(ge=1, le=3650, description="Forget it after this many days.")] = None,
@@ -54,7 +58,9 @@ async def remember(
     # The limit as last seen for this tenant; the transaction below checks the current one.
     known = effective_own(await state.calls.tenant(caller.tenant_id), state.settings)
     try:
-        prepared = await writes.prepare(state.embedders, caller.tenant_id, content, max_bytes=known.max_content_bytes)
+        prepared = await writes.prepare(
+            state.embedders, caller.tenant_id, content, max_bytes=known.max_content_bytes, context=context_of(metadata)
+        )
     except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
     async with tenant_call(ctx, read_only=False) as tx:
