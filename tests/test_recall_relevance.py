@@ -45,7 +45,9 @@ async def seed(client: Client) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_unrelated_query_returns_nothing_and_says_so(office: Caller, client_for: ClientFactory, mode: str) -> None:
+async def test_unrelated_query_returns_nothing_and_says_so(
+    office: Caller, client_for: ClientFactory, mode: str
+) -> None:
     async with client_for(office.tenant_slug) as client:
         await seed(client)
         found = await recall(client, "zzqx blorf", mode=mode)
@@ -90,7 +92,7 @@ async def test_keyword_matches_any_word_and_ranks_rare_words_first(office: Calle
         setup = await remember(client, "Laptop setup takes a day")
         ranked = await recall(client, "Ada ukulele", mode="keyword")
         partial = await recall(client, "new hire laptop setup", mode="keyword")
-    assert [m["id"] for m in ranked["memories"]][0] == rare
+    assert ranked["memories"][0]["id"] == rare
     assert {m["id"] for m in ranked["memories"]} == {rare, *common}
     assert [m["id"] for m in partial["memories"]] == [setup]  # only "laptop setup" is in it
 

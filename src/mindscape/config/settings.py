@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     # Chosen with benchmarks/memory_quality.py for the default local model (docs/memory-ranking.md):
     # other models place unrelated texts elsewhere on the cosine scale and need their own value.
     memory_min_similarity: float = Field(
-        default=0.3, ge=-1, le=1, description="Default cosine floor of semantic and hybrid recall."
+        default=0.35, ge=-1, le=1, description="Default cosine floor of semantic and hybrid recall."
     )
     embedding_provider: Literal["hashing", "openai"] = Field(
         default="hashing", description="hashing: built in, offline, lexical (not semantic). openai: any compatible API."
