@@ -86,20 +86,29 @@ async def test_expired_memories_never_come_back(office: Caller, client_for: Clie
 
 
 async def test_hybrid_fuses_both_signals(office: Caller, targets: Targets) -> None:
-    # The lexical model, whose character n-grams make "Invoices quarterly" close to the query.
+    # Hashing similarities to the query: both 0.66, spelling_only 0.19, words_only 0.08, cat 0.05.
+    # Only `both` and `words_only` contain a query word (stems: quarter, invoic, portal); the
+    # misspellings share character n-grams, not stems. Semantic order: both, spelling, words;
+    # keyword: both, words. Fusion puts words_only (in both lists) above spelling_only (in one),
+    # an order neither signal gives alone.
+    floor = {"min_similarity": 0}
     async with client_with(targets, office.tenant_slug, embedding_provider="hashing") as client:
         both = await remember(client, "Quarterly invoicing runs through the billing portal")
-        words_only = await remember(client, "Portal")
-        spelling_only = await remember(client, "Invoices quarterly")  # char n-grams: close to 'invoicing'
+        words_only = await remember(client, "Ask the front desk team about the visitor parking portal rules today")
+        spelling_only = await remember(client, "invoicingg quarterlyy")
         await remember(client, "The cat sleeps on the sofa")
-        hybrid = data(await client.call_tool("recall", {"query": "quarterly invoicing portal", "k": 3}))
-        semantic = data(await client.call_tool("recall", {"query": "quarterly invoicing portal", "mode": "semantic"}))
-        keyword = data(await client.call_tool("recall", {"query": "quarterly invoicing portal", "mode": "keyword"}))
-    assert hybrid["memories"][0]["id"] == both["id"]
-    assert {m["id"] for m in hybrid["memories"]} == {both["id"], words_only["id"], spelling_only["id"]}
+        query = "quarterly invoicing portal"
+        hybrid = data(await client.call_tool("recall", {"query": query, "k": 3, **floor}))
+        semantic = data(await client.call_tool("recall", {"query": query, "k": 3, "mode": "semantic", **floor}))
+        keyword = data(await client.call_tool("recall", {"query": query, "mode": "keyword"}))
+    ids = [both["id"], words_only["id"], spelling_only["id"]]
+    assert [m["id"] for m in semantic["memories"]] == [both["id"], spelling_only["id"], words_only["id"]]
+    assert [m["id"] for m in keyword["memories"]] == [both["id"], words_only["id"]]
+    assert [m["id"] for m in hybrid["memories"]] == ids
+    ranks = [(m["semantic_rank"], m["keyword_rank"]) for m in hybrid["memories"]]
+    assert ranks == [(1, 1), (3, 2), (2, None)]
     assert all(m["keyword_rank"] is None for m in semantic["memories"])
     assert all(m["semantic_rank"] is None for m in keyword["memories"])
-    assert {m["id"] for m in keyword["memories"]} == {both["id"], words_only["id"], spelling_only["id"]}
     scores = [m["score"] for m in hybrid["memories"]]
     assert scores == sorted(scores, reverse=True)
 

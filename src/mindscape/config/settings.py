@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     memory_exact_max_rows: int = Field(
         default=5_000, ge=0, le=10_000_000, description="Tenants with at most this many embeddings are ranked exactly."
     )
+    # Chosen with benchmarks/memory_quality.py for the default local model (docs/memory-ranking.md):
+    # other models place unrelated texts elsewhere on the cosine scale and need their own value.
+    memory_min_similarity: float = Field(
+        default=0.35, ge=-1, le=1, description="Default cosine floor of semantic and hybrid recall."
+    )
     embedding_provider: Literal["local", "hashing", "openai"] = Field(
         default="local",
         description="local: a sentence model in this process (semantic, offline once downloaded). "

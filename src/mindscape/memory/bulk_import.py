@@ -39,6 +39,7 @@ from mindscape.database.targets import Targets
 from mindscape.embeddings.base import EmbeddingError, ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.embeddings.registry import Embedders, active_spec
+from mindscape.memory.context import context_of, embed_with_context
 from mindscape.memory.jsonl import FileMemory, MemoryFile, read_memory_file
 from mindscape.queries import lookups, memories
 from mindscape.queries.memories import NewMemory, content_hash
@@ -196,7 +197,9 @@ async def _embed_missing(
     for start in range(0, len(need), batch):
         chunk = need[start : start + batch]
         try:
-            vectors = await embedder.embed([row.memory.content for row in chunk])
+            vectors = await embed_with_context(
+                embedder, [(row.memory.content, context_of(row.memory.metadata)) for row in chunk]
+            )
         except EmbeddingError as exc:
             log.info("embedding failed; %d memories will be stored as pending: %s", len(need) - start, exc)
             return str(exc)

@@ -32,6 +32,7 @@ from mindscape.database.pool import Connection
 from mindscape.embeddings.base import ModelSpec
 from mindscape.models.memory import Mode, Recall, RecalledMemory
 from mindscape.queries import memories
+from mindscape.queries.fulltext import SearchTerms
 from mindscape.queries.memories import Filters
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,11 @@ async def semantic_search(
 def fuse(
     semantic: list[tuple[UUID, float]], keyword: list[tuple[UUID, float]], k: int
 ) -> list[tuple[UUID, float, int | None, int | None]]:
-    """Reciprocal rank fusion: (id, score, semantic rank, keyword rank), best first."""
+    """Reciprocal rank fusion: (id, score, semantic rank, keyword rank), best first.
+
+    Both signals weigh the same: on LoCoMo (docs/memory-ranking.md) giving the semantic one 0.5x
+    or 1.5x the weight lost recall@10.
+    """
     ranks: dict[UUID, list[int | None]] = {}
     for signal, hits in enumerate((semantic, keyword)):
         for rank, (memory_id, _) in enumerate(hits, start=1):
@@ -158,36 +163,84 @@ def fuse(
     return scored[:k]
 
 
+def nothing_relevant(mode: Mode, terms: SearchTerms, min_similarity: float, searched_meaning: bool) -> str:
+    """Why recall came back empty, in words an agent can act on."""
+    if not terms.included:
+        return "nothing to look for: every term of the query is excluded (-word)"
+    words = "no memory contains any of the query's words"
+    if mode == "keyword" or not searched_meaning:
+        return f"nothing relevant: {words}"
+    return f"nothing relevant: no memory is at least {min_similarity:g} similar to the query (min_similarity)"
+
+
 async def recall(
     conn: Connection,
     *,
     tenant_id: UUID,
-    query: str,
+    terms: SearchTerms,
     k: int,
     filters: Filters,
     mode: Mode,
     spec: ModelSpec,
     vector: list[float] | None,
     sizes: TenantSizes,
+    min_similarity: float,
     note: str | None = None,
 ) -> Recall:
-    """The k best memories; `vector` is the query's embedding (None: no semantic signal)."""
+    """The k best memories; `vector` is the embedding of `terms.text` (None: no semantic signal).
+
+    With a vector, every memory returned is at least `min_similarity` similar to the query (cosine),
+    whichever signal found it: words in common do not make an unrelated memory relevant. Memories
+    not embedded yet are judged by their words alone. Keyword mode does not embed the query, so
+    there the floor does not apply and `similarity` is null.
+    """
     depth = min(max(k * 3, 30), 300)  # candidates per signal: enough for fusion to reorder
     semantic: list[tuple[UUID, float]] = []
     keyword: list[tuple[UUID, float]] = []
+    similarity: dict[UUID, float] = {}
+    if not terms.included:
+        vector = None  # nothing to look for
     if mode != "keyword" and vector is not None:
-        semantic = await semantic_search(
+        nearest = await semantic_search(
             conn, tenant_id=tenant_id, spec=spec, vector=vector, filters=filters, limit=depth, sizes=sizes
         )
-    if mode != "semantic":
-        keyword = await memories.keyword_candidates(
-            conn, tenant_id=tenant_id, query=query, filters=filters, limit=depth
+        dropped = await memories.containing_excluded(
+            conn, tenant_id=tenant_id, ids=[i for i, _ in nearest], excluded=terms.excluded
         )
+        for memory_id, distance in nearest:
+            if memory_id not in dropped and 1.0 - distance >= min_similarity:
+                similarity[memory_id] = 1.0 - distance
+                semantic.append((memory_id, distance))
+    if mode != "semantic":
+        hits = await memories.keyword_candidates(
+            conn,
+            tenant_id=tenant_id,
+            terms=terms,
+            filters=filters,
+            limit=depth,
+            model=spec.key if mode == "hybrid" else None,
+            vector=vector if mode == "hybrid" else None,
+        )
+        for hit in hits:
+            if hit.similarity is not None:
+                if hit.similarity < min_similarity:
+                    continue
+                similarity[hit.id] = hit.similarity
+            keyword.append((hit.id, hit.score))
     fused = fuse(semantic, keyword, k)
     rows = await memories.fetch(conn, tenant_id=tenant_id, ids=[f[0] for f in fused])
     found = [
-        RecalledMemory(**rows[memory_id].model_dump(), score=score, semantic_rank=s_rank, keyword_rank=k_rank)
+        RecalledMemory(
+            **rows[memory_id].model_dump(),
+            score=score,
+            similarity=similarity.get(memory_id),
+            semantic_rank=s_rank,
+            keyword_rank=k_rank,
+        )
         for memory_id, score, s_rank, k_rank in fused
         if memory_id in rows
     ]
+    if not found:
+        empty = nothing_relevant(mode, terms, min_similarity, searched_meaning=vector is not None)
+        note = f"{note}; {empty}" if note else empty
     return Recall(memories=found, mode=mode, note=note)

@@ -18,6 +18,7 @@ from uuid import UUID
 from mindscape.embeddings.base import EmbeddingError, ModelSpec, ModelUnavailable
 from mindscape.embeddings.registry import Embedders
 from mindscape.errors import InvalidArgument
+from mindscape.memory.context import embed_with_context
 from mindscape.models.memory import Remembered
 from mindscape.queries import lookups, memories
 from mindscape.quotas.limits import Limit
@@ -40,14 +41,17 @@ class Prepared:
     problem: str | None
 
 
-async def prepare(embedders: Embedders, tenant_id: UUID, content: str, *, max_bytes: Limit) -> Prepared:
+async def prepare(
+    embedders: Embedders, tenant_id: UUID, content: str, *, max_bytes: Limit, context: str | None = None
+) -> Prepared:
+    """Check `content` and embed it (with its `context`, see memory/context.py)."""
     size = len(content.encode("utf-8"))
     if not content.strip():
         raise InvalidArgument("content is empty; send the text to remember")
     check_content_size(size, max_bytes)  # before paying the provider; rechecked in the transaction
     spec = embedders.model_for(tenant_id)
     try:
-        vector = (await embedders.get(spec).embed([content]))[0]
+        vector = (await embed_with_context(embedders.get(spec), [(content, context)]))[0]
     except EmbeddingError as exc:
         # A missing local model was reported once already, in one line with the fix.
         level = logging.DEBUG if isinstance(exc, ModelUnavailable) else logging.WARNING
@@ -103,10 +107,10 @@ async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, ba
         tenant_id = tx.tenant_id
         todo = await memories.pending(tx.conn, tenant_id=tenant_id, model=spec.key, limit=batch)
     if todo:
-        vectors = await embedders.get(spec).embed([content for _, content in todo])
+        vectors = await embed_with_context(embedders.get(spec), [(content, context) for _, content, context in todo])
         async with open_tx(False) as tx:
             await memories.store_embeddings(
-                tx.conn, tenant_id=tx.tenant_id, model=spec.key, memory_ids=[i for i, _ in todo], vectors=vectors
+                tx.conn, tenant_id=tx.tenant_id, model=spec.key, memory_ids=[i for i, _, _ in todo], vectors=vectors
             )
     if len(todo) < batch:  # the backlog is empty now: later remembers need not look again
         embedders.mark(tenant_id, spec, clean=True)

@@ -36,6 +36,9 @@ class Memory(BaseModel):
 
 class RecalledMemory(Memory):
     score: float = Field(description="Fused relevance (higher is better).")
+    similarity: float | None = Field(
+        description="Cosine similarity to the query (-1 to 1); null in keyword mode or while not embedded."
+    )
     semantic_rank: int | None = Field(description="Rank by vector similarity (1 = best), if it matched.")
     keyword_rank: int | None = Field(description="Rank by full-text match (1 = best), if it matched.")
 
@@ -43,7 +46,7 @@ class RecalledMemory(Memory):
 class Recall(BaseModel):
     memories: list[RecalledMemory]
     mode: Mode
-    note: str | None = Field(default=None, description="Why results may be partial (e.g. embeddings pending).")
+    note: str | None = Field(default=None, description="Why results may be partial or empty.")
 
 
 class Forgotten(BaseModel):

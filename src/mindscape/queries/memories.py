@@ -17,6 +17,7 @@ from pgvector import Vector
 
 from mindscape.database.pool import Connection
 from mindscape.models.memory import Memory
+from mindscape.queries.fulltext import SearchTerms
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory
 
 
 PENDING = """
-SELECT m.id, m.content FROM mindscape.memories m
+SELECT m.id, m.content,
+       CASE WHEN jsonb_typeof(m.metadata->'context') = 'string' THEN m.metadata->>'context' END AS context
+FROM mindscape.memories m
 WHERE m.tenant_id = $1
   AND NOT EXISTS (SELECT 1 FROM mindscape.memory_embeddings e
                   WHERE e.tenant_id = m.tenant_id AND e.model = $2 AND e.memory_id = m.id)
@@ -157,9 +160,10 @@ WHERE m.tenant_id = $1
 """
 
 
-async def pending(conn: Connection, *, tenant_id: UUID, model: str, limit: int) -> list[tuple[UUID, str]]:
-    """Memories with no embedding for `model` yet, in a stable order (so batches resume)."""
-    return [(r["id"], r["content"]) for r in await conn.fetch(PENDING, tenant_id, model, limit)]
+async def pending(conn: Connection, *, tenant_id: UUID, model: str, limit: int) -> list[tuple[UUID, str, str | None]]:
+    """(id, content, metadata context) of memories with no embedding for `model` yet, in a stable
+    order (so batches resume)."""
+    return [(r["id"], r["content"], r["context"]) for r in await conn.fetch(PENDING, tenant_id, model, limit)]
 
 
 async def count_pending(conn: Connection, *, tenant_id: UUID, model: str) -> int:
@@ -280,28 +284,99 @@ async def semantic_candidates(
     return [(r["memory_id"], float(r["distance"])) for r in rows]
 
 
-# websearch syntax ("quoted phrases", -excluded), but any word may match (OR): recall should
-# find a memory sharing some of the words; ts_rank_cd ranks those sharing more of them first.
+# Keyword candidates: any term may match (see queries/fulltext.py). A memory scores the sum of
+# the inverse document frequencies (BM25's idf) of the terms it contains, so rare words outweigh
+# common ones: ts_rank_cd alone knows nothing of the tenant's other memories, and let a speaker's
+# name present in half of them outrank the one word that mattered (docs/memory-ranking.md).
+# Counts stop at $9 rows: a bounded cost for large tenants, where a term that common scores ~0
+# anyway. MATERIALIZED keeps each count from being re-run for every matching row.
+# With a model ($11) and query vector ($12), each candidate's cosine similarity comes along
+# (NULL when it has no embedding yet), for the min_similarity floor.
 KEYWORD = (
     """
-SELECT m.id, ts_rank_cd(m.search, q) AS rank
-FROM mindscape.memories m,
-     CAST(replace(websearch_to_tsquery('english', $7)::text, ' & ', ' | ') AS tsquery) AS q
-WHERE m.tenant_id = $1 AND m.search @@ q
-"""
+WITH terms AS (
+  SELECT DISTINCT tq FROM unnest($7::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
+  WHERE numnode(tq) > 0
+), corpus AS MATERIALIZED (
+  SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 LIMIT $9) capped
+), df AS MATERIALIZED (
+  SELECT terms.tq, (SELECT count(*) FROM (
+    SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 AND m.search @@ terms.tq LIMIT $9
+  ) capped) AS df
+  FROM terms
+), hits AS (
+  SELECT m.id, sum(ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5)))::float8 AS score,
+         max(m.created_at) AS created_at
+  FROM df CROSS JOIN corpus JOIN mindscape.memories m ON m.tenant_id = $1 AND m.search @@ df.tq
+  WHERE true"""
     + FILTERS
     + """
-ORDER BY rank DESC, m.created_at DESC
-LIMIT $8
+    AND NOT EXISTS (
+      SELECT 1 FROM unnest($8::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
+    )
+  GROUP BY m.id
+  ORDER BY score DESC, created_at DESC
+  LIMIT $10
+)
+SELECT h.id, h.score, 1 - (e.embedding <=> $12::vector) AS similarity
+FROM hits h
+LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $11 AND e.memory_id = h.id
+ORDER BY h.score DESC, h.created_at DESC
 """
 )
+KEYWORD_COUNT_CAP = 20_000
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    id: UUID
+    score: float
+    similarity: float | None  # cosine to the query vector, if one was given and the memory is embedded
 
 
 async def keyword_candidates(
-    conn: Connection, *, tenant_id: UUID, query: str, filters: Filters, limit: int
-) -> list[tuple[UUID, float]]:
-    rows = await conn.fetch(KEYWORD, *filters.params(tenant_id), query, limit)
-    return [(r["id"], float(r["rank"])) for r in rows]
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    terms: SearchTerms,
+    filters: Filters,
+    limit: int,
+    model: str | None = None,
+    vector: Sequence[float] | None = None,
+) -> list[KeywordHit]:
+    """Up to `limit` memories containing any included term and no excluded one, best first."""
+    if not terms.included:
+        return []
+    rows = await conn.fetch(
+        KEYWORD,
+        *filters.params(tenant_id),
+        list(terms.included),
+        list(terms.excluded),
+        KEYWORD_COUNT_CAP,
+        limit,
+        model if vector is not None else None,
+        list(vector) if vector is not None else None,
+    )
+    return [
+        KeywordHit(r["id"], float(r["score"]), None if r["similarity"] is None else float(r["similarity"]))
+        for r in rows
+    ]
+
+
+# Semantic candidates containing an excluded term (`-word`), dropped by recall afterwards.
+EXCLUDED = """
+SELECT m.id FROM mindscape.memories m
+WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])
+  AND EXISTS (SELECT 1 FROM unnest($3::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term))
+"""
+
+
+async def containing_excluded(
+    conn: Connection, *, tenant_id: UUID, ids: Sequence[UUID], excluded: Sequence[str]
+) -> set[UUID]:
+    if not ids or not excluded:
+        return set()
+    return {r["id"] for r in await conn.fetch(EXCLUDED, tenant_id, list(ids), list(excluded))}
 
 
 _MEMORY_COLUMNS = """

@@ -9,7 +9,7 @@ from asyncpg import Record
 
 from mindscape.database.pool import Connection
 from mindscape.models.persona import Persona, PersonaIn, PersonaPage, PersonaSummary, TraitFilter
-from mindscape.queries import cursor
+from mindscape.queries import cursor, fulltext
 
 GET = """
 SELECT slug, name, summary, traits, instructions, tags, version, created_at, updated_at
@@ -28,17 +28,28 @@ ORDER BY slug
 LIMIT $5
 """
 
-# Full-text rank over name + summary, plus a bonus for a substring match on name or slug so
-# that short or partial names ("ad" for "Ada") still find their persona.
+# Any term may match (queries/fulltext.py): the rank counts the matched terms, plus their mean
+# ts_rank_cd over name (weight A) and summary (B) squashed below 1 (flag 32), so a persona matching
+# more terms always ranks first. A substring match on name or slug adds 1, so that short or
+# partial names ("ad" for "Ada") still find their persona. Excluded terms ($9) remove a persona.
 LIST_BY_RANK = """
 SELECT slug, name, summary, tags, rank FROM (
-  SELECT slug, name, left(summary, 200) AS summary, tags,
-         (ts_rank_cd(search, tsq) + CASE WHEN name ILIKE $3 OR slug ILIKE $3 THEN 1 ELSE 0 END)::real AS rank
-  FROM mindscape.personas, websearch_to_tsquery('english', $2) AS tsq
-  WHERE tenant_id = $1 AND deleted_at IS NULL
-    AND (search @@ tsq OR name ILIKE $3 OR slug ILIKE $3)
-    AND ($4::text[] IS NULL OR tags @> $4)
-    AND ($5::jsonb IS NULL OR traits @> $5)
+  SELECT p.slug, p.name, left(p.summary, 200) AS summary, p.tags,
+         (coalesce(t.matched, 0) + coalesce(t.cd, 0)
+          + CASE WHEN p.name ILIKE $3 OR p.slug ILIKE $3 THEN 1 ELSE 0 END)::real AS rank
+  FROM mindscape.personas p
+  LEFT JOIN LATERAL (
+    SELECT count(*) AS matched, avg(ts_rank_cd(p.search, tq, 32)) AS cd
+    FROM unnest($2::text[]) AS x(term), websearch_to_tsquery('english', x.term) AS tq
+    WHERE numnode(tq) > 0 AND p.search @@ tq
+  ) t ON true
+  WHERE p.tenant_id = $1 AND p.deleted_at IS NULL
+    AND (t.matched > 0 OR p.name ILIKE $3 OR p.slug ILIKE $3)
+    AND NOT EXISTS (
+      SELECT 1 FROM unnest($9::text[]) AS x(term) WHERE p.search @@ websearch_to_tsquery('english', x.term)
+    )
+    AND ($4::text[] IS NULL OR p.tags @> $4)
+    AND ($5::jsonb IS NULL OR p.traits @> $5)
 ) ranked
 WHERE $6::real IS NULL OR rank < $6 OR (rank = $6 AND slug > $7)
 ORDER BY rank DESC, slug
@@ -105,8 +116,18 @@ async def list_page(
     else:
         last_rank = cursor.key_float(key, 0) if key else None
         last_slug = cursor.key_str(key, 1) if key else None
+        terms = fulltext.parse(query)
         rows = await conn.fetch(
-            LIST_BY_RANK, tenant_id, query, _like_pattern(query), tag_list, contains, last_rank, last_slug, limit + 1
+            LIST_BY_RANK,
+            tenant_id,
+            list(terms.included),
+            _like_pattern(terms.text),
+            tag_list,
+            contains,
+            last_rank,
+            last_slug,
+            limit + 1,
+            list(terms.excluded),
         )
         key_of = _rank_key
     page = [PersonaSummary(slug=r["slug"], name=r["name"], summary=r["summary"], tags=r["tags"]) for r in rows[:limit]]

@@ -19,7 +19,7 @@ from mindscape.errors import InvalidArgument
 from mindscape.memory.recall import recall
 from mindscape.models.memory import Memory
 from mindscape.models.persona import Persona, PersonaPage, Tag, TraitFilter
-from mindscape.queries import lookups, memories, personas
+from mindscape.queries import fulltext, lookups, memories, personas
 from mindscape.queries.memories import Filters
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
@@ -83,7 +83,7 @@ async def persona_prompt(ctx: Context[AppState], slug: str, task: str | None = N
     if count and task:
         # Embedded before the transaction: a provider call must not hold a connection.
         state = ctx.request_context.lifespan_context
-        vector = await _embed_or_none(state, current_caller(ctx), task)
+        vector = await _embed_or_none(state, current_caller(ctx), fulltext.parse(task, truncate=True).text)
     else:
         vector = None
     async with tenant_call(ctx, read_only=True) as tx:
@@ -125,13 +125,14 @@ async def _persona_memories(
     result = await recall(
         tx.conn,
         tenant_id=tx.tenant_id,
-        query=task,
+        terms=fulltext.parse(task, truncate=True),
         k=count,
         filters=filters,
         mode="hybrid",
         spec=spec,
         vector=vector,
         sizes=state.sizes,
+        min_similarity=state.settings.memory_min_similarity,
     )
     return list(result.memories)
 
