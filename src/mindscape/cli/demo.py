@@ -112,7 +112,7 @@ DEMO_MEMORIES: list[dict[str, Any]] = [
     {"content": "Quarterly report drafts are due two weeks before the board meeting", "persona": "ada", "kind": "fact"},
     {"content": "The customer prefers email over phone calls", "persona": "basil", "kind": "preference"},
 ]
-PARAPHRASE = "how should I contact them?"  # no word in common with the memory it should find
+PARAPHRASE = "is it better to ring or to write to this client?"  # no word in common with the memory it should find
 
 
 async def _ensure_tenant(targets: Targets, slug: str, name: str) -> None:
