@@ -6,19 +6,20 @@ Create Date: 2026-12-08
 
 Audit events (docs/tools.md#audit-trail, docs/decisions.md):
 - Statement-level AFTER triggers on personas, memories, campaigns, campaign_personas and tasks
-  write one event per changed row. Their functions are SECURITY DEFINER, owned by
-  mindscape_owner, with a pinned search_path and EXECUTE revoked from PUBLIC: nobody else can
-  call them or attach them to a table of their own, and a trigger function cannot be called
-  directly anyway. They take the principal, the call name (`app.call`) and an operator's source
-  (`app.source`) from the transaction's settings and the tenant from the changed row, which
-  row-level security has already tied to the transaction's tenant.
+  stage one change per changed row, with the transaction's principal, call name (`app.call`)
+  and an operator's source (`app.source`) as they are at that statement; the tenant comes from
+  the changed row, which row-level security has already tied to the transaction's tenant. Their
+  functions are SECURITY DEFINER, owned by mindscape_owner, with a pinned search_path and
+  EXECUTE revoked from PUBLIC: nobody else can call them or attach them to a table of their own,
+  and a trigger function cannot be called directly anyway.
+- At commit, a deferred constraint trigger turns the staged changes into events and chains them:
+  `seq` counts each tenant's events from 1, and `hash` is sha256(previous hash || the event's
+  content) (mindscape.audit_hash). The head of each chain (last seq and hash) lives in
+  audit_heads; the flush locks that row, so the chain stays linear, and only for the commit
+  itself, so writers of one tenant do not queue behind each other's open transactions. Events
+  from before this migration are chained here, in (created_at, id) order.
 - mindscape_tenant loses INSERT on audit_events: application code can neither skip an event
   nor write one that no change caused.
-- Each tenant's events form a hash chain: `seq` counts them from 1, and `hash` is
-  sha256(previous hash || the event's content) (mindscape.audit_hash). The head of each chain
-  (its last seq and hash) lives in audit_heads; writers of one tenant lock that row, so the
-  chain stays linear and a removed newest event is noticed too. Events from before this
-  migration are chained here, in (created_at, id) order.
 
 Tenants and API keys: mindscape_app can no longer list either table. It resolves a tenant by
 slug (resolve_tenant), reads one tenant's settings by id (tenant_settings) and verifies or
@@ -98,40 +99,81 @@ $$
 
 CHANGE_TYPE = "CREATE TYPE mindscape.audit_change AS (tenant_id uuid, target_ids text[], outcome text, detail jsonb)"
 
-# Appends changes to their tenants' chains. SECURITY INVOKER and executable by its owner only:
-# it runs solely inside the owner's trigger functions below.
-AUDIT_APPEND = """
-CREATE FUNCTION mindscape.audit_append(changes mindscape.audit_change[]) RETURNS void
+# Changes wait here, one row per audited statement, until their transaction commits. UNLOGGED:
+# a row lives only inside its own transaction (the flush deletes it), so a crash loses nothing.
+AUDIT_PENDING = """
+CREATE UNLOGGED TABLE mindscape.audit_pending (
+    xid xid8 NOT NULL,
+    ord bigint GENERATED ALWAYS AS IDENTITY,
+    principal text NOT NULL,
+    tool text NOT NULL,
+    changes mindscape.audit_change[] NOT NULL,
+    CONSTRAINT audit_pending_pkey PRIMARY KEY (xid, ord)
+)
+"""
+
+# Stages one statement's changes with the transaction's context as it is now. SECURITY INVOKER
+# and executable by its owner only: it runs solely inside the owner's trigger functions below.
+AUDIT_STAGE = """
+CREATE FUNCTION mindscape.audit_stage(changes mindscape.audit_change[]) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_call text := current_setting('app.call', true);
   v_principal text := nullif(current_setting('app.principal', true), '');
   v_source text := nullif(current_setting('app.source', true), '');
-  c record;
-  v_tenant uuid;
-  v_seq bigint;
-  v_hash bytea;
-  v_id uuid;
-  v_at timestamptz;
-  v_detail jsonb;
 BEGIN
   IF v_call IS NULL OR v_call !~ '^[a-z_]{1,64}$' THEN
     v_call := 'sql';  -- a change made outside any named call
   END IF;
   -- Outside a tenant transaction (an owner's or superuser's maintenance) the database login answers.
   v_principal := left(coalesce(v_principal, 'db:' || session_user), 200);
+  IF v_source IS NOT NULL THEN
+    changes := ARRAY(
+      SELECT ROW(c.tenant_id, c.target_ids, c.outcome,
+                 c.detail || jsonb_build_object('source', left(v_source, 500)))::mindscape.audit_change
+      FROM unnest(changes) WITH ORDINALITY AS c(tenant_id, target_ids, outcome, detail, n)
+      ORDER BY c.n
+    );
+  END IF;
+  INSERT INTO mindscape.audit_pending (xid, principal, tool, changes)
+  VALUES (pg_current_xact_id(), v_principal, v_call, changes);
+END
+$$
+"""
+
+# At commit (a deferred constraint trigger on audit_pending), the transaction's staged changes
+# join their tenants' chains. The head row's lock keeps each chain linear and is held only from
+# here to the end of the commit, so concurrent writers of one tenant queue for that moment alone.
+# It fires once per staged row; the first firing flushes them all, the others find nothing.
+AUDIT_FLUSH = f"""
+CREATE FUNCTION mindscape.audit_flush() RETURNS trigger
+LANGUAGE plpgsql {DEFINER}
+AS $$
+DECLARE
+  v_xid xid8 := pg_current_xact_id();
+  c record;
+  v_tenant uuid;
+  v_seq bigint;
+  v_hash bytea;
+  v_id uuid;
+  v_at timestamptz;
+BEGIN
+  IF TG_RELID <> 'mindscape.audit_pending'::regclass THEN
+    RAISE EXCEPTION 'mindscape.audit_flush() flushes mindscape.audit_pending only';
+  END IF;
   FOR c IN
-    SELECT u.tenant_id, u.target_ids, u.outcome, u.detail
-    FROM unnest(changes) WITH ORDINALITY AS u(tenant_id, target_ids, outcome, detail, n)
-    ORDER BY u.tenant_id, u.n
+    SELECT u.tenant_id, u.target_ids, u.outcome, u.detail, p.principal, p.tool
+    FROM mindscape.audit_pending p,
+         unnest(p.changes) WITH ORDINALITY AS u(tenant_id, target_ids, outcome, detail, n)
+    WHERE p.xid = v_xid
+    ORDER BY u.tenant_id, p.ord, u.n
   LOOP
     IF v_tenant IS DISTINCT FROM c.tenant_id THEN
       IF v_tenant IS NOT NULL THEN
         UPDATE mindscape.audit_heads SET seq = v_seq, hash = v_hash WHERE tenant_id = v_tenant;
       END IF;
       v_tenant := c.tenant_id;
-      -- The lock that keeps one tenant's chain linear: held until this transaction ends.
       SELECT h.seq, h.hash INTO v_seq, v_hash FROM mindscape.audit_heads h WHERE h.tenant_id = v_tenant FOR UPDATE;
       IF NOT FOUND THEN
         INSERT INTO mindscape.audit_heads (tenant_id) VALUES (v_tenant) ON CONFLICT DO NOTHING;
@@ -142,19 +184,17 @@ BEGIN
     v_seq := v_seq + 1;
     v_id := gen_random_uuid();
     v_at := clock_timestamp();
-    v_detail := c.detail;
-    IF v_source IS NOT NULL THEN
-      v_detail := v_detail || jsonb_build_object('source', left(v_source, 500));
-    END IF;
-    v_hash := mindscape.audit_hash(v_hash, v_tenant, v_seq, v_id, v_principal, v_call, c.target_ids, c.outcome,
-                                   v_detail, v_at);
+    v_hash := mindscape.audit_hash(v_hash, v_tenant, v_seq, v_id, c.principal, c.tool, c.target_ids, c.outcome,
+                                   c.detail, v_at);
     INSERT INTO mindscape.audit_events
         (tenant_id, id, seq, principal, tool, target_ids, outcome, detail, created_at, hash)
-    VALUES (v_tenant, v_id, v_seq, v_principal, v_call, c.target_ids, c.outcome, v_detail, v_at, v_hash);
+    VALUES (v_tenant, v_id, v_seq, c.principal, c.tool, c.target_ids, c.outcome, c.detail, v_at, v_hash);
   END LOOP;
   IF v_tenant IS NOT NULL THEN
     UPDATE mindscape.audit_heads SET seq = v_seq, hash = v_hash WHERE tenant_id = v_tenant;
   END IF;
+  DELETE FROM mindscape.audit_pending WHERE xid = v_xid;
+  RETURN NULL;
 END
 $$
 """
@@ -187,7 +227,7 @@ BEGIN
     v_changes := ARRAY({delete});
   END IF;
   IF cardinality(v_changes) > 0 THEN
-    PERFORM mindscape.audit_append(v_changes);
+    PERFORM mindscape.audit_stage(v_changes);
   END IF;
   RETURN NULL;
 END
@@ -407,8 +447,20 @@ def upgrade() -> None:
     op.execute("GRANT SELECT ON mindscape.audit_heads TO mindscape_tenant")
 
     op.execute(CHANGE_TYPE)
-    op.execute(AUDIT_APPEND)
-    op.execute("REVOKE EXECUTE ON FUNCTION mindscape.audit_append(mindscape.audit_change[]) FROM PUBLIC")
+    op.execute(AUDIT_PENDING)
+    op.execute("ALTER TABLE mindscape.audit_pending ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE mindscape.audit_pending FORCE ROW LEVEL SECURITY")
+    op.execute(
+        "CREATE POLICY audit_pending_chain ON mindscape.audit_pending TO mindscape_owner USING (true) WITH CHECK (true)"
+    )
+    op.execute(AUDIT_STAGE)
+    op.execute("REVOKE EXECUTE ON FUNCTION mindscape.audit_stage(mindscape.audit_change[]) FROM PUBLIC")
+    op.execute(AUDIT_FLUSH)
+    op.execute("REVOKE EXECUTE ON FUNCTION mindscape.audit_flush() FROM PUBLIC")
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER audit_flush AFTER INSERT ON mindscape.audit_pending"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mindscape.audit_flush()"
+    )
     for table, function in TRIGGER_FUNCTIONS.items():
         op.execute(function)
         # Without EXECUTE nobody can attach it to a table of their own (a temporary one, say).
@@ -453,7 +505,9 @@ def downgrade() -> None:
         for operation in REFERENCING:
             op.execute(f"DROP TRIGGER audit_{operation.lower()} ON mindscape.{table}")
         op.execute(f"DROP FUNCTION mindscape.audit_{table}()")
-    op.execute("DROP FUNCTION mindscape.audit_append(mindscape.audit_change[])")
+    op.execute("DROP TABLE mindscape.audit_pending")
+    op.execute("DROP FUNCTION mindscape.audit_flush()")
+    op.execute("DROP FUNCTION mindscape.audit_stage(mindscape.audit_change[])")
     op.execute("DROP TYPE mindscape.audit_change")
 
     op.execute("DROP POLICY audit_events_chain ON mindscape.audit_events")
