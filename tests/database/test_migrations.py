@@ -302,7 +302,9 @@ async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registr
             "SELECT tool, seq FROM mindscape.audit_events WHERE tenant_id = $1 ORDER BY seq", old
         )
         heads = {r["tenant_id"]: r["seq"] for r in await conn.fetch("SELECT * FROM mindscape.audit_heads")}
-        append_only = await conn.fetchval("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'audit_events_append_only'")
+        append_only = await conn.fetchval(
+            "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'audit_events_append_only'"
+        )
         forced = await conn.fetchval(
             "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'mindscape.audit_events'::regclass"
         )
