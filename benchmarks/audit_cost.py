@@ -131,7 +131,7 @@ async def tools_table(targets: Targets, args: argparse.Namespace) -> None:
 
 # --- 2. one write transaction at the SQL level ----------------------------------------------
 
-Write = Callable[[asyncpg.Connection[asyncpg.Record], Caller, int], Awaitable[None]]
+Write = Callable[["asyncpg.Connection[asyncpg.Record]", Caller, int], Awaitable[None]]
 
 
 async def old_task(conn: asyncpg.Connection[asyncpg.Record], caller: Caller, i: int) -> None:
