@@ -180,8 +180,10 @@ async def sql_ms(url: str, caller: Caller, write: Write, calls: int, warmup: int
 async def sql_table(targets: Targets, old: Targets, args: argparse.Namespace) -> None:
     new_caller = await make_tenant(targets.owner, "sql")
     old_caller = await make_tenant(old.owner, "sql")
-    print("| one write transaction (BEGIN, context, INSERT, COMMIT) | p50 ms, before (0005, app writes the row) "
-          "| p50 ms, after (0006, triggers + chain) | p50 ms, 0006 with triggers off |")
+    print(
+        "| one write transaction (BEGIN, context, INSERT, COMMIT) | p50 ms, before (0005, app writes the row) "
+        "| p50 ms, after (0006, triggers + chain) | p50 ms, 0006 with triggers off |"
+    )
     print("|---|---:|---:|---:|")
     for name, before, after in (("create a task", old_task, new_task), ("remember", old_memory, new_memory)):
         a: list[float] = []
