@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -17,19 +18,22 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from mindscape.cli import app
+from mindscape.config.settings import Settings
 from mindscape.database import migrate
 from mindscape.database.checks import check_database
 from mindscape.database.embedded import start_embedded
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
 from mindscape.errors import StartupError
+from mindscape.ops.audit import verify_chain
+from mindscape.tenancy.operator import operator_session
+from mindscape.tenancy.transaction import tenant_transaction
 
 pytestmark = pytest.mark.anyio
 
 ROLES = ("mindscape_owner", "mindscape_app", "mindscape_tenant")
 POLICIES = {
     ("tenants", "tenants_admin"),
-    ("tenants", "tenants_runtime_read"),
     ("tenants", "tenants_own_row"),
     ("personas", "personas_tenant"),
     ("memories", "memories_tenant"),
@@ -38,10 +42,11 @@ POLICIES = {
     ("campaign_personas", "campaign_personas_tenant"),
     ("tasks", "tasks_tenant"),
     ("audit_events", "audit_events_read"),
-    ("audit_events", "audit_events_append"),
+    ("audit_events", "audit_events_chain"),
+    ("audit_heads", "audit_heads_chain"),
+    ("audit_heads", "audit_heads_read"),
+    ("audit_pending", "audit_pending_chain"),
     ("api_keys", "api_keys_admin"),
-    ("api_keys", "api_keys_runtime_read"),
-    ("api_keys", "api_keys_runtime_touch"),
 }
 
 
@@ -126,6 +131,8 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
     assert [(t["relname"], t["relrowsecurity"], t["relforcerowsecurity"], t["owner"]) for t in tables] == [
         ("api_keys", True, True, "mindscape_owner"),
         ("audit_events", True, True, "mindscape_owner"),
+        ("audit_heads", True, True, "mindscape_owner"),
+        ("audit_pending", True, True, "mindscape_owner"),
         ("campaign_personas", True, True, "mindscape_owner"),
         ("campaigns", True, True, "mindscape_owner"),
         ("memories", True, True, "mindscape_owner"),
@@ -263,6 +270,77 @@ async def test_0005_keeps_tenants_of_the_old_hashing_default_on_it(empty: Target
         assert await conn.fetchval("SELECT count(*) FROM mindscape.memory_embeddings WHERE model LIKE 'local:%'") == 0
         with pytest.raises(asyncpg.CheckViolationError):
             await _tenant_with_embedding(conn, "local-again", "local:sentence-transformers/all-MiniLM-L6-v2:384")
+
+
+OLD_EVENT = """
+INSERT INTO mindscape.audit_events (tenant_id, principal, tool, target_ids, outcome, detail, created_at)
+VALUES ($1, 'cli:old', $2, ARRAY['x'], 'created', '{"n": 1}', $3)
+"""
+
+
+async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registry(empty: Targets) -> None:
+    """Run by a migrator that is neither superuser nor table owner, as in the README's setup."""
+    await migrate.upgrade(empty.owner, "0005")
+    async with owner(empty) as conn:
+        old = await conn.fetchval("INSERT INTO mindscape.tenants (slug, name) VALUES ('old', 'Old') RETURNING id")
+        other = await conn.fetchval("INSERT INTO mindscape.tenants (slug, name) VALUES ('other', 'x') RETURNING id")
+        await conn.execute("INSERT INTO mindscape.tenants (slug, name) VALUES ('quiet', 'x')")
+        for tool, at in (("second", "2026-01-02"), ("first", "2026-01-01"), ("third", "2026-01-03")):
+            await conn.execute(OLD_EVENT, old, tool, datetime.fromisoformat(at + "T00:00:00+00:00"))
+        await conn.execute(OLD_EVENT, other, "theirs", datetime.now(UTC))
+        await conn.execute("CREATE ROLE chain_migrator LOGIN")
+        await conn.execute("GRANT mindscape_owner TO chain_migrator")
+        await conn.execute("GRANT SELECT, UPDATE ON public.alembic_version TO chain_migrator")
+    try:
+        await migrate.upgrade(empty.owner.replace("postgres@", "chain_migrator@", 1), "0006")
+    finally:
+        async with owner(empty) as conn:
+            await conn.execute("DROP OWNED BY chain_migrator")
+            await conn.execute("DROP ROLE chain_migrator")
+    async with owner(empty) as conn:
+        chained = await conn.fetch(
+            "SELECT tool, seq FROM mindscape.audit_events WHERE tenant_id = $1 ORDER BY seq", old
+        )
+        heads = {r["tenant_id"]: r["seq"] for r in await conn.fetch("SELECT * FROM mindscape.audit_heads")}
+        append_only = await conn.fetchval(
+            "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'audit_events_append_only'"
+        )
+        forced = await conn.fetchval(
+            "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'mindscape.audit_events'::regclass"
+        )
+    assert [(r["tool"], r["seq"]) for r in chained] == [("first", 1), ("second", 2), ("third", 3)]
+    assert heads == {old: 3, other: 1}  # 'quiet' gets its head with its first event
+    assert append_only == "O"  # enabled again
+    assert forced
+
+    settings = Settings(database_url=None)
+    verified = await verify_chain(settings, empty, tenant_slug="old")
+    assert verified.broken is None
+    assert verified.events == 3
+    # The runtime role: a new change continues the chain; the registry is closed to it.
+    async with operator_session(settings, empty, "old") as (pool, caller):
+        async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
+            await tx.conn.execute("INSERT INTO mindscape.tasks (tenant_id, title) VALUES ($1, 'new')", old)
+        async with pool.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT slug FROM mindscape.tenants")
+    verified = await verify_chain(settings, empty, tenant_slug="old")
+    assert (verified.broken, verified.events) == (None, 4)
+    assert (await verify_chain(settings, empty, tenant_slug="quiet")).events == 0
+
+    await migrate.downgrade(empty.owner, "0005")
+    async with owner(empty) as conn:
+        columns = await conn.fetchval(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'mindscape.audit_events'::regclass"
+            " AND attname IN ('seq', 'hash')"
+        )
+        assert columns == 0
+        assert await conn.fetchval("SELECT count(*) FROM mindscape.audit_events WHERE tenant_id = $1", old) == 4
+    runtime = await connect(empty.runtime)
+    try:
+        assert await runtime.fetchval("SELECT count(*) FROM mindscape.tenants") == 3  # as the older code expects
+    finally:
+        await runtime.close()
 
 
 # --- the runtime refuses a schema it does not match --------------------------------------

@@ -275,7 +275,7 @@ async def test_doctor_lists_tenants_still_on_the_lexical_model(targets: Targets)
     from mindscape.ops.doctor import lexical_tenants_check
 
     async def lexical() -> tuple[int, str]:
-        conn = await connect(targets.runtime)
+        conn = await connect(targets.owner)  # listing tenants needs the owner (migration 0006)
         try:
             check = await lexical_tenants_check(conn, Settings())
         finally:

@@ -100,13 +100,14 @@ async def counts(pool: Pool, caller: Caller) -> dict[str, tuple[int, set[uuid.UU
 
 # 4
 async def test_reads_return_only_own_rows(pair: Pair, pool: Pool) -> None:
-    for seeded in (pair.a, pair.b):
+    # Events: each persona imported, then the campaign, its persona, the task and the subtask.
+    for seeded, events in ((pair.a, 1 + 4), (pair.b, 2 + 4)):
         seen = await counts(pool, seeded.caller)
         tenant = {seeded.caller.tenant_id}
         assert seen["campaigns"] == (1, tenant)
         assert seen["campaign_personas"] == (1, tenant)
         assert seen["tasks"] == (2, tenant)
-        assert seen["audit_events"] == (1, tenant)  # the persona import that seeded it
+        assert seen["audit_events"] == (events, tenant)
 
 
 # 4, 5, 18 through the tools, both protocol eras
@@ -187,11 +188,6 @@ async def test_rows_cannot_be_written_into_another_tenant(pair: Pair, pool: Pool
             "INSERT INTO mindscape.campaign_personas (tenant_id, campaign_id, persona_id) VALUES ($1, $2, $3)",
             (b_id, b.campaign, b.persona),
         ),
-        (
-            "INSERT INTO mindscape.audit_events (tenant_id, principal, tool, outcome)"
-            " VALUES ($1, current_setting('app.principal'), 'planted', 'created')",
-            (b_id,),
-        ),
         ("UPDATE mindscape.campaigns SET tenant_id = $1 WHERE id = $2", (b_id, a.campaign)),
         ("UPDATE mindscape.tasks SET tenant_id = $1 WHERE id = $2", (b_id, a.subtask)),
     ]
@@ -199,12 +195,20 @@ async def test_rows_cannot_be_written_into_another_tenant(pair: Pair, pool: Pool
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
             async with as_tenant(pool, a.caller) as tx:
                 await tx.conn.execute(statement, *args)
+    # Audit events are written by the database alone: no tenant may insert one, for itself or B.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table audit_events"):
+        async with as_tenant(pool, a.caller) as tx:
+            await tx.conn.execute(
+                "INSERT INTO mindscape.audit_events (tenant_id, seq, principal, tool, outcome, hash)"
+                " VALUES ($1, 99, current_setting('app.principal'), 'planted', 'created', sha256(''))",
+                b_id,
+            )
     seen = await counts(pool, b.caller)
     assert {table: n for table, (n, _) in seen.items()} == {
         "campaigns": 1,
         "campaign_personas": 1,
         "tasks": 2,
-        "audit_events": 1,
+        "audit_events": 6,
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from mcp.server.mcpserver import Context
 
@@ -15,6 +16,9 @@ from mindscape.app.identity import current_caller
 from mindscape.app.state import AppState
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
+
+# The tool being called, set by MindscapeServer.call_tool: the audit trail's `tool` (migration 0006).
+CURRENT_CALL: ContextVar[str] = ContextVar("mindscape_call", default="")
 
 
 @asynccontextmanager
@@ -29,6 +33,7 @@ async def tenant_call(
         read_only=read_only,
         statement_timeout_ms=state.settings.statement_timeout_ms,
         background=state.background,
+        call=CURRENT_CALL.get(),
     ) as tx:
         state.calls.observe(tx.tenant_id, tx.settings)  # keeps the call quota current at no cost
         yield tx

@@ -21,6 +21,7 @@ from pydantic import AnyUrl, ValidationError
 
 from mindscape.app import validation
 from mindscape.app.call_quota import check_call_quota
+from mindscape.app.calls import CURRENT_CALL
 from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
@@ -55,11 +56,13 @@ class MindscapeServer(MCPServer[AppState]):
         # Every call is measured here, refusals included, so /metrics sees what agents see.
         started = time.perf_counter()
         error = True
+        naming = CURRENT_CALL.set(name)  # the tenant transaction tells the audit triggers
         try:
             result = await self._call_checked(name, arguments, context)
             error = isinstance(result, CallToolResult) and result.is_error
             return result
         finally:
+            CURRENT_CALL.reset(naming)
             if self._names is None:
                 self._names = frozenset(t.name for t in await self.list_tools())
             label = name if name in self._names else UNKNOWN_TOOL

@@ -1,4 +1,4 @@
-"""`mindscape audit tail`: who changed what in one tenant, newest events last."""
+"""`mindscape audit tail|verify`: who changed what in one tenant, and whether its trail is intact."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from rich.text import Text
 
 from mindscape.cli.common import ConfigOption, TenantOption, load, out, row, run
 from mindscape.database.prepare import prepare
-from mindscape.models.audit import AuditEvent
-from mindscape.ops.audit import read_tail
+from mindscape.models.audit import AuditEvent, ChainReport
+from mindscape.ops.audit import read_tail, verify_chain
 
 audit_app = typer.Typer(help="Audit trail of one tenant: who changed what.", no_args_is_help=True)
 
@@ -48,12 +48,38 @@ def tail(
         return await read_tail(settings, targets, tenant_slug=tenant, since=start, limit=limit)
 
     events = run(main)
-    table = Table("time (UTC)", "principal", "tool", "outcome", "targets", "detail")
+    table = Table("seq", "time (UTC)", "principal", "tool", "outcome", "targets", "detail")
     for e in events:
         when = e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         detail = json.dumps(e.detail, separators=(",", ":"), ensure_ascii=False) if e.detail else ""
         # Plain cells: principals, ids and details are data, not rich markup.
-        table.add_row(*row(when, e.principal, e.tool, e.outcome, "\n".join(e.target_ids), detail))
+        table.add_row(*row(str(e.seq), when, e.principal, e.tool, e.outcome, "\n".join(e.target_ids), detail))
     out.print(table)
     if not events:
         out.print(Text(f"no audit events for {tenant}" + (f" since {start.isoformat()}" if start else "")))
+
+
+@audit_app.command("verify")
+def verify(tenant: TenantOption, config: ConfigOption = None) -> None:
+    """Recompute the tenant's hash chain: "ok, N events", or the first broken link and exit code 1."""
+    settings = load(config)
+
+    async def main() -> ChainReport:
+        targets = await prepare(settings)
+        return await verify_chain(settings, targets, tenant_slug=tenant)
+
+    report = run(main)
+    broken = report.broken
+    if broken is None:
+        head = f" (head {report.head})" if report.head else ""
+        out.print(Text(f"ok, {report.events} events{head}"), soft_wrap=True)
+        return
+    when = broken.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC") if broken.created_at else "-"
+    out.print(
+        Text(
+            f"broken at event {broken.id or '-'} (seq {broken.seq}, {when}): {broken.reason}; "
+            f"{report.events} events before it verify"
+        ),
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)

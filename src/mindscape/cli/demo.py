@@ -251,7 +251,9 @@ async def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"[bold]Mindscape demo[/bold] on {where}")
     for tenant, personas in ((DEMO_TENANT, DEMO_PERSONAS), (OTHER_TENANT, OTHER_PERSONAS)):
         await _ensure_tenant(targets, tenant, f"Demo tenant {tenant}")
-        counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=personas)
+        counts = await persona_ops.import_personas(
+            settings, targets, tenant_slug=tenant, items=personas, source="mindscape demo"
+        )
         console.print(f"tenant {tenant}: {dict(counts)}")
 
     model_dir, missing = await _local_model(settings, console)

@@ -28,7 +28,7 @@ def persona_import(
     async def main() -> None:
         items = read_persona_file(file)
         targets = await prepare(settings)
-        counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=items)
+        counts = await persona_ops.import_personas(settings, targets, tenant_slug=tenant, items=items, source=str(file))
         out.print(
             f"imported {len(items)} persona(s) into {tenant}: "
             f"{counts['created']} created, {counts['updated']} updated, {counts['unchanged']} unchanged"

@@ -11,7 +11,8 @@ Steps:
    provider fails, the rest are written without an embedding, "pending", and
    `mindscape memory backfill` embeds them later; nothing is lost;
 5. everything is written in one tenant transaction, as principal `cli:<os user>`, so a failure
-   anywhere (or Ctrl-C) leaves the tenant as it was.
+   anywhere (or Ctrl-C) leaves the tenant as it was. The database audits each memory written
+   (call `memory_import`, the file as `source`).
 
 Why not COPY: `COPY FROM` is refused on a table with row-level security for a role the policies
 apply to ("COPY FROM not supported with row-level security"), and the runtime role writes
@@ -86,8 +87,14 @@ async def import_memories(
     async with operator_session(settings, targets, tenant_slug) as (pool, caller):
 
         def open_tx(read_only: bool) -> AbstractAsyncContextManager[TenantTx]:
+            # The database audits every memory written as `memory_import`, naming the file.
             return tenant_transaction(
-                pool, caller, read_only=read_only, statement_timeout_ms=settings.statement_timeout_ms
+                pool,
+                caller,
+                read_only=read_only,
+                statement_timeout_ms=settings.statement_timeout_ms,
+                call="memory_import",
+                source=str(path),
             )
 
         async with open_tx(True) as tx:

@@ -13,3 +13,11 @@ class Tenant(BaseModel):
     name: str
     status: Literal["active", "disabled"]
     created_at: datetime
+
+
+class TenantRef(BaseModel):
+    """What the runtime role may learn of a tenant it names by slug: enough to resolve a caller."""
+
+    id: UUID
+    slug: str
+    status: Literal["active", "disabled"]

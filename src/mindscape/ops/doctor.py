@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from mindscape.config.settings import Settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
-from mindscape.database.pool import connect
+from mindscape.database.pool import connect, owner_connection
 from mindscape.database.prepare import resolve_targets
 from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
 from mindscape.embeddings.base import ModelUnavailable
@@ -107,7 +107,7 @@ def local_model_check(settings: Settings) -> Check:
     )
 
 
-# The runtime role may read every tenant's settings (the registry's read policy).
+# The owner connection: the runtime role cannot list tenants (migration 0006).
 TENANT_MODELS = "SELECT slug, settings ->> 'embedding_model' AS model FROM mindscape.tenants WHERE status = 'active'"
 
 
@@ -162,7 +162,12 @@ async def database_checks(settings: Settings) -> list[Check]:
                 )
             )
         checks.append(await tenant_index_check(settings, targets))
-        checks.append(await lexical_tenants_check(conn, settings))
+        if targets.owner == targets.runtime:
+            not_checked = "not checked: listing tenants needs the owner"
+            checks.append(Check("lexical tenants", "warn", not_checked, "set owner_database_url"))
+        else:
+            async with owner_connection(targets.owner) as owner:
+                checks.append(await lexical_tenants_check(owner, settings))
         return checks
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         return [Check("database", "FAIL", f"query failed ({type(exc).__name__}): {exc}", "check the server log")]

@@ -10,34 +10,34 @@ from collections import Counter
 from mindscape.config.settings import Settings
 from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn, PersonaSummary
-from mindscape.queries import audit, personas
+from mindscape.queries import personas
 from mindscape.tenancy.operator import operator_session
 from mindscape.tenancy.transaction import tenant_transaction
 
 
 async def import_personas(
-    settings: Settings, targets: Targets, *, tenant_slug: str, items: list[PersonaIn]
+    settings: Settings, targets: Targets, *, tenant_slug: str, items: list[PersonaIn], source: str = ""
 ) -> Counter[str]:
-    """Upsert every persona in one transaction: all of them land, or none."""
+    """Upsert every persona in one transaction: all of them land, or none.
+
+    The database audits each created or changed persona as `persona_import`, with `source` (the
+    file it came from) in the event's detail.
+    """
     outcomes: Counter[str] = Counter(created=0, updated=0, unchanged=0)
     async with (
         operator_session(settings, targets, tenant_slug) as (pool, caller),
-        tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=settings.statement_timeout_ms) as tx,
+        tenant_transaction(
+            pool,
+            caller,
+            read_only=False,
+            statement_timeout_ms=settings.statement_timeout_ms,
+            call="persona_import",
+            source=source,
+        ) as tx,
     ):
-        changed: list[str] = []
         for item in items:
             outcome = await personas.upsert(tx.conn, tenant_id=tx.tenant_id, persona=item)
             outcomes[outcome] += 1
-            if outcome != "unchanged":
-                changed.append(item.slug)
-        await audit.record(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            tool="persona_import",
-            target_ids=changed,
-            outcome="imported",
-            detail=dict(outcomes),
-        )
     return outcomes
 
 

@@ -1,4 +1,5 @@
-"""API keys. Administration needs the owner connection; lookup and touch work for the runtime role.
+"""API keys. Administration needs the owner connection; the runtime role may only look a key up by
+its prefix and touch it, through SECURITY DEFINER functions (migration 0006): it cannot list keys.
 
 No query returns a secret: the table holds only its hash, and the admin listings not even that.
 """
@@ -91,13 +92,10 @@ async def rotate(
     return ApiKey.model_validate(dict(row)) if row else None
 
 
-# Runtime role: only the columns it was granted (see migration 0004); expiry is judged by the
-# database clock, the same one that wrote created_at.
+# Runtime role: expiry is judged by the database clock, the same one that wrote created_at.
 LOOKUP = """
-SELECT k.id, k.tenant_id, t.slug AS tenant_slug, t.status = 'active' AS tenant_active, k.scope, k.key_hash,
-       coalesce(k.expires_at <= now(), false) AS expired, k.revoked_at IS NOT NULL AS revoked
-FROM mindscape.api_keys k JOIN mindscape.tenants t ON t.id = k.tenant_id
-WHERE k.prefix = $1
+SELECT id, tenant_id, tenant_slug, tenant_active, scope, key_hash, expired, revoked
+FROM mindscape.api_key_lookup($1)
 """
 
 
@@ -106,11 +104,9 @@ async def lookup(conn: Connection, *, prefix: str) -> list[KeyRecord]:
     return [KeyRecord.model_validate(dict(row)) for row in await conn.fetch(LOOKUP, prefix)]
 
 
-# At most one write per key per minute: a busy agent must not turn every request into an UPDATE.
-TOUCH = """
-UPDATE mindscape.api_keys SET last_used_at = now()
-WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
-"""
+# At most one write per key per minute (inside the function): a busy agent must not turn every
+# request into an UPDATE.
+TOUCH = "SELECT mindscape.touch_api_key($1)"
 
 
 async def touch(conn: Connection, *, key_id: UUID) -> None:

@@ -120,7 +120,11 @@ INSERT INTO mindscape.campaign_personas (tenant_id, campaign_id, persona_id)
 SELECT $1, $2, unnest($3::uuid[])
 ON CONFLICT DO NOTHING
 """
-UNASSIGN_ALL = "DELETE FROM mindscape.campaign_personas WHERE tenant_id = $1 AND campaign_id = $2"
+# Replacing the assignments touches only those that change: each change is an audit event.
+UNASSIGN_OTHERS = """
+DELETE FROM mindscape.campaign_personas
+WHERE tenant_id = $1 AND campaign_id = $2 AND persona_id <> ALL($3::uuid[])
+"""
 
 
 @dataclass(frozen=True)
@@ -251,7 +255,7 @@ async def update(
             "campaign", campaign_id, current_version=now["version"], status=now["status"], expected=expected_version
         )
     if persona_list is not None:
-        await conn.execute(UNASSIGN_ALL, tenant_id, campaign_id)
+        await conn.execute(UNASSIGN_OTHERS, tenant_id, campaign_id, persona_list)
         await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
     after = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
     assert after is not None

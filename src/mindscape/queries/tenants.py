@@ -1,4 +1,6 @@
-"""The tenant registry. Reads work for the runtime role; writes need the owner connection."""
+"""The tenant registry. The owner connection reads and writes it; the runtime role may only
+resolve a slug (`resolve`) and read the settings of a tenant whose id it has (`get_settings`),
+through SECURITY DEFINER functions (migration 0006): it cannot list tenants."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ import json
 from uuid import UUID
 
 from mindscape.database.pool import Connection
-from mindscape.models.tenant import Tenant
+from mindscape.models.tenant import Tenant, TenantRef
 
 _COLUMNS = "id, slug, name, status, created_at"
 
-GET_BY_SLUG = f"SELECT {_COLUMNS} FROM mindscape.tenants WHERE slug = $1"
+GET_BY_SLUG = f"SELECT {_COLUMNS} FROM mindscape.tenants WHERE slug = $1"  # owner connection
+RESOLVE = "SELECT id, slug, status FROM mindscape.resolve_tenant($1)"  # runtime role
 LIST = f"SELECT {_COLUMNS} FROM mindscape.tenants ORDER BY slug"
 CREATE = f"""
 INSERT INTO mindscape.tenants (slug, name) VALUES ($1, $2)
@@ -23,6 +26,12 @@ SET_STATUS = f"UPDATE mindscape.tenants SET status = $2, updated_at = now() WHER
 async def get_by_slug(conn: Connection, *, slug: str) -> Tenant | None:
     row = await conn.fetchrow(GET_BY_SLUG, slug)
     return Tenant.model_validate(dict(row)) if row else None
+
+
+async def resolve(conn: Connection, *, slug: str) -> TenantRef | None:
+    """The tenant a slug names (id and status only), for the runtime role; None when there is none."""
+    row = await conn.fetchrow(RESOLVE, slug)
+    return TenantRef.model_validate(dict(row)) if row else None
 
 
 async def list_all(conn: Connection) -> list[Tenant]:
@@ -55,8 +64,9 @@ async def set_setting(conn: Connection, *, tenant_id: UUID, key: str, value: str
     return Tenant.model_validate(dict(row)) if row else None
 
 
-# Runtime role: the registry's read policy lets it read every tenant's settings (the call quota needs them).
-GET_SETTINGS = "SELECT settings FROM mindscape.tenants WHERE id = $1"
+# Runtime role: one tenant's settings by id (the call quota needs them before any transaction),
+# never a list. Anyone who can call this can also set that tenant's context and read its row.
+GET_SETTINGS = "SELECT mindscape.tenant_settings($1)"
 
 
 async def get_settings(conn: Connection, *, tenant_id: UUID) -> dict[str, object] | None:

@@ -24,7 +24,7 @@ class Caller:
 
 
 async def resolve_caller(conn: Connection, *, tenant_slug: str, principal: str) -> Caller:
-    tenant = await tenants.get_by_slug(conn, slug=tenant_slug)
+    tenant = await tenants.resolve(conn, slug=tenant_slug)
     if tenant is None:
         raise TenantUnavailable(
             f"tenant {tenant_slug!r} does not exist; create it with `mindscape tenant create {tenant_slug} --name ...`"

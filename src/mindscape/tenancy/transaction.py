@@ -20,14 +20,21 @@ from mindscape.database.pool import Connection, Pool, PooledConnection
 from mindscape.errors import InvalidArgument, TenantUnavailable
 from mindscape.tenancy.caller import Caller
 
-# The status subquery makes a tenant disabled mid-run stop being served on its next call.
+# One statement sets the context and reads the tenant's status and settings: tenant_context's
+# arguments, the set_config() calls, are evaluated before it runs, so it reads as mindscape_tenant,
+# under the tenant's own-row policy (the runtime role cannot list tenants). The status check makes
+# a tenant disabled mid-run stop being served on its next call. `app.call` names the call and
+# `app.source` an operator command's input: the audit triggers record both (migration 0006).
 SET_CONTEXT = """
-SELECT set_config('role', 'mindscape_tenant', true),
-       set_config('app.tenant_id', $1, true),
-       set_config('app.principal', $2, true),
-       set_config('statement_timeout', $3, true),
-       t.status, t.settings
-FROM (SELECT 1) one LEFT JOIN mindscape.tenants t ON t.id = $4
+SELECT c.status, c.settings
+FROM mindscape.tenant_context(
+    set_config('role', 'mindscape_tenant', true),
+    set_config('app.tenant_id', $1, true),
+    set_config('app.principal', $2, true),
+    set_config('statement_timeout', $3, true),
+    set_config('app.call', $4, true),
+    set_config('app.source', $5, true)
+) c
 """
 
 
@@ -48,8 +55,14 @@ async def tenant_transaction(
     read_only: bool,
     statement_timeout_ms: int,
     background: TaskGroup | None = None,
+    call: str = "",
+    source: str = "",
 ) -> AsyncGenerator[TenantTx]:
     """One transaction as `caller`'s tenant; commits on success, rolls back on any exception.
+
+    `call` names what runs in it (a tool, or an operator command such as `persona_import`) and
+    `source` where an operator command's input came from; the audit trail records both for every
+    change the transaction makes.
 
     With `background`, a read-only transaction is ended and its connection released after the
     caller has its result: its outcome cannot change any more, and the caller's reply no longer
@@ -64,7 +77,7 @@ async def tenant_transaction(
         await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
         try:
             context = await conn.fetchrow(
-                SET_CONTEXT, str(caller.tenant_id), caller.principal, str(statement_timeout_ms), caller.tenant_id
+                SET_CONTEXT, str(caller.tenant_id), caller.principal, str(statement_timeout_ms), call, source
             )
             if context is None or context["status"] != "active":
                 raise TenantUnavailable(

@@ -15,7 +15,7 @@ from mindscape.app.state import AppState
 from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, JsonObject
-from mindscape.queries import audit, campaigns
+from mindscape.queries import campaigns
 from mindscape.queries.campaigns import CampaignChanges, NewCampaign
 
 CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -60,9 +60,6 @@ async def create_campaign(
     new = NewCampaign(name, objective, status, starts_at, ends_at, personas or [], metadata or {})
     async with tenant_call(ctx, read_only=False) as tx:
         created = await campaigns.create(tx.conn, tenant_id=tx.tenant_id, new=new)
-        await audit.record(
-            tx.conn, tenant_id=tx.tenant_id, tool="create_campaign", target_ids=[created.id], outcome="created"
-        )
     return created
 
 
@@ -119,17 +116,8 @@ async def update_campaign(
         raise InvalidArgument("personas lists a slug more than once; list each persona once")
     changes = CampaignChanges(name, objective, status, starts_at, ends_at, personas, metadata, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
-        updated, before = await campaigns.update(
+        updated, _ = await campaigns.update(
             tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id, expected_version=expected_version, changes=changes
-        )
-        detail = {"fields": fields + sorted(cleared), "from": before, "to": updated.status, "version": updated.version}
-        await audit.record(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            tool="update_campaign",
-            target_ids=[campaign_id],
-            outcome="updated",
-            detail=detail,
         )
     return updated
 

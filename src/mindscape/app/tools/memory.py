@@ -24,7 +24,7 @@ from mindscape.memory import writes
 from mindscape.memory.context import context_of
 from mindscape.memory.recall import recall as run_recall
 from mindscape.models.memory import Forgotten, Kind, Metadata, Mode, Recall, Remembered
-from mindscape.queries import audit, fulltext, memories
+from mindscape.queries import fulltext, memories
 from mindscape.queries.memories import Filters
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import effective, effective_own
@@ -79,13 +79,6 @@ async def remember(
             expires_in_days=expires_in_days,
         )
         await memory_quota.check_count(tx, caller.tenant_slug, limits.max_memories, added=0 if result.duplicate else 1)
-        await audit.record(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            tool="remember",
-            target_ids=[result.id],
-            outcome="duplicate" if result.duplicate else "created",
-        )
     # The provider works again: embed what is pending, after the reply (only when some may be).
     spec = state.embedders.model_for(caller.tenant_id)
     if prepared.vector is not None and state.embedders.pending_possible(caller.tenant_id, spec):
@@ -188,10 +181,6 @@ async def forget(
         raise ToolError(f"{id!r} is not a memory id (a UUID); recall shows the ids")
     async with tenant_call(ctx, read_only=False) as tx:
         deleted = await memories.delete(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
-        if deleted:
-            await audit.record(
-                tx.conn, tenant_id=tx.tenant_id, tool="forget", target_ids=[memory_id], outcome="deleted"
-            )
     if not deleted:
         raise ToolError(f"no memory with id {id} in this workspace (already forgotten?); recall shows the ids")
     return Forgotten(id=memory_id, forgotten=True)

@@ -17,7 +17,7 @@ from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import JsonObject
 from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
-from mindscape.queries import audit, campaigns, lookups, tasks
+from mindscape.queries import campaigns, lookups, tasks
 from mindscape.queries.tasks import NewTask, TaskChanges, TaskFilters
 
 CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -77,13 +77,6 @@ async def create_task(
     )
     async with tenant_call(ctx, read_only=False) as tx:
         task, duplicate = await tasks.create(tx.conn, tenant_id=tx.tenant_id, new=new)
-        await audit.record(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            tool="create_task",
-            target_ids=[task.id],
-            outcome="duplicate" if duplicate else "created",
-        )
     return CreatedTask(**task.model_dump(), duplicate=duplicate)
 
 
@@ -158,12 +151,8 @@ async def update_task(
         raise InvalidArgument(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
     changes = TaskChanges(status, result, title, description, priority, due_at, persona, lease_seconds, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
-        updated, before = await tasks.update(
+        updated, _ = await tasks.update(
             tx.conn, tenant_id=tx.tenant_id, task_id=task_id, expected_version=expected_version, changes=changes
-        )
-        detail = {"fields": fields + sorted(cleared), "from": before, "to": updated.status, "version": updated.version}
-        await audit.record(
-            tx.conn, tenant_id=tx.tenant_id, tool="update_task", target_ids=[task_id], outcome="updated", detail=detail
         )
     return updated
 
@@ -197,15 +186,6 @@ async def claim_next_task(
         )
         if claimed is None:
             return Claim(task=None, note=NOTHING_CLAIMABLE)
-        detail = {"attempts": claimed.task.attempts, "reclaimed": claimed.reclaimed, "lease_seconds": lease_seconds}
-        await audit.record(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            tool="claim_next_task",
-            target_ids=[claimed.task.id],
-            outcome="claimed",
-            detail=detail,
-        )
     return Claim(task=claimed.task)
 
 

@@ -168,7 +168,7 @@ class JwtVerifier:
     async def _active_tenant(self, slug: str) -> Any:
         try:
             async with self._pool.acquire() as conn:
-                tenant = await tenants.get_by_slug(conn, slug=slug)
+                tenant = await tenants.resolve(conn, slug=slug)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             log.exception("could not look up tenant %s for a JWT", slug)
             raise unavailable("the tenant could not be checked; try again shortly") from None
