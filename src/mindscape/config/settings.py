@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     )
     http_session_idle_timeout_s: int = Field(
         default=1800,
-        ge=10,
+        ge=1,
         le=86_400,
         description="A stateful session with no request in flight (and no open GET stream) for this long is closed.",
     )
