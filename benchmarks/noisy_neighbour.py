@@ -282,7 +282,8 @@ def report(alone: Tally, attacked: Tally, attack: Attack, args: argparse.Namespa
         "",
         f"A: {args.a_clients} clients, {args.a_think:g} s between calls; B: {args.b_recall} recall clients "
         f"(keyword, {MAX_TERMS} common words, k 100, {args.b_memories:,} memories), {args.b_sessions} session "
-        f"openers, {args.b_slow} slow bodies, Retry-After honoured up to {args.b_max_wait:g} s. {args.duration:g} s "
+        f"openers, {args.b_slow} slow bodies, Retry-After honoured up to {args.b_max_wait:g} s; B's "
+        f"max_concurrent_calls {'default' if args.b_concurrency is None else args.b_concurrency}. {args.duration:g} s "
         f"per phase. Python {platform.python_version()}, {os.cpu_count()} CPUs.",
     ]
     return "\n".join(lines)
@@ -299,6 +300,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--b-slow", type=int, default=10)
     parser.add_argument("--b-memories", type=int, default=10_000)
     parser.add_argument("--b-max-wait", type=float, default=1.0, help="cap on B's Retry-After waits (default 1)")
+    parser.add_argument(
+        "--b-concurrency", type=int, help="B's own max_concurrent_calls (default: none, the configured default)"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo directory")
     return parser.parse_args()
 
@@ -323,6 +327,9 @@ def main() -> int:
             b, b_key = await tenant_and_key(targets, "tenant-b")
             log(f"seeding B with {args.b_memories} memories")
             await seed_memories(targets, b, turns, args.b_memories)
+            if args.b_concurrency is not None:
+                changes = {"max_concurrent_calls": args.b_concurrency}
+                await tenant_ops.tenant_quota(Settings(), targets, slug=b.tenant_slug, changes=changes, reset=False)
             return targets, a_key, b, b_key
 
         targets, a_key, _, b_key = asyncio.run(setup())
