@@ -562,6 +562,7 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
     env = {
         "MINDSCAPE_DATABASE_URL": targets.runtime,
         "MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0",  # no quota throttling while measuring throughput
+        "MINDSCAPE_QUOTA_MAX_CONCURRENT_CALLS": "0",  # 32 clients of one tenant: no 429 past half the pool
         "MINDSCAPE_QUOTA_MAX_MEMORIES": "0",  # a 60 s run per worker count stores thousands of memories
         "MINDSCAPE_LOG_LEVEL": "WARNING",
     }

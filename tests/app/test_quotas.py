@@ -16,6 +16,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult
 
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
@@ -25,6 +26,7 @@ from mindscape.database.targets import Targets
 from mindscape.ops import tenants as tenant_ops
 from mindscape.quotas.rate import CallLimiter
 from mindscape.tenancy.caller import Caller
+from tests.support.blocking import memory_writes_held, polled
 from tests.support.results import data, error_text
 from tests.support.tenants import TenantFactory, persona, settings_for
 
@@ -117,6 +119,75 @@ async def test_the_default_applies_and_a_tenant_override_beats_it(targets: Targe
             data(await client.call_tool("get_persona", {"slug": "basil"}))
 
 
+# --- concurrent calls -----------------------------------------------------------------------
+
+
+async def test_a_call_past_max_concurrent_calls_gets_an_error_result_naming_the_limit(
+    targets: Targets, tenant: Caller
+) -> None:
+    """Over stdio (an in-memory session here) a refused call is an isError result, never a hang."""
+    await set_quota(targets, tenant.tenant_slug, max_concurrent_calls=1)
+    results: list[CallToolResult] = []
+    async with (
+        memory_writes_held(targets, tenant.tenant_id) as held,
+        session(targets, tenant, statement_timeout_ms=600_000) as client,  # it waits on the lock, not a timer
+        anyio.create_task_group() as group,
+    ):
+
+        async def remember() -> None:
+            results.append(await client.call_tool("remember", {"content": "held in flight"}))
+
+        group.start_soon(remember)
+        await polled(held.holds_calls)
+        message = error_text(await client.call_tool("get_persona", {"slug": "basil"}))
+        assert message.startswith(f"tenant {tenant.tenant_slug} already has 1 calls running, its limit ")
+        assert "max_concurrent_calls=1" in message
+        assert "mindscape tenant quota" in message
+        with pytest.raises(MCPError, match="max_concurrent_calls=1"):
+            await client.read_resource("persona://basil")
+        with pytest.raises(MCPError, match="max_concurrent_calls=1"):
+            await client.get_prompt("persona", {"slug": "basil"})
+        await held.release()
+    assert not results[0].is_error  # the held call finished once the lock was let go
+    async with session(targets, tenant) as client:
+        assert data(await client.call_tool("get_persona", {"slug": "basil"}))["name"] == "Basil"
+
+
+async def test_the_default_concurrency_is_half_the_pool_and_an_override_beats_it(
+    targets: Targets, tenant: Caller
+) -> None:
+    results: list[CallToolResult] = []
+    async with (
+        memory_writes_held(targets, tenant.tenant_id) as held,
+        # pool_max_size 2: the default max_concurrent_calls is 1
+        session(targets, tenant, pool_max_size=2, statement_timeout_ms=600_000) as client,
+        anyio.create_task_group() as group,
+    ):
+
+        async def remember() -> None:
+            results.append(await client.call_tool("remember", {"content": "held"}))
+
+        group.start_soon(remember)
+        await polled(held.holds_calls)
+        assert "max_concurrent_calls=1" in error_text(await client.call_tool("get_persona", {"slug": "basil"}))
+        await held.release()
+    await set_quota(targets, tenant.tenant_slug, max_concurrent_calls=0)  # unlimited for this tenant
+    async with (
+        memory_writes_held(targets, tenant.tenant_id) as held,
+        session(targets, tenant, pool_max_size=2, statement_timeout_ms=600_000) as client,
+        anyio.create_task_group() as group,
+    ):
+
+        async def remember_again() -> None:
+            results.append(await client.call_tool("remember", {"content": "held again"}))
+
+        group.start_soon(remember_again)
+        await polled(held.holds_calls)
+        assert data(await client.call_tool("get_persona", {"slug": "basil"}))["name"] == "Basil"
+        await held.release()
+    assert [r.is_error for r in results] == [False, False]
+
+
 # --- max memories ---------------------------------------------------------------------------
 
 
@@ -161,7 +232,8 @@ async def test_expired_memories_do_not_count_against_max_memories(targets: Targe
 async def test_max_memories_holds_under_concurrent_remembers(targets: Targets, tenant: Caller) -> None:
     await set_quota(targets, tenant.tenant_slug, max_memories=5)
     outcomes: list[bool] = []
-    async with session(targets, tenant, pool_max_size=8) as client:
+    # Every call runs at once: no max_concurrent_calls refusal gets in the way of the memory count.
+    async with session(targets, tenant, pool_max_size=8, quota_max_concurrent_calls=0) as client:
 
         async def one(i: int) -> None:
             result = await client.call_tool("remember", {"content": f"concurrent note {i}"})

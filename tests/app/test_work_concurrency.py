@@ -34,7 +34,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", prefix="busy")]
 
 @asynccontextmanager
 async def two_connection_client(targets: Targets, tenant: str) -> AsyncGenerator[Client]:
-    settings = settings_for(targets, tenant, pool_min_size=1, pool_max_size=2)
+    # Two connections, and no max_concurrent_calls refusal (by default 1 here): these tests race the
+    # database, not the admission check.
+    settings = settings_for(targets, tenant, pool_min_size=1, pool_max_size=2, quota_max_concurrent_calls=0)
     async with Client(build_server(lambda: open_state(settings, targets.runtime))) as client:
         yield client
 

@@ -22,7 +22,7 @@ def tenant(tenant_factory: TenantFactory) -> Caller:
 
 def limits_shown(stdout: str) -> dict[str, tuple[str, str]]:
     """limit -> (value, source) from the table `tenant quota` prints."""
-    names = ("calls_per_minute", "max_memories", "max_content_bytes")
+    names = ("calls_per_minute", "max_memories", "max_content_bytes", "max_sessions", "max_concurrent_calls")
     shown: dict[str, tuple[str, str]] = {}
     for name in names:
         cells = [cell.strip() for cell in row_of(stdout, name).strip().strip("│").split("│")]
@@ -43,6 +43,8 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "calls_per_minute": ("600", "default"),
         "max_memories": ("10000", "default"),
         "max_content_bytes": ("16384", "default"),
+        "max_sessions": ("100", "default"),
+        "max_concurrent_calls": ("5", "default"),  # half the default pool of 10
     }
     assert "│ - " in row_of(mindscape(targets, "tenant", "list").stdout, slug)  # no limits of its own
     env_default = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_CALLS_PER_MINUTE="0")
@@ -62,6 +64,8 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "calls_per_minute": ("30", "tenant"),
         "max_memories": ("unlimited", "tenant"),
         "max_content_bytes": ("16384", "default"),
+        "max_sessions": ("100", "default"),
+        "max_concurrent_calls": ("5", "default"),
     }
     # Setting one limit keeps the others and any other tenant setting.
     mindscape(targets, "tenant", "quota", slug, "--max-content-bytes", "2048")
@@ -81,6 +85,8 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "calls_per_minute": ("600", "default"),
         "max_memories": ("10", "tenant"),
         "max_content_bytes": ("16384", "default"),
+        "max_sessions": ("100", "default"),
+        "max_concurrent_calls": ("5", "default"),
     }
     assert stored_settings(targets, slug) == {"embedding_model": model, "max_memories": 10}
 
@@ -92,6 +98,8 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         (["--max-memories", "-5"], "--max-memories: Input should be greater than or equal to 0"),
         (["--max-content-bytes", "0"], "--max-content-bytes: Input should be greater than or equal to 1"),
         (["--max-content-bytes", "2000000"], "--max-content-bytes: Input should be less than or equal to 1048576"),
+        (["--max-sessions", "-1"], "--max-sessions: Input should be greater than or equal to 0"),
+        (["--max-concurrent-calls", "1001"], "--max-concurrent-calls: Input should be less than or equal to 1000"),
     ],
 )
 def test_quota_refuses_bad_numbers_in_one_line_and_changes_nothing(
@@ -101,6 +109,22 @@ def test_quota_refuses_bad_numbers_in_one_line_and_changes_nothing(
     assert refused.exit_code == 1
     assert message in one_line(refused.stderr)
     assert stored_settings(targets, tenant.tenant_slug) == {}
+
+
+def test_quota_sets_a_tenants_own_session_and_concurrency_limits(targets: Targets, tenant: Caller) -> None:
+    slug = tenant.tenant_slug
+    changed = mindscape(targets, "tenant", "quota", slug, "--max-sessions", "3", "--max-concurrent-calls", "0")
+    assert changed.exit_code == 0, changed.output
+    shown = limits_shown(changed.stdout)
+    assert shown["max_sessions"] == ("3", "tenant")
+    assert shown["max_concurrent_calls"] == ("unlimited", "tenant")
+    assert stored_settings(targets, slug) == {"max_sessions": 3, "max_concurrent_calls": 0}
+    assert "max_sessions=3 max_concurrent_calls=0" in row_of(mindscape(targets, "tenant", "list").stdout, slug)
+    # The default concurrency follows the pool (half of it) unless configured.
+    defaults = mindscape(targets, "tenant", "quota", slug, "--reset", MINDSCAPE_POOL_MAX_SIZE="4")
+    assert limits_shown(defaults.stdout)["max_concurrent_calls"] == ("2", "default")
+    configured = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_MAX_CONCURRENT_CALLS="7")
+    assert limits_shown(configured.stdout)["max_concurrent_calls"] == ("7", "default")
 
 
 def test_quota_of_an_unknown_tenant_fails_in_one_line(targets: Targets) -> None:

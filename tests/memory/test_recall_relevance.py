@@ -13,6 +13,7 @@ import pytest
 from mcp import Client
 
 from mindscape.database.targets import Targets
+from mindscape.errors import InvalidArgument
 from mindscape.queries.fulltext import MAX_TERMS, parse
 from mindscape.tenancy.caller import Caller
 from tests.support.results import data, error_text
@@ -122,6 +123,26 @@ async def test_too_many_terms_are_refused_with_the_bound(office: Caller, client_
     assert f"at most {MAX_TERMS}" in text
     assert "Traceback" not in text
     assert fine["memories"] == []
+
+
+def test_the_term_bound_counts_what_costs_a_scan() -> None:
+    """Stop words cost the query nothing and do not count; a phrase or a hyphenated run is one term."""
+    words = [f"word{n}" for n in range(MAX_TERMS)]
+    chatty = " the ".join(words) + " and what is it about"  # MAX_TERMS words, many stop words
+    assert len(parse(chatty).included) > MAX_TERMS
+    phrase = " ".join(words[:-1]) + ' "' + " ".join(f"more{n}" for n in range(50)) + '"'
+    assert len(parse(phrase).included) == MAX_TERMS
+    joined = " ".join(words[:-1]) + " " + "-".join(f"more{n}" for n in range(50))
+    assert len(parse(joined).included) == MAX_TERMS
+    with pytest.raises(InvalidArgument) as refused:
+        parse(" ".join(words[:-1]) + " -one -two")  # exclusions count too
+    assert str(refused.value).startswith(
+        f"the query has {MAX_TERMS + 1} distinct search terms (not counting stop words like 'the'); "
+        f"at most {MAX_TERMS} are allowed"
+    )
+    truncated = parse(" ".join(f"w{n}" for n in range(40)) + " the -x", truncate=True)
+    assert truncated.excluded == ("x",)
+    assert [t for t in truncated.included if t != "the"] == [f"w{n}" for n in range(MAX_TERMS - 1)]
 
 
 def test_parse_keeps_phrases_exclusions_and_the_text_to_embed() -> None:

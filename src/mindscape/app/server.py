@@ -20,7 +20,7 @@ from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
 from pydantic import AnyUrl, ValidationError
 
 from mindscape.app import validation
-from mindscape.app.call_quota import check_call_quota
+from mindscape.app.call_quota import admitted
 from mindscape.app.calls import CURRENT_CALL
 from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
@@ -72,9 +72,9 @@ class MindscapeServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
     ) -> CallToolResult | InputRequiredResult:
         try:
-            await check_call_quota(context)
-            await self._check_scope(name)
-            return await super().call_tool(name, arguments, context)
+            async with admitted(context):
+                await self._check_scope(name)
+                return await super().call_tool(name, arguments, context)
         except MCPError:
             raise
         except Exception as exc:
@@ -89,8 +89,8 @@ class MindscapeServer(MCPServer[AppState]):
         self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         try:
-            await check_call_quota(context)
-            return await super().read_resource(uri, context)
+            async with admitted(context):
+                return await super().read_resource(uri, context)
         except MCPError:
             raise
         except Exception as exc:
@@ -103,8 +103,8 @@ class MindscapeServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
     ) -> GetPromptResult | InputRequiredResult:
         try:
-            await check_call_quota(context)
-            return await super().get_prompt(name, arguments, context)
+            async with admitted(context):
+                return await super().get_prompt(name, arguments, context)
         except MCPError:
             raise
         except Exception as exc:

@@ -1,6 +1,8 @@
 """The lifespan: one pool per server process (per connection in-memory), and on stdio its one caller.
 
-Over HTTP there is no configured tenant: each request's API key names it (identity.current_caller).
+Over HTTP there is no configured tenant: each request's API key names it (identity.current_caller),
+and a second, small pool serves the credential checks and limit lookups alone, so that they never
+wait behind tool calls holding every connection of the main pool.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from mindscape.memory.indexing import BackgroundIndexer
 from mindscape.memory.recall import TenantSizes
 from mindscape.queries import tenants
 from mindscape.quotas.call_rate import CallQuota
+from mindscape.quotas.concurrency import ConcurrentCalls
+from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller, resolve_caller
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,15 @@ class AppState:
     background: TaskGroup  # work after the reply: ending read-only transactions, embedding backfill
     embedders: Embedders
     sizes: TenantSizes
-    calls: CallQuota  # calls per minute, per tenant, in this process
+    calls: CallQuota  # calls per minute, per tenant, in this process; and every tenant's limits
+    running: ConcurrentCalls  # calls running now, per tenant, in this process
+    sessions: OpenSessions  # open HTTP sessions and SSE streams, per tenant, in this process
+    auth_pool: Pool | None = None  # HTTP: credential checks and limit lookups; None on stdio
+
+    @property
+    def admission_pool(self) -> Pool:
+        """Where credentials and limits are read: the credential pool over HTTP, else the only pool."""
+        return self.auth_pool or self.pool
 
 
 @asynccontextmanager
@@ -54,14 +66,17 @@ async def open_state(
     if transport == "stdio" and settings.tenant is None:
         raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
     pool = await create_pool(runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    auth_pool: Pool | None = None
     try:
+        if transport == "http":
+            auth_pool = await create_pool(runtime_url, min_size=1, max_size=settings.auth_pool_size)
         caller: Caller | None = None
         async with pool.acquire() as conn:
             await check_database(conn)
             if transport == "stdio" and settings.tenant is not None:
                 principal = f"stdio:{getpass.getuser()}"
                 caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
-            calls = CallQuota(settings, pool)
+            calls = CallQuota(settings, auth_pool or pool)
             if caller is not None:
                 # Known before the first call, so no call waits on this lookup (and replies stay in order).
                 calls.observe(caller.tenant_id, await tenants.get_settings(conn, tenant_id=caller.tenant_id) or {})
@@ -87,6 +102,9 @@ async def open_state(
                         embedders=embedders,
                         sizes=sizes,
                         calls=calls,
+                        running=ConcurrentCalls(),
+                        sessions=OpenSessions(),
+                        auth_pool=auth_pool,
                     )
                 finally:
                     if indexer is not None:
@@ -94,4 +112,6 @@ async def open_state(
         finally:
             await embedders.aclose()
     finally:
+        if auth_pool is not None:
+            await auth_pool.close()
         await pool.close()

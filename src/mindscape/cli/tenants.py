@@ -75,6 +75,12 @@ def tenant_quota(
     ] = None,
     max_memories: Annotated[int | None, typer.Option(help="Memories the tenant may hold (0: unlimited).")] = None,
     max_content_bytes: Annotated[int | None, typer.Option(help="Largest memory, in UTF-8 bytes.")] = None,
+    max_sessions: Annotated[
+        int | None, typer.Option(help="Open HTTP sessions and SSE streams, per process (0: unlimited).")
+    ] = None,
+    max_concurrent_calls: Annotated[
+        int | None, typer.Option(help="Calls running at once, per process (0: unlimited).")
+    ] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Drop the tenant's own limits (back to the defaults).")
     ] = False,
@@ -82,7 +88,13 @@ def tenant_quota(
 ) -> None:
     """Show a tenant's limits and where each comes from; set or reset its own."""
     settings = load(config)
-    given = {"calls_per_minute": calls_per_minute, "max_memories": max_memories, "max_content_bytes": max_content_bytes}
+    given = {
+        "calls_per_minute": calls_per_minute,
+        "max_memories": max_memories,
+        "max_content_bytes": max_content_bytes,
+        "max_sessions": max_sessions,
+        "max_concurrent_calls": max_concurrent_calls,
+    }
     changes = {k: v for k, v in given.items() if v is not None}
 
     async def main() -> None:

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     pool_min_size: int = Field(default=1, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=100)
+    # Credential checks (API keys, JWT tenants) and the quota's settings lookups use a pool of their
+    # own, so they never wait behind tool calls that hold every connection of the main pool.
+    auth_pool_size: int = Field(
+        default=2, ge=1, le=20, description="HTTP: connections for credential checks, apart from the tool pool."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     # HTTP transport: DNS-rebinding protection is always on; these are the Host and Origin
@@ -76,6 +81,15 @@ class Settings(BaseSettings):
     )
     http_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest HTTP request body; larger get 413."
+    )
+    http_session_idle_timeout_s: int = Field(
+        default=1800,
+        ge=1,
+        le=86_400,
+        description="A stateful session with no request in flight (and no open GET stream) for this long is closed.",
+    )
+    http_max_sessions: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Open sessions in this process, all tenants together."
     )
     http_shutdown_timeout_s: int = Field(
         default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
@@ -106,6 +120,19 @@ class Settings(BaseSettings):
         description="Tool calls, resource reads and prompt gets per tenant per process.",
     )
     quota_max_memories: int = Field(default=10_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
+    quota_max_sessions: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description="Open MCP sessions (Streamable HTTP) or SSE streams per tenant per process.",
+    )
+    quota_max_concurrent_calls: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Tool calls, resource reads and prompt gets running at once per tenant per process "
+        "(default: half the pool, at least 1).",
+    )
 
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
@@ -192,6 +219,18 @@ class Settings(BaseSettings):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    @property
+    def default_concurrent_calls(self) -> int:
+        """quota_max_concurrent_calls, or half the pool (at least 1): no tenant can hold every connection."""
+        if self.quota_max_concurrent_calls is not None:
+            return self.quota_max_concurrent_calls
+        return max(1, self.pool_max_size // 2)
+
+    @property
+    def http_connections(self) -> int:
+        """Database connections one HTTP server process may open: the tool pool and the credential pool."""
+        return self.pool_max_size + self.auth_pool_size
 
     @property
     def embedded(self) -> bool:

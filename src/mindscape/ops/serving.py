@@ -8,15 +8,16 @@ from mindscape.queries import capacity
 
 
 async def workers_capacity_warning(settings: Settings, pool: Pool) -> str | None:
-    """Why the database may refuse connections to `http_workers` pools of `pool_max_size`, or None."""
+    """Why the database may refuse `http_workers` x (`pool_max_size` + `auth_pool_size`) connections, or None."""
     async with pool.acquire() as conn:
         usable = await capacity.usable_connections(conn)
-    needed = settings.http_workers * settings.pool_max_size
+    needed = settings.http_workers * settings.http_connections
     if needed <= usable:
         return None
     # A warning, not a refusal: pools open connections only as load needs them.
     return (
-        f"{settings.http_workers} workers x pool_max_size {settings.pool_max_size} = {needed} "
+        f"{settings.http_workers} workers x (pool_max_size {settings.pool_max_size} + auth_pool_size "
+        f"{settings.auth_pool_size}) = {needed} "
         f"connections, but the database accepts {usable}; lower pool_max_size or max_connections will "
         "refuse some under load"
     )

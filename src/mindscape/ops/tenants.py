@@ -51,7 +51,7 @@ async def tenant_quota(
             f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         )
-        raise InvalidArgument(f"{problems} (0 means unlimited for calls and memories)") from exc
+        raise InvalidArgument(f"{problems} (0 means unlimited, except for max_content_bytes)") from exc
     async with owner_connection(targets.owner) as conn:
         if changes or reset:
             found = await tenants.update_settings(

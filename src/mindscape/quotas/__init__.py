@@ -1,1 +1,2 @@
-"""Per-tenant quotas: calls per minute, max memories, max content size (docs/operations.md: Quotas)."""
+"""Per-tenant quotas: calls per minute, concurrent calls, open sessions, max memories, max content size
+(docs/operations.md: Quotas)."""

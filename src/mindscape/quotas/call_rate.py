@@ -1,8 +1,10 @@
-"""The calls-per-minute check every transport makes before running a tool, resource or prompt.
+"""The calls-per-minute check every transport makes before running a tool, resource or prompt,
+and the per-process cache of each tenant's limits that every admission check reads.
 
 The tenant's limits are cached per process: every tenant transaction already reads the tenant's
 settings (tenant_context's one context statement) and refreshes the cache for free; a tenant
-not seen for CACHE_TTL_S is looked up once (a read, never a write) on its next call.
+not seen for CACHE_TTL_S is looked up once (a read, never a write) on its next call. Over HTTP
+that lookup uses the credential pool (transports.http.auth), so it never waits behind tool calls.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool
 from mindscape.errors import QuotaExceeded
 from mindscape.queries import tenants
-from mindscape.quotas.limits import TenantQuotas, tenant_quotas
+from mindscape.quotas.limits import Limits, TenantQuotas, effective_own, tenant_quotas
 from mindscape.quotas.rate import CallLimiter
 
 log = logging.getLogger(__name__)
 CACHE_TTL_S = 30.0
+LOOKUP_TIMEOUT_S = 5.0  # waiting for a connection to read a tenant's limits, at most
 LIMIT = "calls_per_minute"
 
 
 class CallQuota:
     def __init__(self, settings: Settings, pool: Pool) -> None:
+        """`pool`: where a tenant's limits are read when the cache has none (over HTTP, the credential pool)."""
+        self._settings = settings
         self._default = settings.quota_calls_per_minute
         self._pool = pool
         self._known: dict[UUID, tuple[TenantQuotas, float]] = {}  # tenant -> (its overrides, when seen)
@@ -55,15 +60,28 @@ class CallQuota:
                 retry_after=retry_after,
             )
 
+    async def limits(self, tenant_id: UUID) -> Limits:
+        """Every limit in effect for the tenant: its own where set, else the configured default."""
+        return effective_own(await self.tenant(tenant_id), self._settings)
+
+    def known_limits(self, tenant_id: UUID) -> Limits:
+        """The same without waiting: the cached limits (even if stale), else the defaults.
+
+        For synchronous admission checks that run right after `limits` was awaited for the same
+        request, so the cache is current.
+        """
+        known = self._known.get(tenant_id)
+        return effective_own(known[0] if known is not None else TenantQuotas(), self._settings)
+
     async def tenant(self, tenant_id: UUID) -> TenantQuotas:
         """The tenant's own limits as last seen (at most CACHE_TTL_S old, else read again)."""
         known = self._known.get(tenant_id)
         if known is not None and time.monotonic() - known[1] < CACHE_TTL_S:
             return known[0]
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=LOOKUP_TIMEOUT_S) as conn:
                 found = await tenants.get_settings(conn, tenant_id=tenant_id)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             # The call itself will report the database failure; the quota falls back, it never fails a call.
             log.warning("could not read the limits of tenant %s; using the last known ones", tenant_id)
             return known[0] if known is not None else TenantQuotas()

@@ -1,7 +1,7 @@
 """The limits a tenant runs under: its own overrides in `tenants.settings`, else the configured defaults.
 
 A tenant's overrides are keys of its `settings` JSONB object, written only by operators
-(`mindscape tenant quota`). 0 means unlimited for calls and memories, like the defaults.
+(`mindscape tenant quota`). 0 means unlimited for every limit but max_content_bytes, like the defaults.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class TenantQuotas(BaseModel):
     calls_per_minute: int | None = Field(default=None, ge=0, le=1_000_000)
     max_memories: int | None = Field(default=None, ge=0, le=1_000_000_000)
     max_content_bytes: int | None = Field(default=None, ge=1, le=MAX_CONTENT_BYTES_CEILING)
+    max_sessions: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_concurrent_calls: int | None = Field(default=None, ge=0, le=1000)
 
 
 QUOTA_KEYS = tuple(TenantQuotas.model_fields)
@@ -50,9 +52,17 @@ class Limits:
     calls_per_minute: Limit
     max_memories: Limit
     max_content_bytes: Limit
+    max_sessions: Limit
+    max_concurrent_calls: Limit
 
-    def all(self) -> tuple[Limit, Limit, Limit]:
-        return (self.calls_per_minute, self.max_memories, self.max_content_bytes)
+    def all(self) -> tuple[Limit, ...]:
+        return (
+            self.calls_per_minute,
+            self.max_memories,
+            self.max_content_bytes,
+            self.max_sessions,
+            self.max_concurrent_calls,
+        )
 
 
 def tenant_quotas(tenant_settings: dict[str, Any]) -> TenantQuotas:
@@ -74,10 +84,12 @@ def effective_own(own: TenantQuotas, settings: Settings) -> Limits:
         "calls_per_minute": settings.quota_calls_per_minute,
         "max_memories": settings.quota_max_memories,
         "max_content_bytes": settings.memory_max_content_bytes,
+        "max_sessions": settings.quota_max_sessions,
+        "max_concurrent_calls": settings.default_concurrent_calls,
     }
 
     def pick(name: str) -> Limit:
         value = getattr(own, name)
         return Limit(name, defaults[name], "default") if value is None else Limit(name, value, "tenant")
 
-    return Limits(pick("calls_per_minute"), pick("max_memories"), pick("max_content_bytes"))
+    return Limits(*(pick(name) for name in QUOTA_KEYS))

@@ -17,7 +17,7 @@ from mindscape.config.settings import Settings
 from mindscape.database.targets import Targets
 from mindscape.ops import tenants as tenant_ops
 from mindscape.tenancy.keys import PREFIX, parse
-from tests.support.http import MCP_HEADERS, Keys, mcp_client, seed_keys
+from tests.support.http import INITIALIZE, MCP_HEADERS, Keys, mcp_client, seed_keys
 from tests.support.results import data
 from tests.support.serving import running_server
 
@@ -66,24 +66,24 @@ async def test_a_burst_past_calls_per_minute_gets_429_and_other_tenants_are_serv
     targets: Targets, http_url: str
 ) -> None:
     keys = await limited_keys(targets, "qh")
-    async with mcp_client(http_url, keys.a_write, "legacy") as a:
+    async with mcp_client(http_url, keys.a_write, "legacy") as a:  # its initialize is the first of LIMIT
         await a.list_tools()  # not counted
-        for _ in range(LIMIT):
+        for _ in range(LIMIT - 1):
             assert data(await a.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
-    # The check runs before the MCP handler: no session is needed to be refused.
-    headers = {**MCP_HEADERS, "Authorization": f"Bearer {keys.a_write}"}
-    assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=headers), keys.a_slug)
-    # Another key of the same tenant shares the tenant's budget.
-    read_headers = {**MCP_HEADERS, "Authorization": f"Bearer {keys.a_read}"}
-    assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=read_headers), keys.a_slug)
-    # Uncounted requests of the limited tenant still pass, and so does every call of another tenant.
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
-    assert httpx2.post(f"{http_url}/mcp", json=initialize, headers=headers).status_code == 200
+        # The check runs before the MCP handler: no session is needed to be refused.
+        headers = {**MCP_HEADERS, "Authorization": f"Bearer {keys.a_write}"}
+        assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=headers), keys.a_slug)
+        # Another key of the same tenant shares the tenant's budget.
+        read_headers = {**MCP_HEADERS, "Authorization": f"Bearer {keys.a_read}"}
+        assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=read_headers), keys.a_slug)
+        # A new session is counted too, so a tenant cannot open sessions past its budget.
+        refused = httpx2.post(f"{http_url}/mcp", json=INITIALIZE, headers=headers)
+        assert refused.status_code == 429
+        assert refused.json()["id"] == INITIALIZE["id"]
+        assert refused.json()["error"]["data"]["limit"] == "calls_per_minute"
+        # Uncounted requests of the limited tenant still pass on its open session.
+        assert [t.name for t in (await a.list_tools()).tools]
+    # Every call of another tenant is served.
     async with mcp_client(http_url, keys.b_write, "auto") as b:
         for _ in range(LIMIT + 3):
             assert data(await b.call_tool("get_persona", {"slug": "zed"}))["name"] == "Zed"
@@ -102,9 +102,10 @@ async def test_unauthenticated_calls_are_refused_before_they_are_counted(targets
                 f"{http_url}/mcp", json=CALL, headers={**MCP_HEADERS, "Authorization": f"Bearer {bearer}"}
             )
             assert response.status_code == 401
-    # None of them was counted: A's key still gets exactly LIMIT calls, and the next one is over.
+    # None of them was counted: A's key still gets exactly LIMIT calls (its initialize is one), and the
+    # next one is over.
     async with mcp_client(http_url, tenant_keys.a_write, "legacy") as a:
-        for _ in range(LIMIT):
+        for _ in range(LIMIT - 1):
             assert data(await a.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {tenant_keys.a_write}"}
     assert_too_many(httpx2.post(f"{http_url}/mcp", json=CALL, headers=headers), tenant_keys.a_slug)
@@ -118,7 +119,7 @@ async def test_sse_posts_past_calls_per_minute_get_429(targets: Targets, sse_url
         f"{sse_url}/sse", headers={"Authorization": f"Bearer {keys.a_write}"}, on_session_created=sessions.append
     )
     async with Client(transport, mode="legacy", cache=None) as a:  # pyright: ignore[reportArgumentType]
-        for _ in range(LIMIT):
+        for _ in range(LIMIT - 1):  # the initialize posted on the stream was the first of LIMIT
             assert data(await a.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
         response = httpx2.post(
             f"{sse_url}/messages/?session_id={sessions[0]}",

@@ -40,6 +40,7 @@ from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
 from mindscape.transports.http.auth.protected_resource import ProtectedResource, public_base_url
 from mindscape.transports.http.graceful import GracefulServer
 from mindscape.transports.http.middleware.drain import keep_answers_on_shutdown
+from mindscape.transports.http.sessions import limit_sessions
 from mindscape.transports.http.stack import install_middleware
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         resource = ProtectedResource(f"{base_url}/{'sse' if transport == 'sse' else 'mcp'}", jwt_config.issuer)
     server = build_server(
         lambda: nullcontext(state),
-        token_verifier=BearerVerifier(state.pool, JwtVerifier(jwt_config, state.pool) if jwt_config else None),
+        token_verifier=BearerVerifier(
+            state.admission_pool, JwtVerifier(jwt_config, state.admission_pool) if jwt_config else None
+        ),
         auth=resource.auth_settings() if resource else key_auth_settings(base_url),
         semantic=semantic(state.settings),
     )
@@ -94,13 +97,19 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
             host=host,
             stateless_http=state.settings.http_stateless,
             max_request_body_size=limit,
+            session_idle_timeout=state.settings.http_session_idle_timeout_s,
+            max_sessions=state.settings.http_max_sessions,
         )
+        if not state.settings.http_stateless:
+            limit_sessions(server.session_manager, state.sessions, state.calls)
     if resource is not None:
         app.router.routes[0:0] = resource.routes()  # ahead of the SDK's own metadata route
     install_middleware(
         app,
         max_body_bytes=limit,
         calls=state.calls,
+        running=state.running,
+        open_sessions=state.sessions,
         streamable=transport != "sse",
         resource_metadata_url=resource.metadata_url if resource else None,
         protected=("/sse", "/messages/") if transport == "sse" else ("/mcp",),
@@ -144,5 +153,5 @@ async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTr
 
 def describe_mode(settings: Settings) -> str:
     if not settings.http_stateless:
-        return " (sessions in this process)"
-    return f" (stateless; up to {settings.pool_max_size} database connections in this process)"
+        return f" (sessions in this process; up to {settings.http_connections} database connections)"
+    return f" (stateless; up to {settings.http_connections} database connections in this process)"

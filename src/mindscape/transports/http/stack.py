@@ -6,7 +6,8 @@
     AuthenticationMiddleware  the SDK's, verifying the bearer credential (auth.api_keys, auth.jwt);
                               refusals answer 401 / 403 / 503 (refusals)
     AuthContextMiddleware     the SDK's: the verified token, for the tool call's context
-    CallQuotaMiddleware       429 past the tenant's calls per minute (needs the verified token)
+    TenantLimits              429 past the tenant's concurrent calls, calls per minute or open sessions
+                              (needs the verified token; middleware.quota)
     -> the SDK's MCP handler (Streamable HTTP or SSE), then app.server.MindscapeServer
 
 Legacy SSE has no Drain or MediaTypes: its event stream is one GET and its posts are answered 202.
@@ -20,10 +21,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 
 from mindscape.quotas.call_rate import CallQuota
+from mindscape.quotas.concurrency import ConcurrentCalls
+from mindscape.quotas.sessions import OpenSessions
 from mindscape.transports.http.middleware.body_limit import BodyLimit
 from mindscape.transports.http.middleware.drain import Drain
 from mindscape.transports.http.middleware.media_types import MediaTypes
-from mindscape.transports.http.middleware.quota import CallQuotaMiddleware
+from mindscape.transports.http.middleware.quota import TenantLimits
 from mindscape.transports.http.refusals import refusing
 
 
@@ -32,6 +35,8 @@ def install_middleware(
     *,
     max_body_bytes: int,
     calls: CallQuota,
+    running: ConcurrentCalls,
+    open_sessions: OpenSessions,
     streamable: bool,
     resource_metadata_url: str | None,
     protected: tuple[str, ...],
@@ -50,5 +55,11 @@ def install_middleware(
         *([Middleware(Drain), Middleware(MediaTypes)] if streamable else []),
         refusing(authentication, resource_metadata_url, protected),
         auth_context,
-        Middleware(CallQuotaMiddleware, calls=calls),
+        Middleware(
+            TenantLimits,
+            calls=calls,
+            running=running,
+            open_sessions=open_sessions,
+            sse_stream_path=None if streamable else "/sse",
+        ),
     ]

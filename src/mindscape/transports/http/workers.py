@@ -2,8 +2,8 @@
 
 The parent has already migrated (and started the embedded database) and checked that the
 database serves; it binds the socket and supervises. Each worker is a spawned process that
-opens its own AppState (its own pool, so at most N x pool_max_size connections in all) in the
-ASGI lifespan, and closes it there on shutdown. Workers share nothing, which is why this needs
+opens its own AppState (its own pools, so at most N x (pool_max_size + auth_pool_size) connections
+in all) in the ASGI lifespan, and closes it there on shutdown. Workers share nothing, which is why this needs
 stateless HTTP: a session would live in one worker's memory only.
 """
 
@@ -103,7 +103,7 @@ def run_workers(settings: Settings, runtime_url: str, *, host: str, port: int) -
         # that takes longer than uvicorn's 5 s, and the supervisor would kill it as hung.
         timeout_worker_healthcheck=60,
     )
-    total = settings.http_workers * settings.pool_max_size
+    total = settings.http_workers * settings.http_connections
     log.warning(
         "serving MCP over Streamable HTTP at http://%s:%d/mcp (stateless, %d workers, up to %d database connections)",
         host,

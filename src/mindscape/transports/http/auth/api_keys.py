@@ -10,7 +10,10 @@ the SDK can only turn into a bare 401), a refusal raises `transports.http.refusa
 - 403 for a valid credential of a disabled tenant, naming the tenant and the fix;
 - 503 when the database (or the JWKS) cannot be reached: fail closed, but say it is temporary.
 Credentials are checked against the database on every request, so revocation and disabling take
-effect on the very next request.
+effect on the very next request. The checks use a small pool of their own (`auth_pool_size`,
+app.state), never the pool that tool calls hold: a tenant running long calls on every tool-pool
+connection cannot make another tenant's credential check wait. A check that cannot get a
+connection within CHECK_TIMEOUT_S is answered 503 rather than left hanging.
 
 Only the public prefix of a key is ever logged or kept in the AccessToken, never the secret.
 """
@@ -35,12 +38,14 @@ from mindscape.transports.http.refusals import Refused, forbidden, unauthorized,
 
 log = logging.getLogger(__name__)
 TOUCH_INTERVAL_S = 60.0
+CHECK_TIMEOUT_S = 5.0  # waiting for a credential-pool connection, at most
 
 
 class ApiKeyVerifier:
     """The SDK's TokenVerifier protocol, backed by mindscape.api_keys (read as the runtime role)."""
 
     def __init__(self, pool: Pool) -> None:
+        """`pool`: the credential pool (app.state.AppState.admission_pool)."""
         self._pool = pool
         # last_used_at has minute precision (api_keys.TOUCH writes at most once a minute), so a
         # key this process touched less than a minute ago skips the statement: one round trip
@@ -54,7 +59,7 @@ class ApiKeyVerifier:
             raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
         prefix, secret = parsed
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
                 # keys.matches compares hashes in constant time (hmac.compare_digest).
                 found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
                 record = found[0] if len(found) == 1 else None
@@ -67,6 +72,9 @@ class ApiKeyVerifier:
                 if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
                     await api_keys.touch(conn, key_id=record.id)
                     self._touched[record.id] = now
+        except TimeoutError:
+            log.warning("no credential-pool connection within %g s to check API key %s", CHECK_TIMEOUT_S, prefix)
+            raise unavailable("the API key could not be checked; try again shortly") from None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             # Fail closed: without the database no key can be checked.
             log.exception("could not verify API key %s", prefix)

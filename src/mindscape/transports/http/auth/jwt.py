@@ -36,6 +36,7 @@ READ_SCOPE = "mindscape:read"
 WRITE_SCOPE = "mindscape:write"
 SCOPES = [READ_SCOPE, WRITE_SCOPE]
 MAX_PRINCIPAL = 200  # audit_events.principal's limit
+CHECK_TIMEOUT_S = 5.0  # waiting for a credential-pool connection, at most (as for API keys)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class JwtConfig:
 
 
 class JwtVerifier:
+    """`pool`: the credential pool (app.state.AppState.admission_pool), apart from the tool pool."""
+
     def __init__(self, config: JwtConfig, pool: Pool, jwks: JwksCache | None = None) -> None:
         self.config = config
         self._pool = pool
@@ -167,8 +170,11 @@ class JwtVerifier:
 
     async def _active_tenant(self, slug: str) -> Any:
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
                 tenant = await tenants.resolve(conn, slug=slug)
+        except TimeoutError:
+            log.warning("no credential-pool connection within %g s to look up tenant %s", CHECK_TIMEOUT_S, slug)
+            raise unavailable("the tenant could not be checked; try again shortly") from None
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             log.exception("could not look up tenant %s for a JWT", slug)
             raise unavailable("the tenant could not be checked; try again shortly") from None

@@ -1,10 +1,20 @@
-"""Calls per minute over HTTP: 429 with Retry-After, before the MCP handler sees the request.
+"""A tenant's limits over HTTP: 429 with Retry-After, before the MCP handler sees the request.
 
-An ASGI middleware placed inside the SDK's authentication middleware (transports.http.stack),
-so `scope["user"]` holds the verified access token (and so the tenant). It reads the POST body (and replays it
-unchanged to the app), counts only the JSON-RPC methods that do work for a tenant (tools/call,
-resources/read, prompts/get) and answers 429 when the tenant is over its limit. Everything else
-(initialize, lists, notifications, GETs, unauthenticated requests) passes straight through.
+An ASGI middleware placed inside the SDK's authentication middleware (transports.http.stack), so
+`scope["user"]` holds the verified access token (and so the tenant). For a POST it reads the body
+(and replays it unchanged to the app) and checks, in this order:
+
+1. max_concurrent_calls: each tools/call, resources/read and prompts/get takes one of the tenant's
+   call slots (quotas.concurrency); the call adopts it and gives it back when its work is done;
+2. calls_per_minute: those three methods and `initialize` (a new session costs the server more
+   than most calls) are counted (quotas.call_rate);
+3. max_sessions: a new Streamable HTTP session over the tenant's limit is refused where the SDK
+   admits it (transports.http.sessions), and answered here.
+
+A legacy SSE stream (GET /sse) is one session: it holds one of the tenant's session slots for as
+long as it is open. Everything else (lists, notifications, other GETs, unauthenticated requests)
+passes straight through. Every refusal is a 429 with Retry-After and a JSON-RPC error naming the
+limit, the same for every key of the tenant.
 """
 
 from __future__ import annotations
@@ -19,34 +29,89 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mindscape.app.identity import caller_from_token
 from mindscape.errors import QuotaExceeded
+from mindscape.quotas import concurrency, sessions
 from mindscape.quotas.call_rate import CallQuota
+from mindscape.quotas.concurrency import ConcurrentCalls, Slot
+from mindscape.quotas.sessions import OpenSessions
+from mindscape.tenancy.caller import Caller
+from mindscape.transports.http.sessions import SessionRefused
 
-COUNTED = frozenset({"tools/call", "resources/read", "prompts/get"})
+WORK = frozenset({"tools/call", "resources/read", "prompts/get"})  # hold a call slot while they run
+COUNTED = WORK | {"initialize"}  # count against calls_per_minute
 QUOTA_ERROR_CODE = -32000  # JSON-RPC "server error" range
 
 
-class CallQuotaMiddleware:
-    def __init__(self, app: ASGIApp, calls: CallQuota) -> None:
+class TenantLimits:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        calls: CallQuota,
+        running: ConcurrentCalls,
+        open_sessions: OpenSessions,
+        sse_stream_path: str | None = None,
+    ) -> None:
         self._app = app
         self._calls = calls
+        self._running = running
+        self._sessions = open_sessions
+        self._sse_stream_path = sse_stream_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         user = scope.get("user")
-        if scope["type"] != "http" or scope["method"] != "POST" or not isinstance(user, AuthenticatedUser):
+        if scope["type"] != "http" or not isinstance(user, AuthenticatedUser):
             await self._app(scope, receive, send)
             return
+        caller = caller_from_token(user.access_token)
+        if scope["method"] == "GET" and scope["path"] == self._sse_stream_path:
+            await self._sse_stream(caller, scope, receive, send)
+        elif scope["method"] == "POST":
+            await self._post(caller, scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _post(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
         messages, body = await _read_body(receive)
         replay = _replayer(messages, receive)
-        counted = _counted_requests(body)
-        if counted:
-            caller = caller_from_token(user.access_token)
+        requests = _requests(body)
+        counted = [(method, rid) for method, rid in requests if method in COUNTED]
+        reserved: list[Slot] = []
+        try:
+            if counted:
+                limits = await self._calls.limits(caller.tenant_id)  # also makes known_limits current
+                try:
+                    for method, _ in counted:
+                        if method in WORK:
+                            limit = limits.max_concurrent_calls.value
+                            reserved.append(self._running.take(caller.tenant_id, caller.tenant_slug, limit))
+                    for _ in counted:
+                        await self._calls.check(caller.tenant_id, caller.tenant_slug)
+                except QuotaExceeded as exc:
+                    await _too_many(exc, counted[0][1])(scope, replay, send)
+                    return
+            token = concurrency.reserved_slots.set(reserved)
             try:
-                for _ in counted:
-                    await self._calls.check(caller.tenant_id, caller.tenant_slug)
-            except QuotaExceeded as exc:
-                await _too_many(exc, counted[0])(scope, replay, send)
-                return
-        await self._app(scope, replay, send)
+                await self._app(scope, replay, send)
+            except SessionRefused as exc:  # raised before the SDK sent anything
+                await _too_many(exc.quota, counted[0][1] if counted else None)(scope, replay, send)
+            finally:
+                concurrency.reserved_slots.reset(token)
+        finally:
+            for slot in reserved:
+                if not slot.adopted:  # the request never reached a call (or the call found no slot)
+                    slot.release()
+
+    async def _sse_stream(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
+        """A legacy SSE session lives exactly as long as its GET stream: one slot for that long."""
+        limit = (await self._calls.limits(caller.tenant_id)).max_sessions.value
+        stream = object()
+        if not self._sessions.open(caller.tenant_id, stream, limit):
+            await _too_many(sessions.over_limit(caller.tenant_slug, limit), None)(scope, receive, send)
+            return
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._sessions.close(stream)
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
@@ -73,20 +138,21 @@ def _replayer(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-def _counted_requests(body: bytes) -> list[Any]:
-    """The ids of the counted JSON-RPC requests in a body (a message or a batch); malformed bodies count nothing."""
+def _requests(body: bytes) -> list[tuple[str, Any]]:
+    """(method, id) of the JSON-RPC messages in a body (a message or a batch); malformed bodies hold none."""
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return []  # the SDK answers malformed JSON itself
     items: list[Any] = parsed if isinstance(parsed, list) else [parsed]  # pyright: ignore[reportUnknownVariableType]
-    ids: list[Any] = []
+    found: list[tuple[str, Any]] = []
     for item in items:
         if isinstance(item, dict):
             message: dict[str, Any] = item  # pyright: ignore[reportUnknownVariableType]
-            if message.get("method") in COUNTED:
-                ids.append(message.get("id"))
-    return ids
+            method = message.get("method")
+            if isinstance(method, str):
+                found.append((method, message.get("id")))
+    return found
 
 
 def _too_many(exc: QuotaExceeded, request_id: Any) -> JSONResponse:
