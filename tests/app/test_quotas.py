@@ -20,15 +20,13 @@ from mcp.types import CallToolResult
 
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
-from mindscape.config.settings import Settings
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
-from mindscape.ops import tenants as tenant_ops
 from mindscape.quotas.rate import CallLimiter
 from mindscape.tenancy.caller import Caller
 from tests.support.blocking import memory_writes_held, polled
 from tests.support.results import data, error_text
-from tests.support.tenants import TenantFactory, persona, settings_for
+from tests.support.tenants import TenantFactory, persona, set_quota, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -36,10 +34,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def tenant(tenant_factory: TenantFactory) -> Caller:
     return await tenant_factory([persona("basil", "Basil")], "quota")
-
-
-async def set_quota(targets: Targets, slug: str, **changes: int) -> None:
-    await tenant_ops.tenant_quota(Settings(), targets, slug=slug, changes=changes, reset=False)
 
 
 @asynccontextmanager

@@ -30,7 +30,7 @@ from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.cli import mindscape, write_jsonl
 from tests.support.results import data
-from tests.support.tenants import ClientFactory, TenantFactory, persona
+from tests.support.tenants import ClientFactory, TenantFactory, persona, set_quota
 
 pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", "basil", prefix="audit")]
 USER = getpass.getuser()
@@ -182,6 +182,7 @@ async def test_a_refused_write_records_nothing(office: Caller, client_for: Clien
 async def test_concurrent_writers_of_one_tenant_keep_one_chain(
     targets: Targets, office: Caller, client_for: ClientFactory, pool: Pool
 ) -> None:
+    await set_quota(targets, office.tenant_slug, max_concurrent_calls=0)  # all 20 at once, not refused
     async with client_for(office.tenant_slug) as client:
         results: list[Any] = []
 

@@ -89,3 +89,8 @@ ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 # The local embedding model (the default provider): the shared copy beside the repository
 # (in CI a copy of shared/ lies beside the clone); tests/conftest.py points every server at it.
 SHARED_MODEL = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "all-MiniLM-L6-v2"
+
+
+async def set_quota(targets: Targets, slug: str, **changes: int) -> None:
+    """Per-tenant limit overrides, as `mindscape tenant quota SLUG --max-...` sets them."""
+    await tenant_ops.tenant_quota(Settings(), targets, slug=slug, changes=changes, reset=False)
