@@ -22,6 +22,13 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+def problems(schema: dict[str, Any], instance: dict[str, Any]) -> list[str]:
+    """Every schema violation, as `path: message`; formats (uri) are checked too."""
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    errors: list[jsonschema.ValidationError] = list(validator.iter_errors(instance))  # pyright: ignore[reportUnknownMemberType]
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+
+
 @pytest.fixture(scope="module")
 def server(repo_root: Path) -> dict[str, Any]:
     return load(repo_root / "server.json")
@@ -36,9 +43,7 @@ def project(repo_root: Path) -> dict[str, Any]:
 def test_server_json_is_valid_against_the_registry_schema(server: dict[str, Any]) -> None:
     schema = load(SCHEMA_DIR / "server.schema.json")
     assert server["$schema"] == schema["$id"], "server.json names another schema version than the vendored one"
-    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
-    problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(server)]
-    assert problems == []
+    assert problems(schema, server) == []
 
 
 def test_the_schema_check_catches_a_broken_server_json(server: dict[str, Any]) -> None:
@@ -46,8 +51,8 @@ def test_the_schema_check_catches_a_broken_server_json(server: dict[str, Any]) -
     schema = load(SCHEMA_DIR / "server.schema.json")
     broken = server | {"description": "x" * 101, "name": "no-slash"}
     broken["remotes"] = [{"type": "streamable-http", "url": "not a url"}]
-    messages = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(broken)]
-    assert len(messages) == 3, messages
+    found = problems(schema, broken)
+    assert len(found) == 3, found
 
 
 def test_server_json_matches_the_package(server: dict[str, Any], project: dict[str, Any]) -> None:
