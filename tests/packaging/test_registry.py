@@ -64,7 +64,7 @@ def test_server_json_matches_the_package(server: dict[str, Any], project: dict[s
     assert package["transport"] == {"type": "stdio"}
     assert [a["value"] for a in package["packageArguments"]] == ["serve"]
     # `uvx mindscape-mcp serve` runs the script named like the package.
-    assert project["scripts"][project["name"]] == "mindscape.cli:app"
+    assert project["scripts"][project["name"]] == "mindscape.cli:main"
     assert server["repository"]["source"] == "github"
     assert server["repository"]["url"].startswith("https://github.com/")
 

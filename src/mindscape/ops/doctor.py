@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from mindscape.config.settings import Settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
-from mindscape.database.pool import connect
+from mindscape.database.pool import UNREACHABLE_FIX, connect
 from mindscape.database.prepare import resolve_targets
 from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
 from mindscape.embeddings.base import ModelUnavailable
@@ -136,7 +136,8 @@ async def database_checks(settings: Settings) -> list[Check]:
         targets = await resolve_targets(settings)
         conn = await connect(targets.runtime)
     except MindscapeError as exc:  # the message already hides the password
-        return [Check("database", "FAIL", str(exc), "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
+        detail = str(exc).removesuffix(f"; {UNREACHABLE_FIX}")
+        return [Check("database", "FAIL", detail, "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
     try:
         checks = [Check("database", "ok", f"reachable at {redact(targets.runtime)}")]
         row = await conn.fetchrow(FACTS)
