@@ -22,38 +22,10 @@ import pytest
 
 from mindscape.database.embedded import _alive  # pyright: ignore[reportPrivateUsage]
 from tests.support.cli import one_line
+from tests.support.embedded import MINDSCAPE, embedded_env, postmaster, run_mindscape
 from tests.support.serving import free_port
 
-MINDSCAPE = [sys.executable, "-m", "mindscape"]
 TENANT = "acme"
-
-
-def _env(data_dir: Path, log_level: str = "INFO") -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")}
-    model = os.environ.get("MINDSCAPE_EMBEDDING_MODEL_PATH")
-    extra = {"MINDSCAPE_EMBEDDING_MODEL_PATH": model} if model else {}
-    return keep | extra | {"MINDSCAPE_DATA_DIR": str(data_dir), "MINDSCAPE_LOG_LEVEL": log_level}
-
-
-def _mindscape(data_dir: Path, *args: str, log_level: str = "WARNING") -> subprocess.CompletedProcess[str]:
-    """A command as an operator runs it (default log level: only problems reach stderr)."""
-    return subprocess.run(
-        [*MINDSCAPE, *args],
-        env=_env(data_dir, log_level),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,  # a hang guard, not an assertion
-        check=False,
-    )
-
-
-def _postmaster(data_dir: Path) -> int | None:
-    """The pid in postmaster.pid while the embedded server runs (the file goes when it stops)."""
-    try:
-        return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    except FileNotFoundError:
-        return None
 
 
 def _assert_stopped(data_dir: Path, pid: int) -> None:
@@ -61,16 +33,16 @@ def _assert_stopped(data_dir: Path, pid: int) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid), f"the embedded postmaster {pid} still runs"
-    assert _postmaster(data_dir) is None
+    assert postmaster(data_dir) is None
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir with tenant acme; creating it starts the embedded server, which must stop again."""
     found = tmp_path_factory.mktemp("embedded")
-    created = _mindscape(found, "tenant", "create", TENANT, "--name", "Acme")
+    created = run_mindscape(found, "tenant", "create", TENANT, "--name", "Acme")
     assert created.returncode == 0, created.stderr
-    assert _postmaster(found) is None, "tenant create left the embedded PostgreSQL running"
+    assert postmaster(found) is None, "tenant create left the embedded PostgreSQL running"
     return found
 
 
@@ -78,7 +50,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def watched(data_dir: Path) -> Iterator[Path]:
     """The data dir, with a check that no test leaves its postmaster behind for the next one."""
     yield data_dir
-    left = _postmaster(data_dir)
+    left = postmaster(data_dir)
     if left is not None and _alive(left):
         os.kill(left, signal.SIGTERM)
         pytest.fail(f"postmaster {left} was left running")
@@ -124,7 +96,7 @@ def test_serve_stops_the_embedded_database_on_a_signal(
     with (tmp_path / "stderr").open("w+") as stderr:
         proc = subprocess.Popen(
             [*MINDSCAPE, *args],
-            env=_env(watched),
+            env=embedded_env(watched, "INFO"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -135,7 +107,7 @@ def test_serve_stops_the_embedded_database_on_a_signal(
                 _stdio_up(proc)
             else:
                 _http_up(proc, f"http://127.0.0.1:{port}")
-            pid = _postmaster(watched)
+            pid = postmaster(watched)
             assert pid is not None
             assert _alive(pid)
             proc.send_signal(signum)
@@ -157,10 +129,10 @@ def test_serve_stops_the_embedded_database_on_a_signal(
 
 def test_a_failed_start_up_stops_the_embedded_database(watched: Path) -> None:
     """The embedded server was started and migrated; the unknown tenant then stops `serve`."""
-    failed = _mindscape(watched, "serve", "--tenant", "nobody")
+    failed = run_mindscape(watched, "serve", "--tenant", "nobody")
     assert failed.returncode == 1
     assert "tenant 'nobody' does not exist" in one_line(failed.stderr)
-    assert _postmaster(watched) is None
+    assert postmaster(watched) is None
 
 
 def test_a_process_that_died_holding_the_database_does_not_keep_it_running(watched: Path) -> None:
@@ -169,10 +141,10 @@ def test_a_process_that_died_holding_the_database_does_not_keep_it_running(watch
     dead.wait()
     (watched / "pgdata" / ".handle_pids.json").write_text(json.dumps([dead.pid]))
 
-    listed = _mindscape(watched, "tenant", "list", "--json")
+    listed = run_mindscape(watched, "tenant", "list", "--json")
 
     assert listed.returncode == 0, listed.stderr
-    assert _postmaster(watched) is None
+    assert postmaster(watched) is None
     assert json.loads((watched / "pgdata" / ".handle_pids.json").read_text()) == []
 
 
@@ -180,16 +152,16 @@ def test_a_live_user_keeps_the_database_running(watched: Path) -> None:
     """A command that joined the server another process uses leaves it running for that process."""
     with subprocess.Popen(
         [*MINDSCAPE, "serve", "--tenant", TENANT],
-        env=_env(watched),
+        env=embedded_env(watched, "INFO"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     ) as server:
         try:
             _stdio_up(server)
-            pid = _postmaster(watched)
+            pid = postmaster(watched)
             assert pid is not None
-            listed = _mindscape(watched, "tenant", "list")
+            listed = run_mindscape(watched, "tenant", "list")
             assert listed.returncode == 0, listed.stderr
             assert _alive(pid), "tenant list stopped the database a running server uses"
         finally:
@@ -205,10 +177,10 @@ def test_a_busy_port_is_one_line_with_the_fix_and_starts_nothing(watched: Path) 
         taken.listen()
         port = taken.getsockname()[1]
         for extra in ([], ["--stateless", "--workers", "2"]):
-            busy = _mindscape(watched, "serve", "--transport", "http", "--port", str(port), *extra)
+            busy = run_mindscape(watched, "serve", "--transport", "http", "--port", str(port), *extra)
             assert busy.returncode == 1
             assert busy.stdout == ""
             line = one_line(busy.stderr)
             assert f"port {port} on 127.0.0.1 is already in use" in line
             assert "--port" in line.split("in use", 1)[1]
-    assert _postmaster(watched) is None
+    assert postmaster(watched) is None
