@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from mindscape.cli import app
 from tests.support.embedded import postmaster, run_mindscape
 from tests.support.inspector import INSPECTOR, inspector_cli
 from tests.support.results import data
+from tests.support.uv import uv_binary
 
 runner = CliRunner()
 
@@ -64,12 +64,6 @@ def launch_of(clients: Path, name: str) -> Launch:
     options, command = words[4:split], words[split + 1 :]
     env = dict(options[i + 1].split("=", 1) for i, o in enumerate(options) if o in ("-e", "--env"))
     return Launch(command[0], command[1:], env)
-
-
-def uv() -> str:
-    found = os.environ.get("UV") or shutil.which("uv")  # `uv run` tells its children where it is
-    assert found, "uv is not installed; the README's commands need it"
-    return found
 
 
 def parse_with_the_cli(args: list[str]) -> Result:
@@ -119,7 +113,7 @@ def _filled(launch: Launch, repo_root: Path, data_dir: Path) -> Launch:
         return text.replace(CLONE, str(repo_root)).replace(DATA_DIR, str(data_dir))
 
     assert launch.command == "uv"
-    return Launch(uv(), [fill(a) for a in launch.args], {k: fill(v) for k, v in launch.env.items()})
+    return Launch(uv_binary(), [fill(a) for a in launch.args], {k: fill(v) for k, v in launch.env.items()})
 
 
 def _hygiene() -> dict[str, str]:
@@ -162,7 +156,7 @@ def test_the_readme_inspector_line_passes_every_setting_and_lists_tools(repo_roo
     # The shell would expand these; the test fills them with its own checkout and data dir.
     values = {"$MINDSCAPE_DATA_DIR": str(data_dir), "$PWD": str(repo_root)}
     filled = [re.sub(r"\$[A-Z_]+", lambda m: values[m.group(0)], w) for w in words[3:]]
-    filled = [uv() if w == "uv" else w for w in filled]
+    filled = [uv_binary() if w == "uv" else w for w in filled]
     hygiene = [flag for k, v in _hygiene().items() for flag in ("-e", f"{k}={v}")]
     where = filled.index("--method")
     command = [*inspector_cli(repo_root), *filled[:where], *hygiene, "--format", "json", *filled[where:]]
