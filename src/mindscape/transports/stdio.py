@@ -68,12 +68,22 @@ async def serve_stdio(server: MCPServer[Any]) -> None:
         group.cancel_scope.cancel()
 
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            scope.cancel()
-            return
+    # asyncio resets a signal it watched to the default on the way out, and SIGTERM's default
+    # kills at once: the handlers from before come back, for the shutdown that follows.
+    previous = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+    try:
+        with anyio.open_signal_receiver(*_SIGNALS) as signals:
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                scope.cancel()
+                return
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 async def _serve(server: MCPServer[Any]) -> None:
