@@ -1,3 +1,3 @@
 #!/usr/bin/env sh
-# Register Mindscape with Claude Code (stdio, tenant "demo").
-claude mcp add mindscape -- uvx --from mindscape-mcp mindscape serve --tenant demo
+# Register Mindscape (from PyPI) with Claude Code: stdio, tenant acme, the embedded database in the data dir.
+claude mcp add mindscape -e MINDSCAPE_DATA_DIR=/absolute/path/to/mindscape-data -- uvx mindscape-mcp serve --tenant acme

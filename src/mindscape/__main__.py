@@ -1,3 +1,3 @@
-from mindscape.cli import app
+from mindscape.cli import main
 
-app(prog_name="mindscape")
+main()

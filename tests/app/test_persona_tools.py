@@ -249,6 +249,7 @@ async def test_persona_prompt_renders_a_system_prompt(shop: Caller, client_for: 
     assert first.text.startswith("You are Sam Security.")
     assert "Contain first." in first.text
     assert "- communication.style.format: bullets" in first.text
+    assert "- on_call: true" in first.text  # JSON, not Python's True
     assert first.text.endswith("Your task: Triage the alert.")
     plain_text = plain.messages[0].content
     assert isinstance(plain_text, TextContent)

@@ -350,6 +350,7 @@ def test_serve_without_database_says_so_and_hides_the_password() -> None:
     assert proc.stdout == ""
     line = one_line(proc.stderr)
     assert "cannot connect to PostgreSQL at postgresql://mindscape_app:***@127.0.0.1:1/x" in line
+    assert "start PostgreSQL there, or correct database_url" in line  # the fix, in the same line
     assert "s3cret" not in proc.stderr
 
 

@@ -6,6 +6,7 @@ Tenants are created through the same operator path as `mindscape tenant create` 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -87,8 +88,11 @@ ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
 
 # The local embedding model (the default provider): the shared copy beside the repository
-# (in CI a copy of shared/ lies beside the clone); tests/conftest.py points every server at it.
-SHARED_MODEL = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "all-MiniLM-L6-v2"
+# (in CI a copy of shared/ lies beside the clone), or, for a checkout elsewhere, the directory
+# MINDSCAPE_EMBEDDING_MODEL_PATH names; tests/conftest.py points every server at it.
+_BESIDE = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "all-MiniLM-L6-v2"
+_GIVEN = os.environ.get("MINDSCAPE_EMBEDDING_MODEL_PATH")
+SHARED_MODEL = Path(_GIVEN) if not _BESIDE.is_dir() and _GIVEN and Path(_GIVEN).is_dir() else _BESIDE
 
 
 async def set_quota(targets: Targets, slug: str, **changes: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -9,17 +10,22 @@ from mindscape.models.memory import Memory
 from mindscape.models.persona import Persona
 
 
+def _scalar(value: Any) -> str:
+    """A trait value as the JSON it was stored as (true, null, 3.5, {"a": 1}); strings stay bare."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def flatten_traits(traits: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """{'a': {'b': 1}, 'c': ['x', 'y']} -> [('a.b', '1'), ('c', 'x, y')]"""
+    """{'a': {'b': 1}, 'c': ['x', 'y'], 'd': True} -> [('a.b', '1'), ('c', 'x, y'), ('d', 'true')]"""
     lines: list[tuple[str, str]] = []
     for key, value in traits.items():
         path = prefix + key
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             lines.extend(flatten_traits(cast(dict[str, Any], value), f"{path}."))
         elif isinstance(value, list):
-            lines.append((path, ", ".join(str(item) for item in cast(list[Any], value))))
+            lines.append((path, ", ".join(_scalar(item) for item in cast(list[Any], value))))
         else:
-            lines.append((path, str(value)))
+            lines.append((path, _scalar(value)))
     return lines
 
 

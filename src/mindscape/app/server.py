@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -15,6 +16,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts import Prompt
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
 from pydantic import AnyUrl, ValidationError
@@ -26,6 +28,8 @@ from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
 
 def instructions(semantic: bool = True) -> str:
@@ -49,6 +53,24 @@ class MindscapeServer(MCPServer[AppState]):
     _writers: frozenset[str] | None = None
     _names: frozenset[str] | None = None
     metrics: ToolMetrics
+
+    # The SDK takes a docstring verbatim as the description, indentation included (Python < 3.13
+    # keeps it): every client would show it and every agent pay for it. Cleaned once, here.
+    def add_tool(self, fn: Callable[..., Any], *args: Any, description: str | None = None, **kwargs: Any) -> None:
+        super().add_tool(fn, *args, description=description or inspect.getdoc(fn), **kwargs)
+
+    def add_prompt(self, prompt: Prompt) -> None:
+        if prompt.description:
+            prompt = prompt.model_copy(update={"description": inspect.cleandoc(prompt.description)})
+        super().add_prompt(prompt)
+
+    def resource(self, uri: str, *, description: str | None = None, **kwargs: Any) -> Callable[[_Fn], _Fn]:
+        def register(fn: _Fn) -> _Fn:
+            return super(MindscapeServer, self).resource(uri, description=description or inspect.getdoc(fn), **kwargs)(
+                fn
+            )
+
+        return register
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None

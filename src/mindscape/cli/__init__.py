@@ -6,6 +6,9 @@ a module exposing a typer app, registered below with one `app.add_typer(...)` li
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import typer
 
 from mindscape.cli.audit import audit_app
@@ -18,6 +21,7 @@ from mindscape.cli.model import model_app
 from mindscape.cli.personas import persona_app
 from mindscape.cli.serve import serve
 from mindscape.cli.tenants import tenant_app
+from mindscape.database.embedded import stop_embedded
 
 app = typer.Typer(
     help="Mindscape: a tenant-scoped PostgreSQL database for AI agents, over MCP.",
@@ -35,3 +39,20 @@ app.add_typer(model_app, name="model")
 app.command()(doctor)
 app.command()(serve)
 app.command()(demo)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    """The `mindscape` command: `app`, with the embedded database stopped on every way out.
+
+    SIGTERM unwinds the command like Ctrl-C does (every `finally` runs) instead of killing the
+    process on the spot; `serve` catches both signals itself and stops cleanly with exit code 0.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app(prog_name="mindscape")
+    finally:
+        stop_embedded()

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, TenantOption, load, out, row, run
+from mindscape.cli.common import ConfigOption, JsonOption, TenantOption, load, out, print_json, print_table, row, run
 from mindscape.database.prepare import prepare
 from mindscape.models.audit import AuditEvent, ChainReport
 from mindscape.ops.audit import read_tail, verify_chain
@@ -38,6 +38,7 @@ def tail(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="Show at most the newest N events.")] = 50,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Show the tenant's latest audit events (oldest first): time, principal, tool, outcome, targets."""
     start = _since(since)
@@ -48,13 +49,17 @@ def tail(
         return await read_tail(settings, targets, tenant_slug=tenant, since=start, limit=limit)
 
     events = run(main)
-    table = Table("seq", "time (UTC)", "principal", "tool", "outcome", "targets", "detail")
+    if as_json:
+        print_json([e.model_dump(mode="json") for e in events])
+        return
+    whole = [Column(h, no_wrap=True) for h in ("seq", "time (UTC)", "principal", "tool", "outcome", "targets")]
+    table = Table(*whole, "detail")
     for e in events:
         when = e.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        detail = json.dumps(e.detail, separators=(",", ":"), ensure_ascii=False) if e.detail else ""
+        detail = json.dumps(e.detail, ensure_ascii=False) if e.detail else ""
         # Plain cells: principals, ids and details are data, not rich markup.
         table.add_row(*row(str(e.seq), when, e.principal, e.tool, e.outcome, "\n".join(e.target_ids), detail))
-    out.print(table)
+    print_table(table)
     if not events:
         out.print(Text(f"no audit events for {tenant}" + (f" since {start.isoformat()}" if start else "")))
 

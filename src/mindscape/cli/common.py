@@ -2,11 +2,13 @@
 
 Every command prints failures as one line on stderr and exits 1; stdout stays clean for
 `serve`, where it is the MCP wire. Progress bars go to stderr, and only when it is a terminal;
-results go to stdout.
+results go to stdout: a table (`print_table`, which never cuts an id) or, with `--json`, JSON
+(`print_json`, full ids, ISO 8601 times).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,9 +18,12 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import asyncpg
 import typer
+from pydantic_core import to_jsonable_python
 from rich import filesize
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
 from rich.text import Text
 
 from mindscape.config.settings import Settings, load_settings
@@ -32,6 +37,9 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML settings file (or MINDSCAPE_CONFIG).", show_default=False)
 ]
 TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant slug.", show_default=False)]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON (full ids, ISO 8601 times in UTC) instead of a table.")
+]
 
 
 def fail(exc: BaseException) -> NoReturn:
@@ -81,6 +89,32 @@ def run_interruptible(main: Callable[[], Awaitable[T]], interrupted: str) -> T:
 def row(*cells: str) -> list[Text]:
     """Table cells as plain text: names and tags are user data, not rich markup or emoji codes."""
     return [Text(cell) for cell in cells]
+
+
+def print_json(value: object) -> None:
+    """`value` (pydantic models, dataclasses, lists and dicts of them) as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(to_jsonable_python(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(table: Table) -> None:
+    """Print `table` without cutting a cell of its `no_wrap` columns (ids, slugs, times).
+
+    Those columns get the width of their longest cell and the others wrap. When the console is
+    narrower than that (80 columns, or a pipe), the table is printed wider rather than cut: the
+    terminal wraps the long lines, and every id can still be copied whole.
+    """
+    for column in table.columns:
+        if column.no_wrap:
+            lines = [line for cell in (column.header, *column.cells) for line in str(cell).splitlines()]
+            column.min_width = max((cell_len(line) for line in lines), default=1)
+    needed = out.measure(table, options=out.options.update_width(1_000_000)).minimum
+    width = out.width
+    out.width = max(width, needed)
+    try:
+        out.print(table, crop=False)
+    finally:
+        out.width = width
 
 
 class _Count(ProgressColumn):

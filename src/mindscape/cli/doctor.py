@@ -1,9 +1,10 @@
 """`mindscape doctor`: the effective configuration (secrets masked) and a check of everything it points at.
 
-Each check prints `ok`, `warn` or `FAIL` and, for a problem, one line saying how to fix it. Only
-FAIL sets exit code 1: a warning (lexical embeddings, a missing HNSW index) degrades quality or
-speed but the service still works. Nothing is changed: doctor only reads, so it is safe to run
-against production; it connects as the runtime role, exactly like `serve`.
+Each check prints `ok`, `warn` or `FAIL` and, for a problem, one line saying how to fix it
+(`--json`: the same as one JSON object). Only FAIL sets exit code 1: a warning (lexical
+embeddings, a missing HNSW index) degrades quality or speed but the service still works.
+Nothing is changed: doctor only reads, so it is safe to run against production; it connects
+as the runtime role, exactly like `serve`. The embedding check embeds one test text.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, out, run
+from mindscape.cli.common import ConfigOption, JsonOption, out, print_json, run
 from mindscape.config.settings import Settings, load_settings
 from mindscape.errors import MindscapeError
 from mindscape.ops.doctor import Check, database_checks, embedding_check, masked_config
@@ -41,23 +42,44 @@ async def oauth_check(settings: Settings) -> Check:
     return Check("oauth", "ok", f"{where}; {count} signing key(s) at {settings.oauth_jwks_url}")
 
 
-def doctor(config: ConfigOption = None) -> None:
+def _report_json(configuration: list[tuple[str, str]] | None, checks: list[Check]) -> None:
+    print_json(
+        {
+            "ok": not any(c.status == "FAIL" for c in checks),
+            "configuration": dict(configuration) if configuration is not None else None,
+            "checks": checks,
+        }
+    )
+
+
+def doctor(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Print the effective configuration (secrets masked) and check the database, embeddings and OAuth."""
     try:
         settings = load_settings(config)
     except MindscapeError as exc:
+        fix = "correct the setting named above (config file, MINDSCAPE_* or flags)"
+        if as_json:
+            _report_json(None, [Check("settings", "FAIL", str(exc), fix)])
+            raise typer.Exit(1) from None
         # A report line on stdout like every other check, not `error:` on stderr.
         out.print(Text.assemble(("FAIL", "red"), f"  settings: {exc}"), soft_wrap=True)
-        out.print(Text("      fix: correct the setting named above (config file, MINDSCAPE_* or flags)"))
+        out.print(Text(f"      fix: {fix}"))
         raise typer.Exit(1) from None
-    out.print(Text("configuration:"))
-    for name, shown in masked_config(settings):
-        out.print(Text(f"  {name} = {shown}"), soft_wrap=True)
-    out.print(Text("checks:"))
+    configuration = masked_config(settings)
 
     async def run_checks() -> list[Check]:
         return [*await database_checks(settings), await embedding_check(settings), await oauth_check(settings)]
 
+    if as_json:
+        checks = run(run_checks)
+        _report_json(configuration, checks)
+        if any(c.status == "FAIL" for c in checks):
+            raise typer.Exit(1)
+        return
+    out.print(Text("configuration:"))
+    for name, shown in configuration:
+        out.print(Text(f"  {name} = {shown}"), soft_wrap=True)
+    out.print(Text("checks:"))
     checks = run(run_checks)
     for check in checks:
         # Text, not markup: details echo URLs and server messages.

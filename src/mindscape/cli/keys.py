@@ -13,10 +13,10 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, err, load, out, row, run
+from mindscape.cli.common import ConfigOption, JsonOption, err, load, out, print_json, print_table, row, run
 from mindscape.database.prepare import prepare
 from mindscape.models.api_key import ApiKey, Scope
 from mindscape.ops import keys as key_ops
@@ -32,7 +32,14 @@ ExpiresOption = Annotated[
     str | None,
     typer.Option("--expires", help="Lifetime, e.g. 12h, 90d or 52w [default: never expires].", show_default=False),
 ]
-KeyIdArgument = Annotated[str, typer.Argument(metavar="ID", help="Key id, from `mindscape key list`.")]
+KeyIdArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID",
+        help="Key id from `mindscape key list` (or a unique start of it), or the key's prefix (msk_<prefix>).",
+    ),
+]
+_KEY_REF_RE = re.compile(r"^(?:[0-9a-f][0-9a-f-]{3,35}|msk_[0-9a-f]{12}(?:_.*)?)$")
 
 
 def parse_lifetime(value: str | None) -> timedelta | None:
@@ -96,6 +103,7 @@ def _when(value: datetime | None) -> str:
 def list_keys(
     tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's keys.", show_default=False)] = None,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List keys (never their secrets): id, tenant, name, scope, prefix, status and times (UTC)."""
     settings = load(config)
@@ -106,33 +114,42 @@ def list_keys(
 
     found = run(main)
     now = datetime.now(UTC)
-    table = Table("id", "tenant", "name", "scope", "prefix", "status", "created", "expires", "last used")
+    if as_json:
+        print_json([k.model_dump(mode="json") | {"status": _status(k, now)} for k in found])
+        return
+    fixed = [Column(h, no_wrap=True) for h in ("id", "tenant")]
+    table = Table(
+        *fixed,
+        "name",
+        *(Column(h, no_wrap=True) for h in ("scope", "prefix", "status", "created", "expires", "last used")),
+    )
     for k in found:
         cells = (str(k.id), k.tenant_slug, k.name, k.scope, k.prefix, _status(k, now))
         table.add_row(*row(*cells, _when(k.created_at), _when(k.expires_at), _when(k.last_used_at)))
-    out.print(table)
+    print_table(table)
     if not found:
         out.print(Text("no API keys" + (f" for {tenant}" if tenant else "")))
 
 
-def _key_id(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
+def _key_ref(value: str) -> str:
+    """A full id, a start of one (4+ characters) or a key prefix; which key it names is resolved later."""
+    if not _KEY_REF_RE.match(value.strip().lower()):
         raise typer.BadParameter(
-            f"{value!r} is not a key id; `mindscape key list` shows them", param_hint="ID"
-        ) from None
+            f"{value!r} is not a key id, the start of one or a key prefix (msk_...); `mindscape key list` shows them",
+            param_hint="ID",
+        )
+    return value
 
 
 @key_app.command("revoke")
 def revoke(key_id: KeyIdArgument, config: ConfigOption = None) -> None:
     """Revoke a key: requests with it are refused (401) from the next one on."""
-    kid = _key_id(key_id)
+    ref = _key_ref(key_id)
     settings = load(config)
 
     async def main() -> ApiKey:
         targets = await prepare(settings)
-        return await key_ops.revoke_key(targets, key_id=kid)
+        return await key_ops.revoke_key(targets, key_id=await key_ops.resolve_key_id(targets, ref))
 
     out.print(Text(f"revoked {_describe(run(main))}"), soft_wrap=True)
 
@@ -149,12 +166,14 @@ def rotate(
     config: ConfigOption = None,
 ) -> None:
     """Replace a key: a new one (same tenant, scope and name) is printed once; the old one is revoked."""
-    kid = _key_id(key_id)
+    ref = _key_ref(key_id)
     lifetime = parse_lifetime(expires)
     settings = load(config)
 
-    async def main() -> tuple[ApiKey, str]:
+    async def main() -> tuple[UUID, tuple[ApiKey, str]]:
         targets = await prepare(settings)
-        return await key_ops.rotate_key(targets, key_id=kid, lifetime=lifetime)
+        kid = await key_ops.resolve_key_id(targets, ref)
+        return kid, await key_ops.rotate_key(targets, key_id=kid, lifetime=lifetime)
 
-    _show_once(run(main), f"revoked {kid}; created")
+    kid, created = run(main)
+    _show_once(created, f"revoked {kid}; created")

@@ -5,14 +5,26 @@ Progress bars go to stderr (only on a terminal); Ctrl-C is one line saying what 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, TenantOption, load, out, progress, row, run_interruptible
+from mindscape.cli.common import (
+    ConfigOption,
+    JsonOption,
+    TenantOption,
+    load,
+    out,
+    print_json,
+    print_table,
+    progress,
+    row,
+    run_interruptible,
+)
 from mindscape.config.settings import Settings
 from mindscape.database.prepare import prepare
 from mindscape.database.targets import Targets
@@ -136,6 +148,7 @@ def memory_index(
     ] = None,
     check: Annotated[bool, typer.Option("--check", help="Report missing indexes without building them.")] = False,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Give each tenant above memory_exact_max_rows an HNSW index of its own (recall@10 >= 0.95 needs it).
 
@@ -149,12 +162,17 @@ def memory_index(
     async def main() -> None:
         targets = await prepare(settings)
         report = await index_tenants(settings, targets, tenant_slug=tenant, build=not check)
-        table = Table("tenant", "model", "embeddings", "own index", box=None)
-        above = f"> {settings.memory_exact_max_rows:,}"
-        for t in report:
-            count = above if t.embeddings > settings.memory_exact_max_rows else f"{t.embeddings:,}"
-            table.add_row(*row(t.tenant, t.model, count if t.model else "", t.state))
-        out.print(table)
+        if as_json:
+            # embeddings: counted up to the threshold + 1, so `above_threshold` says what a larger count means.
+            limit = settings.memory_exact_max_rows
+            print_json([asdict(t) | {"above_threshold": t.embeddings > limit, "threshold": limit} for t in report])
+        else:
+            table = Table(*(Column(h, no_wrap=True) for h in ("tenant", "model", "embeddings", "own index")), box=None)
+            above = f"> {settings.memory_exact_max_rows:,}"
+            for t in report:
+                count = above if t.embeddings > settings.memory_exact_max_rows else f"{t.embeddings:,}"
+                table.add_row(*row(t.tenant, t.model, count if t.model else "", t.state))
+            print_table(table)
         if any(r.state == "missing" for r in report):
             raise typer.Exit(1)
 

@@ -1,4 +1,4 @@
-"""`mindscape persona import|list`: one tenant's personas, through its tenant transaction."""
+"""`mindscape persona import|list|show`: one tenant's personas, through its tenant transaction."""
 
 from __future__ import annotations
 
@@ -6,14 +6,27 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+import yaml
+from rich.table import Column, Table
+from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, TenantOption, load, out, row, run
+from mindscape.cli.common import (
+    ConfigOption,
+    JsonOption,
+    TenantOption,
+    load,
+    out,
+    print_json,
+    print_table,
+    row,
+    run,
+)
 from mindscape.database.prepare import prepare
+from mindscape.models.persona import Persona, PersonaSummary
 from mindscape.ops import personas as persona_ops
 from mindscape.ops.persona_files import read_persona_file
 
-persona_app = typer.Typer(help="Personas of one tenant: import, list.", no_args_is_help=True)
+persona_app = typer.Typer(help="Personas of one tenant: import, list, show.", no_args_is_help=True)
 
 
 @persona_app.command("import")
@@ -38,15 +51,43 @@ def persona_import(
 
 
 @persona_app.command("list")
-def persona_list(tenant: TenantOption, config: ConfigOption = None) -> None:
-    """List a tenant's personas."""
+def persona_list(tenant: TenantOption, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List a tenant's personas: slug, name, tags and summary."""
     settings = load(config)
 
-    async def main() -> None:
+    async def main() -> list[PersonaSummary]:
         targets = await prepare(settings)
-        table = Table("slug", "name", "tags", "summary")
-        for p in await persona_ops.list_personas(settings, targets, tenant_slug=tenant):
-            table.add_row(*row(p.slug, p.name, ", ".join(p.tags), p.summary[:60]))
-        out.print(table)
+        return await persona_ops.list_personas(settings, targets, tenant_slug=tenant)
 
-    run(main)
+    found = run(main)
+    if as_json:
+        print_json([p.model_dump(mode="json") for p in found])
+        return
+    table = Table(Column("slug", no_wrap=True), "name", "tags", "summary")
+    for p in found:
+        table.add_row(*row(p.slug, p.name, ", ".join(p.tags), p.summary))
+    print_table(table)
+    if not found:
+        out.print(Text(f"no personas in {tenant}; `mindscape persona import FILE --tenant {tenant}` adds them"))
+
+
+@persona_app.command("show")
+def persona_show(
+    slug: Annotated[str, typer.Argument(help="Persona slug, from `mindscape persona list`.")],
+    tenant: TenantOption,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one persona whole: traits, instructions, tags, version and times (YAML, or JSON with --json)."""
+    settings = load(config)
+
+    async def main() -> Persona:
+        targets = await prepare(settings)
+        return await persona_ops.get_persona(settings, targets, tenant_slug=tenant, slug=slug)
+
+    found = run(main).model_dump(mode="json")
+    if as_json:
+        print_json(found)
+        return
+    # YAML: the shape `mindscape persona import` reads, so a shown persona can be edited and re-imported.
+    out.print(Text(yaml.safe_dump(found, sort_keys=False, allow_unicode=True).rstrip()), soft_wrap=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from contextlib import nullcontext
 from typing import Annotated, Literal
 
@@ -35,13 +36,19 @@ def serve(
     from mindscape.app.state import open_state
     from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
+    from mindscape.transports.http.listen import bind
     from mindscape.transports.stdio import serve_stdio
 
     settings = load(config, tenant=tenant, http_stateless=stateless or None, http_workers=workers)
-    if settings.http_workers > 1:
-        if transport != "http":
-            fail(MindscapeError(f"--workers > 1 needs --transport http: {transport} keeps its sessions in memory"))
-        _serve_workers(settings, host=host, port=port)
+    if settings.http_workers > 1 and transport != "http":
+        fail(MindscapeError(f"--workers > 1 needs --transport http: {transport} keeps its sessions in memory"))
+    try:
+        # Bound first: a busy port fails in one line before the database is started.
+        sock = bind(host, port) if transport != "stdio" else None
+    except MindscapeError as exc:
+        fail(exc)
+    if settings.http_workers > 1 and sock is not None:
+        _serve_workers(settings, sock, host=host, port=port)
         return
 
     async def main() -> None:
@@ -51,15 +58,15 @@ def serve(
         served_as = "stdio" if transport == "stdio" else "http"  # SSE, like HTTP, takes the tenant from the key
         owner = targets.owner if targets.embedded else None  # the embedded server builds tenants' indexes itself
         async with open_state(settings, targets.runtime, transport=served_as, owner_url=owner) as state:
-            if transport != "stdio":
-                await serve_http(state, host=host, port=port, transport=transport)
+            if sock is not None and transport != "stdio":
+                await serve_http(state, sock, host=host, port=port, transport=transport)
             else:
                 await serve_stdio(build_server(lambda: nullcontext(state), semantic=semantic(state.settings)))
 
     run(main)
 
 
-def _serve_workers(settings: Settings, *, host: str, port: int) -> None:
+def _serve_workers(settings: Settings, sock: socket.socket, *, host: str, port: int) -> None:
     """Migrate and check the database once, here in the parent, then start the workers."""
     from mindscape.app.state import open_state
     from mindscape.ops.serving import workers_capacity_warning
@@ -74,4 +81,4 @@ def _serve_workers(settings: Settings, *, host: str, port: int) -> None:
         return targets.runtime
 
     runtime = run(check)
-    run_workers(settings, runtime, host=host, port=port)
+    run_workers(settings, runtime, sock, host=host, port=port)

@@ -1,19 +1,23 @@
-"""`mindscape tenant create|list|quota|disable|enable`, over the owner connection."""
+"""`mindscape tenant create|list|show|quota|disable|enable`, over the owner connection."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
-from mindscape.cli.common import ConfigOption, load, out, row, run
+from mindscape.cli.common import ConfigOption, JsonOption, load, out, print_json, print_table, row, run
 from mindscape.config.settings import is_slug
 from mindscape.database.prepare import prepare
+from mindscape.models.tenant import Tenant
 from mindscape.ops import tenants as tenant_ops
+from mindscape.quotas.limits import Limit, Limits
 
-tenant_app = typer.Typer(help="Tenants: create, list, disable, enable.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants: create, list, show, quota, disable, enable.", no_args_is_help=True)
 
 
 def _slug(value: str) -> str:
@@ -49,22 +53,71 @@ def tenant_create(
 
 
 @tenant_app.command("list")
-def tenant_list(config: ConfigOption = None) -> None:
-    """List tenants."""
+def tenant_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """List tenants: slug, name, status, id, creation time (UTC) and the limits of their own."""
     settings = load(config)
 
     async def main() -> None:
         targets = await prepare(settings)
-        table = Table("slug", "name", "status", "id", "created", "own limits")
         overrides = await tenant_ops.tenant_overrides(targets)
-        for t in await tenant_ops.list_tenants(targets):
-            own = overrides.get(t.slug)
-            limits = " ".join(f"{k}={v}" for k, v in own.model_dump(exclude_none=True).items()) if own else ""
-            created = t.created_at.strftime("%Y-%m-%d %H:%M")
+        found = await tenant_ops.list_tenants(targets)
+        own = {t.slug: overrides[t.slug].model_dump(exclude_none=True) if t.slug in overrides else {} for t in found}
+        if as_json:
+            print_json([t.model_dump(mode="json") | {"own_limits": own[t.slug]} for t in found])
+            return
+        table = Table(
+            Column("slug", no_wrap=True),
+            "name",
+            Column("status", no_wrap=True),
+            Column("id", no_wrap=True),
+            Column("created (UTC)", no_wrap=True),
+            "own limits",
+        )
+        for t in found:
+            limits = " ".join(f"{k}={v}" for k, v in own[t.slug].items())
+            created = t.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
             table.add_row(*row(t.slug, t.name, t.status, str(t.id), created, limits or "-"))
-        out.print(table)
+        print_table(table)
 
     run(main)
+
+
+def _limits_json(limits: Limits) -> dict[str, dict[str, object]]:
+    return {
+        limit.name: {"value": limit.value, "unlimited": _unlimited(limit), "source": limit.source}
+        for limit in limits.all()
+    }
+
+
+def _unlimited(limit: Limit) -> bool:
+    return limit.unlimited and limit.name != "max_content_bytes"  # there 0 is not a value anyone can set
+
+
+def _limits_table(limits: Limits) -> Table:
+    table = Table(Column("limit", no_wrap=True), Column("value", no_wrap=True), Column("from", no_wrap=True))
+    for limit in limits.all():
+        table.add_row(*row(limit.name, "unlimited" if _unlimited(limit) else str(limit.value), limit.source))
+    return table
+
+
+@tenant_app.command("show")
+def tenant_show(slug: str, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Show one tenant: id, name, status, creation time and the limits in effect, with where each comes from."""
+    settings = load(config)
+
+    async def main() -> tuple[Tenant, Limits]:
+        targets = await prepare(settings)
+        return await tenant_ops.get_tenant(settings, targets, slug=slug)
+
+    tenant, limits = run(main)
+    if as_json:
+        print_json(tenant.model_dump(mode="json") | {"limits": _limits_json(limits)})
+        return
+    out.print(Text(f"tenant {tenant.slug}: {tenant.name}"), soft_wrap=True)
+    out.print(Text(f"id       {tenant.id}"), soft_wrap=True)
+    out.print(Text(f"status   {tenant.status}"), soft_wrap=True)
+    out.print(Text(f"created  {tenant.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"), soft_wrap=True)
+    print_table(_limits_table(limits))
 
 
 @tenant_app.command("quota")
@@ -85,6 +138,7 @@ def tenant_quota(
         bool, typer.Option("--reset", help="Drop the tenant's own limits (back to the defaults).")
     ] = False,
     config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a tenant's limits and where each comes from; set or reset its own."""
     settings = load(config)
@@ -100,12 +154,11 @@ def tenant_quota(
     async def main() -> None:
         targets = await prepare(settings)
         limits = await tenant_ops.tenant_quota(settings, targets, slug=slug, changes=changes, reset=reset)
-        table = Table("limit", "value", "from")
-        for limit in limits.all():
-            shown = "unlimited" if limit.unlimited and limit.name != "max_content_bytes" else str(limit.value)
-            table.add_row(*row(limit.name, shown, limit.source))
-        out.print(f"tenant {slug}" + (" (updated)" if changes or reset else ""))
-        out.print(table)
+        if as_json:
+            print_json({"tenant": slug, "updated": bool(changes or reset), "limits": _limits_json(limits)})
+            return
+        out.print(Text(f"tenant {slug}" + (" (updated)" if changes or reset else "")), soft_wrap=True)
+        print_table(_limits_table(limits))
 
     run(main)
 

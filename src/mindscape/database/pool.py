@@ -18,6 +18,12 @@ from pgvector.asyncpg import register_vector
 from mindscape.database.targets import redact
 from mindscape.errors import StartupError
 
+# The fix, in the same line as the failure: the URL may be the runtime or the owner one.
+UNREACHABLE_FIX = (
+    "start PostgreSQL there, or correct database_url / owner_database_url "
+    "(MINDSCAPE_DATABASE_URL, MINDSCAPE_OWNER_DATABASE_URL)"
+)
+
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its stubs
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
     # Query functions accept a plain connection or one borrowed from the pool.
@@ -51,7 +57,7 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection[asyncpg.Record]
     try:
         return await asyncpg.connect(url, **kwargs)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc
 
 
 @asynccontextmanager
@@ -75,5 +81,5 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
             server_settings={"application_name": "mindscape"},
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+        raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc
     return pool

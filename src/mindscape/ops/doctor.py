@@ -8,19 +8,21 @@ they connect as the runtime role, exactly like `serve`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
 import asyncpg
 from pydantic import SecretStr
 
 from mindscape.config.settings import Settings
 from mindscape.database import migrate, vector_index
 from mindscape.database.checks import FACTS, MIN_PGVECTOR, MIN_SERVER_VERSION
-from mindscape.database.pool import connect, owner_connection
+from mindscape.database.pool import UNREACHABLE_FIX, connect, owner_connection
 from mindscape.database.prepare import resolve_targets
 from mindscape.database.targets import RUNTIME_ROLE, Targets, redact
-from mindscape.embeddings.base import ModelUnavailable
+from mindscape.embeddings.base import EmbeddingError, ModelUnavailable
 from mindscape.embeddings.factory import configured_spec, describe, local_source, make_embedder
 from mindscape.embeddings.local import DEFAULT_MODEL as LOCAL_DEFAULT_MODEL
 from mindscape.embeddings.local import describe_model, directory_size, find_model
@@ -61,25 +63,60 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".") if part.isdigit())
 
 
+# A probe that waits out the provider's retries would make doctor hang for minutes on a dead endpoint.
+PROBE_TIMEOUT_S = 30.0  # the local model's first load included
+PROBE_REQUEST_TIMEOUT_S = 10.0
+PROBE_TEXT = "mindscape doctor: is the embedding provider answering?"
+
+
 async def embedding_check(settings: Settings) -> Check:
-    """Which model new memories get, and whether it ranks by meaning. No request is sent to a provider."""
+    """Which model new memories get, whether it ranks by meaning, and whether it embeds one text now."""
     spec = configured_spec(settings)
-    if spec.provider == "local":
-        return local_model_check(settings)
-    embedder = make_embedder(spec, settings)
+    found = local_model_check(settings) if spec.provider == "local" else None
+    if found is not None and found.status != "ok":
+        return found  # not there: loading it would try to download it
+    # One request, no retries, a short timeout: the probe asks "does it answer now?".
+    probe = settings.model_copy(
+        update={
+            "embedding_max_retries": 0,
+            "embedding_timeout_s": min(settings.embedding_timeout_s, PROBE_REQUEST_TIMEOUT_S),
+        }
+    )
+    embedder = make_embedder(spec, probe)
+    described = describe(embedder)
+    fix = _probe_fix(settings)
+    started = time.perf_counter()
     try:
-        semantic, described = embedder.semantic, describe(embedder)
+        with anyio.fail_after(PROBE_TIMEOUT_S):
+            vectors = await embedder.embed([PROBE_TEXT])
+    except TimeoutError:
+        return Check("embeddings", "FAIL", f"{described}: no embedding within {PROBE_TIMEOUT_S:g} s", fix)
+    except EmbeddingError as exc:
+        return Check("embeddings", "FAIL", f"{described}: a one-text embed failed: {exc}", fix)
     finally:
         await embedder.aclose()
-    if semantic:
-        return Check("embeddings", "ok", described)
+    took = time.perf_counter() - started
+    if len(vectors) != 1 or len(vectors[0]) != spec.dimensions:
+        return Check("embeddings", "FAIL", f"{described}: answered with a vector of the wrong size", fix)
+    detail = f"{found.detail if found else described}; embedded a test text in {took:.2f} s"
+    if embedder.semantic:
+        return Check("embeddings", "ok", detail)
     return Check(
         "embeddings",
         "warn",
-        described,
+        detail,
         'for recall by meaning set embedding_provider = "local" (the default; or "openai" for any compatible '
         "API) and run `mindscape memory reembed`",
     )
+
+
+def _probe_fix(settings: Settings) -> str:
+    if settings.embedding_provider == "openai":
+        return (
+            "check that the provider at embedding_base_url (MINDSCAPE_EMBEDDING_BASE_URL) runs and that "
+            "embedding_model and embedding_api_key are right; until it answers, memories are stored pending"
+        )
+    return "see the error above; `uv run mindscape model pull` fetches the local model again"
 
 
 def local_model_check(settings: Settings) -> Check:
@@ -136,7 +173,8 @@ async def database_checks(settings: Settings) -> list[Check]:
         targets = await resolve_targets(settings)
         conn = await connect(targets.runtime)
     except MindscapeError as exc:  # the message already hides the password
-        return [Check("database", "FAIL", str(exc), "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
+        detail = str(exc).removesuffix(f"; {UNREACHABLE_FIX}")
+        return [Check("database", "FAIL", detail, "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]
     try:
         checks = [Check("database", "ok", f"reachable at {redact(targets.runtime)}")]
         row = await conn.fetchrow(FACTS)

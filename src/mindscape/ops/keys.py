@@ -10,7 +10,7 @@ from uuid import UUID
 
 from mindscape.database.pool import owner_connection
 from mindscape.database.targets import Targets
-from mindscape.errors import NotFound
+from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.api_key import ApiKey, Scope
 from mindscape.queries import api_keys, lookups
 from mindscape.tenancy import keys
@@ -39,6 +39,27 @@ async def create_key(
 async def list_keys(targets: Targets, *, tenant_slug: str | None) -> list[ApiKey]:
     async with owner_connection(targets.owner) as conn:
         return await api_keys.list_keys(conn, tenant_slug=tenant_slug)
+
+
+async def resolve_key_id(targets: Targets, given: str) -> UUID:
+    """The key `given` names: its full id, a unique start of its id, or its public prefix (msk_<prefix>).
+
+    Operators copy what `mindscape key list` and the server log show; both work here.
+    """
+    text = given.strip().lower()
+    try:
+        return UUID(text)
+    except ValueError:
+        pass
+    public = text.removeprefix(keys.PREFIX).split("_", 1)[0]  # msk_<prefix>_… as `key create` describes it
+    found = await list_keys(targets, tenant_slug=None)
+    matching = [k for k in found if str(k.id).startswith(text) or k.prefix == public]
+    if not matching:
+        raise NotFound(f"no API key whose id starts with or whose prefix is {given!r}; `mindscape key list` shows them")
+    if len(matching) > 1:
+        ids = ", ".join(f"{k.id} ({k.tenant_slug})" for k in matching[:5])
+        raise InvalidArgument(f"{given!r} names {len(matching)} keys: {ids}; give more of the id")
+    return matching[0].id
 
 
 async def revoke_key(targets: Targets, *, key_id: UUID) -> ApiKey:

@@ -1,4 +1,4 @@
-"""Persona import and listing behind `mindscape persona ...`.
+"""Persona import, listing and showing behind `mindscape persona ...`.
 
 They go through the same tenant-scoped transaction as the tools, so row-level security checks them too.
 """
@@ -9,7 +9,8 @@ from collections import Counter
 
 from mindscape.config.settings import Settings
 from mindscape.database.targets import Targets
-from mindscape.models.persona import PersonaIn, PersonaSummary
+from mindscape.errors import NotFound
+from mindscape.models.persona import Persona, PersonaIn, PersonaSummary
 from mindscape.queries import personas
 from mindscape.tenancy.operator import operator_session
 from mindscape.tenancy.transaction import tenant_transaction
@@ -56,3 +57,16 @@ async def list_personas(settings: Settings, targets: Targets, *, tenant_slug: st
             if page.next_cursor is None:
                 return found
             after = page.next_cursor
+
+
+async def get_persona(settings: Settings, targets: Targets, *, tenant_slug: str, slug: str) -> Persona:
+    async with (
+        operator_session(settings, targets, tenant_slug) as (pool, caller),
+        tenant_transaction(pool, caller, read_only=True, statement_timeout_ms=settings.statement_timeout_ms) as tx,
+    ):
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+    if found is None:
+        raise NotFound(
+            f"tenant {tenant_slug} has no persona {slug!r}; `mindscape persona list --tenant {tenant_slug}` shows them"
+        )
+    return found

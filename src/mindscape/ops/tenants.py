@@ -26,6 +26,16 @@ async def list_tenants(targets: Targets) -> list[Tenant]:
         return await tenants.list_all(conn)
 
 
+async def get_tenant(settings: Settings, targets: Targets, *, slug: str) -> tuple[Tenant, Limits]:
+    """One tenant, and the limits in effect for it (its own or the defaults)."""
+    async with owner_connection(targets.owner) as conn:
+        found = await tenants.get_by_slug(conn, slug=slug)
+        own = await tenants.get_settings_text(conn, slug=slug)
+    if found is None or own is None:
+        raise lookups.tenant_not_found(slug)
+    return found, effective(own, settings)
+
+
 async def tenant_overrides(targets: Targets) -> dict[str, TenantQuotas]:
     """Each tenant's own limits (unset fields use the defaults), by slug."""
     async with owner_connection(targets.owner) as conn:

@@ -17,6 +17,7 @@ the SDK's app is one list, in request order, in transports.http.stack.
 from __future__ import annotations
 
 import logging
+import socket
 from contextlib import nullcontext
 from typing import Literal
 
@@ -133,7 +134,10 @@ async def not_ready(pool: Pool, head: str) -> str | None:
     return None
 
 
-async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTransport = "http") -> None:
+async def serve_http(
+    state: AppState, sock: socket.socket, *, host: str, port: int, transport: HttpTransport = "http"
+) -> None:
+    """Serve on `sock` (transports.http.listen.bind) until SIGTERM or SIGINT."""
     app = build_http_app(state, host=host, port=port, transport=transport)
     # log_config=None: uvicorn's loggers go through the root logger (stderr, configured level).
     config = uvicorn.Config(
@@ -145,10 +149,11 @@ async def serve_http(state: AppState, *, host: str, port: int, transport: HttpTr
         timeout_graceful_shutdown=state.settings.http_shutdown_timeout_s,
     )
     where = "legacy SSE at http://%s:%d/sse" if transport == "sse" else "Streamable HTTP at http://%s:%d/mcp"
-    log.warning("serving MCP over " + where + describe_mode(state.settings), host, port)
+    log.info("serving MCP over " + where + describe_mode(state.settings), host, port)
     if state.settings.oauth_shared_secret is not None:
         log.warning("JWTs are verified with oauth_shared_secret (HS256): for development only, use oauth_jwks_url")
-    await GracefulServer(config).serve()
+    await GracefulServer(config).serve(sockets=[sock])
+    log.info("stopped serving MCP on port %d", port)
 
 
 def describe_mode(settings: Settings) -> str:

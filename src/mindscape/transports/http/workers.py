@@ -10,6 +10,7 @@ stateless HTTP: a session would live in one worker's memory only.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from contextlib import AsyncExitStack
 
@@ -89,8 +90,9 @@ class Supervisor(Multiprocess):
             sock.close()
 
 
-def run_workers(settings: Settings, runtime_url: str, *, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT; each worker then finishes its in-flight requests and exits."""
+def run_workers(settings: Settings, runtime_url: str, sock: socket.socket, *, host: str, port: int) -> None:
+    """Serve on `sock` (transports.http.listen.bind) until SIGTERM/SIGINT; each worker then finishes its
+    in-flight requests and exits."""
     config = uvicorn.Config(
         WorkerApp(settings, runtime_url, host=host, port=port),
         host=host,
@@ -104,11 +106,11 @@ def run_workers(settings: Settings, runtime_url: str, *, host: str, port: int) -
         timeout_worker_healthcheck=60,
     )
     total = settings.http_workers * settings.http_connections
-    log.warning(
+    log.info(
         "serving MCP over Streamable HTTP at http://%s:%d/mcp (stateless, %d workers, up to %d database connections)",
         host,
         port,
         settings.http_workers,
         total,
     )
-    Supervisor(config, sockets=[config.bind_socket()]).run()
+    Supervisor(config, sockets=[sock]).run()
