@@ -71,6 +71,8 @@ def test_tenant_quota_shows_and_sets_as_json(targets: Targets, office: Caller) -
             "calls_per_minute": {"value": 600, "unlimited": False, "source": "default"},
             "max_memories": {"value": 10_000, "unlimited": False, "source": "default"},
             "max_content_bytes": {"value": 16 * 1024, "unlimited": False, "source": "default"},
+            "max_sessions": {"value": 100, "unlimited": False, "source": "default"},
+            "max_concurrent_calls": {"value": 5, "unlimited": False, "source": "default"},
         },
     }
     updated = json_of(targets, "tenant", "quota", office.tenant_slug, "--max-memories", "0")
@@ -146,7 +148,8 @@ def test_audit_tail_prints_full_target_ids(targets: Targets, office: Caller, cli
 
     campaign = anyio.run(create_campaign)
     events = json_of(targets, "audit", "tail", "--tenant", office.tenant_slug)
-    (event,) = [e for e in events if e["tool"] == "create_campaign"]
+    # The campaign's own event; its persona assignment is a second event of the same call.
+    (event,) = [e for e in events if e["tool"] == "create_campaign" and e["outcome"] == "created"]
     assert event["target_ids"] == [campaign]
     stored = owner_fetch(targets, "SELECT id FROM mindscape.audit_events WHERE tenant_id = $1", office.tenant_id)
     assert event["id"] in {str(r["id"]) for r in stored}
