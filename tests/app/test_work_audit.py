@@ -245,7 +245,7 @@ def test_cli_audit_tail(targets: Targets, client_for: ClientFactory, tenant_fact
     assert shown.exit_code == 0, shown.output
     lines = [line for line in shown.stdout.splitlines() if "persona_import" in line or "create_task" in line]
     assert len(lines) == 2
-    assert all(word in lines[0] for word in ("persona_import", "created", f"cli:{USER}", '"slug":"ada"'))
+    assert all(word in lines[0] for word in ("persona_import", "created", f"cli:{USER}", '"slug": "ada"'))
     assert all(word in lines[1] for word in ("create_task", "created", task_id, f"stdio:{USER}"))
     assert lines[1].split()[1] == "2"  # seq
     assert last.exit_code == 0
@@ -254,7 +254,7 @@ def test_cli_audit_tail(targets: Targets, client_for: ClientFactory, tenant_fact
     assert later.exit_code == 0
     assert "no audit events" in later.stdout
     assert task_id not in theirs.stdout
-    assert '"slug":"zed"' in theirs.stdout
+    assert '"slug": "zed"' in theirs.stdout
 
 
 @pytest.mark.parametrize(
