@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest HTTP request body; larger get 413."
     )
+    http_body_timeout_s: float = Field(
+        default=20, gt=0, le=3600, description="Seconds a client may take to send a request body; slower get 408."
+    )
     http_shutdown_timeout_s: int = Field(
         default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
     )

@@ -100,6 +100,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
     install_middleware(
         app,
         max_body_bytes=limit,
+        body_timeout_s=state.settings.http_body_timeout_s,
         calls=state.calls,
         streamable=transport != "sse",
         resource_metadata_url=resource.metadata_url if resource else None,
