@@ -31,7 +31,7 @@ from tests.support.fuzz import (
 
 SCHEMAS = published_schemas()
 # Cases per tool and per kind (schema-valid, mutated); FUZZ_EXAMPLES=1000 for a longer local run.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -280,10 +280,28 @@ class KnownIds:
 
 
 def tool_arguments(schema: dict[str, Any], ids: KnownIds) -> st.SearchStrategy[dict[str, Json]]:
-    """Calls as the schema describes them; ids are real ones half of the time."""
+    """Calls as the schema describes them; ids are real ones half of the time.
+
+    Strings are drawn at most GENERATED_MAX_LENGTH long (a 1 MiB limit makes drawing slow and finds
+    nothing more); the `huge string` mutation sends the long ones.
+    """
     real = st.sampled_from(ids.all())
     formats = {"uuid": st.one_of(st.uuids().map(str), real)}
-    return cast(st.SearchStrategy[dict[str, Json]], from_schema(schema, custom_formats=formats))
+    return cast(st.SearchStrategy[dict[str, Json]], from_schema(_shorter(schema), custom_formats=formats))
+
+
+GENERATED_MAX_LENGTH = 1000
+
+
+def _shorter(node: Json) -> Json:
+    if isinstance(node, dict):
+        copied = {k: _shorter(v) for k, v in cast(dict[str, Json], node).items()}
+        if isinstance(copied.get("maxLength"), int):
+            copied["maxLength"] = min(copied["maxLength"], GENERATED_MAX_LENGTH)
+        return copied
+    if isinstance(node, list):
+        return [_shorter(v) for v in cast(list[Json], node)]
+    return node
 
 
 def base_calls(schema: dict[str, Any], ids: KnownIds, count: int = 40) -> list[dict[str, Json]]:
