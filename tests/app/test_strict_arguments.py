@@ -241,3 +241,12 @@ async def test_the_server_keeps_serving_after_bad_input(office: Caller, client_f
             assert (await client.call_tool("create_task", {"title": "\x00", "input": {"\x00": "\ud800"}})).is_error
         with anyio.fail_after(10):
             assert data(await client.call_tool("get_persona", {"slug": "ada"}))["slug"] == "ada"
+
+
+async def test_limits_read_as_rules(office: Caller, client_for: ClientFactory) -> None:
+    async with client_for(office.tenant_slug) as client:
+        limit = error_text(await client.call_tool("list_personas", {"limit": 500}))
+        lease = error_text(await client.call_tool("claim_next_task", {"lease_seconds": 5}))
+    assert "- limit: must be at most 100 (got 500)" in limit
+    assert "- lease_seconds: must be at least 10 (got 5)" in lease
+    no_pydantic_words(limit + lease)

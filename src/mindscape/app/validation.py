@@ -160,6 +160,15 @@ EXPECTED = {
 }
 
 
+# pydantic error type -> (the words of the rule, the key of its limit in the error's ctx).
+BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "less_than_equal": ("at most", "le"),
+    "greater_than": ("more than", "gt"),
+    "less_than": ("less than", "lt"),
+}
+
+
 def describe(
     target: str,
     exc: ValidationError,
@@ -309,6 +318,10 @@ def _message(err: ErrorDetails) -> str:
         return f"expected {EXPECTED[kind]}"
     if kind == "timezone_aware":
         return "needs a timezone, e.g. 2026-03-01T09:00:00Z"
+    bound = BOUNDS.get(kind)
+    if bound is not None:
+        words, key = bound
+        return f"must be {words} {err.get('ctx', {}).get(key)}"
     message = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
