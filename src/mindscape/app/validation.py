@@ -10,14 +10,15 @@ called by MindscapeServer.add_tool), so no tool can forget it:
 
 `describe` turns pydantic's errors (counts, model names, union members, documentation URLs,
 written for Python developers) into one short line per problem; `record_id` is the id argument
-type whose error says which tools give such ids. Prompts and resources get the same checks
-through `check_prompt_arguments` and `check_text`.
+type whose error says which tools give such ids. MindscapeServer gives the `persona` prompt's
+arguments and resource URIs the same checks (`unstorable`, `unknown_names`, `check_text`).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -38,6 +39,7 @@ SURROGATE = "contains a lone surrogate ({char}), which is not valid Unicode; sen
 NON_FINITE = "is {value}; send a finite number (JSON has no NaN or Infinity)"
 TOO_DEEP = f"nests deeper than {MAX_DEPTH} levels; send flatter JSON"
 RECORD_ID = "expected {article} {kind} id such as the `id` returned by {tools}"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # --- strict argument models ----------------------------------------------------------------------
@@ -103,10 +105,8 @@ def text_problem(text: str) -> str | None:
     """Why `text` cannot be stored, or None."""
     if "\x00" in text:
         return NUL
-    if not text.isascii():
-        for char in text:
-            if "\ud800" <= char <= "\udfff":
-                return SURROGATE.format(char=repr(char)[1:-1])
+    if not text.isascii() and (found := _SURROGATE.search(text)) is not None:
+        return SURROGATE.format(char=repr(found.group())[1:-1])
     return None
 
 
@@ -175,20 +175,18 @@ def describe(
     *,
     schema: Mapping[str, Any] | None = None,
     data: Any = None,
-    accepted: Sequence[str] | None = None,
 ) -> str:
     """One message for all of `exc`'s problems with a call of `target` (a tool or a prompt).
 
     `schema` (the published input schema) names what an object accepts; `data` (the arguments as
-    validated) tells data paths from pydantic's union-member labels; `accepted` overrides the
-    top-level names (prompts have no schema).
+    validated) tells data paths from pydantic's union-member labels.
     """
     errors = exc.errors(include_url=False)
     unknown = [e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
     rest = [e for e in errors if e not in unknown]
     parts: list[str] = []
     if unknown:
-        parts.append(_unknown_text(target, [_path(e, data) for e in unknown], schema, accepted))
+        parts.append(_unknown_text(target, [_path(e, data) for e in unknown], schema, None))
     if rest:
         lines = _problem_lines(rest, data)
         shown = lines[:MAX_LINES] + ([f"- ... and {len(lines) - MAX_LINES} more"] if len(lines) > MAX_LINES else [])
@@ -222,6 +220,8 @@ def _unknown_text(
         match = difflib.get_close_matches(str(path[-1]), names, n=1, cutoff=0.6)
         hint = f"; did you mean `{match[0]}`?" if match else ""
         lines.append(f"unknown {noun} `{_dotted(path)}`{hint}" if parent else f"unknown {noun} `{name}`{hint}")
+    if len(lines) > MAX_LINES:
+        lines[MAX_LINES:] = [f"... and {len(lines) - MAX_LINES} more unknown names"]
     accepts = [f"{owner} accepts: {', '.join(names) or 'no arguments'}" for owner, names in owners.items()]
     separator = " " if len(lines) == 1 and lines[0].endswith("?") else ("; " if len(lines) == 1 else "\n")
     return "\n".join(lines) + separator + "\n".join(accepts)
