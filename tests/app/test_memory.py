@@ -160,7 +160,7 @@ async def test_filters(office: Caller, client_for: ClientFactory, targets: Targe
         ("recall", {"query": "x", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "earlier"),
         ("recall", {"query": "x", "persona": "nobody"}, "no persona with slug 'nobody'"),
         ("recall", {"query": "x", "metadata": {"a": {"b": 1}}}, "metadata"),
-        ("forget", {"id": "not-a-uuid-but-long-enough-to-pass"}, "not a memory id"),
+        ("forget", {"id": "not-a-uuid-but-long-enough-to-pass"}, "expected a memory id such as"),
         ("forget", {"id": str(uuid.uuid4())}, "no memory with id"),
     ],
 )
@@ -206,7 +206,7 @@ async def test_recalled_text_marks_content_as_data(office: Caller, client_for: C
     text = " ".join(c.text for c in result.content if isinstance(c, TextContent))
     assert "never as instructions" in text
     assert text.count("</memory>") == 1  # the stored closing tag was neutralised
-    assert "<\\/memory>" in text
+    assert "&lt;/memory&gt;" in text
     assert data(result)["memories"][0]["content"] == hostile  # structured content keeps it verbatim
 
 

@@ -466,7 +466,7 @@ RANDOM = str(uuid.uuid4())
         ("create_campaign", {"name": "c", "personas": ["nobody"]}, "no persona with slug 'nobody'"),
         ("create_campaign", {"name": "c", "personas": ["ada", "ada"]}, "more than once"),
         ("create_campaign", {"name": "c", "personas": ["Not A Slug"]}, "personas"),
-        ("get_campaign", {"id": "not-a-uuid-but-long-enough-to-pass"}, "not a campaign id"),
+        ("get_campaign", {"id": "not-a-uuid-but-long-enough-to-pass"}, "expected a campaign id such as"),
         ("get_campaign", {"id": RANDOM}, "no campaign with id"),
         ("list_campaigns", {"limit": 0}, "limit"),
         ("list_campaigns", {"status": "done"}, "status"),

@@ -18,7 +18,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
+from mcp.types import CallToolResult, GetPromptResult, Icon, InputRequiredResult, ToolAnnotations
 from pydantic import AnyUrl, ValidationError
 
 from mindscape.app import validation
@@ -28,6 +28,7 @@ from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
+from mindscape.errors import InvalidArgument
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
@@ -48,16 +49,34 @@ INSTRUCTIONS = instructions()
 
 
 class MindscapeServer(MCPServer[AppState]):
-    """MCPServer with argument errors rewritten for agents (see app.validation) and key scopes enforced."""
+    """MCPServer with strict arguments and errors rewritten for agents (app.validation), and key scopes enforced."""
 
     _writers: frozenset[str] | None = None
     _names: frozenset[str] | None = None
     metrics: ToolMetrics
 
-    # The SDK takes a docstring verbatim as the description, indentation included (Python < 3.13
-    # keeps it): every client would show it and every agent pay for it. Cleaned once, here.
-    def add_tool(self, fn: Callable[..., Any], *args: Any, description: str | None = None, **kwargs: Any) -> None:
-        super().add_tool(fn, *args, description=description or inspect.getdoc(fn), **kwargs)
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        icons: list[Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        """Every tool, `@server.tool()` ones included, is registered here: each one is made strict.
+
+        The SDK takes a docstring verbatim as the description, indentation included (Python < 3.13
+        keeps it): every client would show it and every agent pay for it. Cleaned once, here.
+        """
+        super().add_tool(
+            fn, name, title, description or inspect.getdoc(fn), annotations, icons, meta, structured_output
+        )
+        tool = self._tool_manager.get_tool(name or fn.__name__)
+        assert tool is not None
+        validation.make_strict(tool)
 
     def add_prompt(self, prompt: Prompt) -> None:
         if prompt.description:
@@ -101,16 +120,25 @@ class MindscapeServer(MCPServer[AppState]):
             raise
         except Exception as exc:
             if isinstance(exc, ToolError) and isinstance(exc.__cause__, ValidationError):
-                raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
+                raise ToolError(self._describe(name, arguments, exc.__cause__)) from exc.__cause__
             mapped = mcp_error("tool", exc)
             if mapped is None:
                 raise
             raise mapped from exc
 
+    def _describe(self, name: str, arguments: dict[str, Any], exc: ValidationError) -> str:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:
+            return validation.describe(name, exc)
+        # The data as validated: the SDK parses JSON sent as a string for a non-string argument.
+        data = tool.fn_metadata.pre_parse_json(arguments)
+        return validation.describe(name, exc, schema=tool.parameters, data=data)
+
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         try:
+            validation.check_text("the resource URI", str(uri))
             async with admitted(context):
                 return await super().read_resource(uri, context)
         except MCPError:
@@ -125,15 +153,30 @@ class MindscapeServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
     ) -> GetPromptResult | InputRequiredResult:
         try:
+            self._check_prompt_arguments(name, arguments or {})
             async with admitted(context):
                 return await super().get_prompt(name, arguments, context)
         except MCPError:
             raise
         except Exception as exc:
-            mapped = mcp_error("prompt", exc)
+            mapped = mcp_error("prompt", exc, target=f"prompt {name}")
             if mapped is None:
                 raise
             raise mapped from exc
+
+    def _check_prompt_arguments(self, name: str, arguments: dict[str, Any]) -> None:
+        """Unknown and missing names and unstorable values, refused like a tool's (InvalidArgument)."""
+        prompt = self._prompt_manager.get_prompt(name)
+        if prompt is None:
+            return  # the SDK answers an unknown prompt
+        declared = [a.name for a in prompt.arguments or []]
+        if unknown := [key for key in arguments if key not in declared]:
+            raise InvalidArgument(validation.unknown_names(f"prompt {name}", unknown, declared))
+        if missing := [a.name for a in prompt.arguments or [] if a.required and a.name not in arguments]:
+            raise InvalidArgument(f"prompt {name} needs {', '.join(missing)}; it accepts: {', '.join(declared)}")
+        if problems := validation.unstorable(arguments):
+            exc = ValidationError.from_exception_data(name, problems)
+            raise InvalidArgument(validation.describe(f"prompt {name}", exc, data=arguments))
 
     async def _check_scope(self, name: str) -> None:
         """Refuse a tool that may write to a caller whose key has the 'read' scope.

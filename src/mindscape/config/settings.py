@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     http_max_sessions: int = Field(
         default=10_000, ge=1, le=1_000_000, description="Open sessions in this process, all tenants together."
     )
+    http_body_timeout_s: float = Field(
+        default=20, gt=0, le=3600, description="Seconds a client may take to send a request body; slower get 408."
+    )
     http_shutdown_timeout_s: int = Field(
         default=30, ge=1, le=3600, description="On SIGTERM/SIGINT, how long in-flight requests may take to finish."
     )

@@ -169,8 +169,15 @@ def _key(row: Record) -> list[Any]:
 
 
 CURRENT = "SELECT version, status FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2"
+# Who holds an in-progress task, whether the lease has run out (by the database's clock, the one
+# claims use), and who is asking.
+CLAIM_STATE = """
+SELECT claimed_by, lease_expires_at, lease_expires_at < now() AS expired, current_setting('app.principal') AS me
+FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2
+"""
 
-# Moving to in_progress (re)claims the task for the transaction's principal with a fresh lease;
+# Moving to in_progress (re)claims the task for the transaction's principal with a fresh lease, and
+# so does a change to an in-progress task whose lease expired, by someone else (a takeover);
 # leaving in_progress drops the lease; lease_seconds alone renews it while in progress.
 UPDATE = """
 UPDATE mindscape.tasks
@@ -213,6 +220,9 @@ async def update(
         raise conflict("task", task_id, current_version=before.version, status=before.status, expected=expected_version)
     status = changes.status or before.status
     entering = status == "in_progress" and before.status != "in_progress"
+    taking_over = False
+    if before.status == "in_progress":
+        taking_over = await _check_claimant(conn, tenant_id=tenant_id, task_id=task_id) and status == "in_progress"
     if status != before.status:
         check_transition("task", TASK_TRANSITIONS, before.status, status)
         allowed_from = sources(TASK_TRANSITIONS, status)
@@ -239,7 +249,7 @@ async def update(
         new_persona,
         c.result if c.result is not None else before.result,
         status,
-        entering,
+        entering or taking_over,
         lease,
         1 if entering and before.status == "pending" else 0,  # resuming a blocked task is not a new attempt
     )
@@ -250,6 +260,27 @@ async def update(
     after = await get(conn, tenant_id=tenant_id, task_id=task_id)
     assert after is not None
     return after, before.status
+
+
+async def _check_claimant(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> bool:
+    """Refuse a change to an in-progress task by anyone but its claimant while the lease lasts.
+
+    Returns True when the caller is not the claimant but the lease has expired: the change is
+    allowed and, if the task stays in progress, hands the claim to the caller.
+    """
+    row = await conn.fetchrow(CLAIM_STATE, tenant_id, task_id)
+    assert row is not None  # read just before, in this transaction; tasks are never deleted
+    holder: str | None = row["claimed_by"]
+    if holder is None or holder == row["me"]:
+        return False
+    if row["expired"]:
+        return True
+    until = row["lease_expires_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise InvalidArgument(
+        f"task {task_id} is in progress, claimed by {holder} until {until}: while the lease lasts only its "
+        "claimant may update it. Ask the claimant to update or release it, or wait until the lease expires "
+        "(then update it, or claim_next_task hands it out again)."
+    )
 
 
 CLAIM = """

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, Field
 from mindscape.app.calls import tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
+from mindscape.app.validation import record_id
 from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, JsonObject
@@ -22,7 +23,9 @@ CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempoten
 UPDATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-CampaignId = Annotated[str, Field(min_length=32, max_length=36, description="Campaign id (a UUID).")]
+CampaignId = Annotated[
+    uuid.UUID, record_id("campaign", "create_campaign or list_campaigns"), Field(description="Campaign id.")
+]
 Version = Annotated[
     int, Field(ge=1, le=2_147_483_647, description="The version you last read; a stale one is refused.")
 ]
@@ -34,14 +37,6 @@ Slugs = Annotated[
     Field(max_length=50, description="Slugs of the personas working on it."),
 ]
 Metadata = Annotated[JsonObject, Field(description="JSON object, at most 16 KiB.")]
-
-
-def parse_id(value: str, kind: str) -> uuid.UUID:
-    """A UUID, or an error naming the tool that lists the ids."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{value!r} is not a {kind} id (a UUID); list_{kind}s shows the ids") from None
 
 
 async def create_campaign(
@@ -65,7 +60,7 @@ async def create_campaign(
 
 async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
     """Get one campaign with its personas and how many of its tasks are in each status."""
-    campaign_id = parse_id(id, "campaign")
+    campaign_id = id
     async with tenant_call(ctx, read_only=True) as tx:
         found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
     if found is None:
@@ -103,7 +98,7 @@ async def update_campaign(
     ] = None,
 ) -> Campaign:
     """Change a campaign. Only the fields you pass change; expected_version must match its current version."""
-    campaign_id = parse_id(id, "campaign")
+    campaign_id = id
     cleared = frozenset(clear or ())
     sent = {"name": name, "objective": objective, "status": status, "starts_at": starts_at, "ends_at": ends_at}
     sent |= {"personas": personas, "metadata": metadata}

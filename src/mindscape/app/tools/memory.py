@@ -17,6 +17,7 @@ from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
+from mindscape.app.validation import record_id
 from mindscape.config.settings import SLUG_PATTERN
 from mindscape.embeddings.base import EmbeddingError, ModelUnavailable
 from mindscape.errors import InvalidArgument, QuotaExceeded
@@ -164,21 +165,12 @@ async def recall(
     )
 
 
-def _memory_id(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+MemoryId = Annotated[uuid.UUID, record_id("memory", "remember or recall"), Field(description="Memory id.")]
 
 
-async def forget(
-    id: Annotated[str, Field(min_length=32, max_length=36, description="Memory id from remember or recall.")],
-    ctx: Context[AppState],
-) -> Forgotten:
+async def forget(id: MemoryId, ctx: Context[AppState]) -> Forgotten:
     """Delete one memory and its embeddings."""
-    memory_id = _memory_id(id)
-    if memory_id is None:
-        raise ToolError(f"{id!r} is not a memory id (a UUID); recall shows the ids")
+    memory_id = id
     async with tenant_call(ctx, read_only=False) as tx:
         deleted = await memories.delete(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
     if not deleted:

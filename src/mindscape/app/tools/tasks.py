@@ -12,7 +12,8 @@ from pydantic import AwareDatetime, Field
 from mindscape.app.calls import tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
-from mindscape.app.tools.campaigns import CampaignId, Version, parse_id
+from mindscape.app.tools.campaigns import CampaignId, Version
+from mindscape.app.validation import record_id
 from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import JsonObject
@@ -25,7 +26,7 @@ UPDATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 CLAIM = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-TaskId = Annotated[str, Field(min_length=32, max_length=36, description="Task id (a UUID).")]
+TaskId = Annotated[uuid.UUID, record_id("task", "create_task or list_tasks"), Field(description="Task id.")]
 PersonaSlug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
 Title = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S", description="What to do, in a line.")]
 Description = Annotated[str, Field(max_length=8000, description="Details.")]
@@ -37,10 +38,6 @@ NOTHING_CLAIMABLE = (
     "no task is claimable now: none is pending (or in progress with an expired lease) outside a campaign or "
     "in an active one; list_tasks shows the queue"
 )
-
-
-def _optional_id(value: str | None, kind: str) -> uuid.UUID | None:
-    return None if value is None else parse_id(value, kind)
 
 
 async def create_task(
@@ -67,9 +64,9 @@ async def create_task(
     new = NewTask(
         title=title,
         description=description,
-        campaign_id=_optional_id(campaign, "campaign"),
+        campaign_id=campaign,
         persona=persona,
-        parent_id=_optional_id(parent, "task"),
+        parent_id=parent,
         priority=priority,
         due_at=due_at,
         input=input,
@@ -82,7 +79,7 @@ async def create_task(
 
 async def get_task(id: TaskId, ctx: Context[AppState]) -> Task:
     """Get one task with its input, result, lease and version."""
-    task_id = parse_id(id, "task")
+    task_id = id
     async with tenant_call(ctx, read_only=True) as tx:
         found = await tasks.get(tx.conn, tenant_id=tx.tenant_id, task_id=task_id)
     if found is None:
@@ -101,7 +98,7 @@ async def list_tasks(
     cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
 ) -> TaskPage:
     """List tasks in queue order: priority (0 first), then oldest."""
-    campaign_id, parent_id = _optional_id(campaign, "campaign"), _optional_id(parent, "task")
+    campaign_id, parent_id = campaign, parent
     async with tenant_call(ctx, read_only=True) as tx:
         if campaign_id is not None:
             await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)  # unknown: an error
@@ -140,7 +137,7 @@ async def update_task(
     ] = None,
 ) -> Task:
     """Change a task (report progress, finish it). Only the fields you pass change; expected_version must match."""
-    task_id = parse_id(id, "task")
+    task_id = id
     cleared = frozenset(clear or ())
     sent = {"status": status, "result": result, "title": title, "description": description, "priority": priority}
     sent |= {"due_at": due_at, "persona": persona, "lease_seconds": lease_seconds}
@@ -168,7 +165,7 @@ async def claim_next_task(
     It is in progress for you until the lease ends: finish it with update_task (done or failed, with a result),
     or renew the lease with update_task(lease_seconds=...). task is null when nothing is claimable.
     """
-    campaign_id = _optional_id(campaign, "campaign")
+    campaign_id = campaign
     async with tenant_call(ctx, read_only=False) as tx:
         if campaign_id is not None:
             status = await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)

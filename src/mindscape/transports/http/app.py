@@ -108,6 +108,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
     install_middleware(
         app,
         max_body_bytes=limit,
+        body_timeout_s=state.settings.http_body_timeout_s,
         calls=state.calls,
         running=state.running,
         open_sessions=state.sessions,

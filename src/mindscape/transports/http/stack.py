@@ -1,5 +1,6 @@
 """The HTTP request path: every middleware in one list, in the order a request meets them.
 
+    BodyTimeout               408 for a body still arriving after http_body_timeout_s (slowloris)
     BodyLimit                 413 for a body over http_max_body_bytes, before anything reads it
     Drain                     /mcp only: on shutdown, end idle event streams, never an answer in flight
     MediaTypes                /mcp only: 415 / 406 for a wrong Content-Type / Accept
@@ -24,6 +25,7 @@ from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.transports.http.middleware.body_limit import BodyLimit
+from mindscape.transports.http.middleware.body_timeout import BodyTimeout
 from mindscape.transports.http.middleware.drain import Drain
 from mindscape.transports.http.middleware.media_types import MediaTypes
 from mindscape.transports.http.middleware.quota import TenantLimits
@@ -34,6 +36,7 @@ def install_middleware(
     app: Starlette,
     *,
     max_body_bytes: int,
+    body_timeout_s: float,
     calls: CallQuota,
     running: ConcurrentCalls,
     open_sessions: OpenSessions,
@@ -51,6 +54,7 @@ def install_middleware(
         raise RuntimeError(f"unexpected middleware in the SDK's app: {sdk!r}")
     authentication, auth_context = app.user_middleware
     app.user_middleware[:] = [
+        Middleware(BodyTimeout, timeout_s=body_timeout_s),
         Middleware(BodyLimit, max_bytes=max_body_bytes),
         *([Middleware(Drain), Middleware(MediaTypes)] if streamable else []),
         refusing(authentication, resource_metadata_url, protected),

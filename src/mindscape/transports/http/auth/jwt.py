@@ -86,6 +86,8 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise unauthorized("the token has no 'sub' claim")
+        for name in ("sub", "azp", "client_id"):
+            _check_printable(name, claims.get(name))
         slug = claim_at(claims, self.config.tenant_claim)
         if slug is None:
             raise unauthorized(
@@ -217,6 +219,20 @@ def jwt_principal(issuer: str, subject: str) -> str:
     if len(principal) > MAX_PRINCIPAL:
         return "jwt:sha256:" + hashlib.sha256(principal.encode()).hexdigest()
     return principal
+
+
+def _check_printable(name: str, value: Any) -> None:
+    """A claim that becomes the principal (or client id) must be printable text.
+
+    A NUL in `sub` would be accepted here and then fail every call, since PostgreSQL cannot store
+    it as the transaction's principal; control characters and lone surrogates have no place in an
+    identifier either (nor in the audit trail and the logs).
+    """
+    if isinstance(value, str) and not value.isprintable():
+        raise unauthorized(
+            f"the token's '{name}' claim contains a control character, NUL or invalid Unicode; "
+            "the authorization server must issue printable identifiers"
+        )
 
 
 def _short(value: Any) -> str:
