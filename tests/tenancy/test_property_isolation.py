@@ -20,10 +20,10 @@ from tests.support.isolation.scan import Answer, Kind, Request, leaks
 from tests.support.isolation.sessions import InMemory, OverHttp
 from tests.support.serving import running_server
 
-# Examples per run and steps per example: about 3,000 steps in all, a few minutes on 2 busy cores.
-STEPS = 80
-IN_MEMORY_EXAMPLES = 25
-OVER_HTTP_EXAMPLES = 10
+# Examples per run and steps per example: about 2,000 steps in all, a few minutes on 2 busy cores.
+STEPS = 100
+IN_MEMORY_EXAMPLES = 14
+OVER_HTTP_EXAMPLES = 6
 SERVER_ENV = {"MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0", "MINDSCAPE_POOL_MAX_SIZE": "2"}
 
 

@@ -35,7 +35,7 @@ from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
 from tests.support.isolation import rows
 from tests.support.isolation.model import TenantState, World
-from tests.support.isolation.ops import FAMILIES, driven, ops_of, seed_phases
+from tests.support.isolation.ops import OPS, driven, ops_of, seed_phases
 from tests.support.isolation.scan import Answer, Kind, leaks, masked, send
 from tests.support.isolation.sessions import Connector, Sessions, seed_tenants
 from tests.support.isolation.steps import Picker, Step, Violation
@@ -54,6 +54,7 @@ class Stats:
     targets: Counter[tuple[bool, str]] = field(default_factory=Counter[tuple[bool, str]])  # (probe, target)
     checks: Counter[str] = field(default_factory=Counter[str])
     violations: Counter[str] = field(default_factory=Counter[str])
+    first_violation: str | None = None  # at which step, and what
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # setup, calls, rows
     started: float = field(default_factory=time.monotonic)
 
@@ -119,6 +120,7 @@ class IsolationMachine(RuleBasedStateMachine):
         super().__init__()
         h = self.harness
         h.stats.examples += 1
+        self.turns = 0  # steps planned so far: shifts every op choice (Picker.turn)
         started = time.monotonic()
         tenants = h.portal.call(seed_tenants, h.targets, h.tenants)
         self._open = h.portal.wrap_async_context_manager(h.connector.open(tenants))
@@ -154,7 +156,8 @@ class IsolationMachine(RuleBasedStateMachine):
 
     def _one(self, family: str, probe: bool, data: st.DataObject) -> None:
         pick = Picker(data)
-        op = pick.choice(ops_of(family, probe))
+        self.turns += 1
+        op = pick.turn(ops_of(family, probe), self.turns)
         self.harness.stats.steps += 1
         self.execute([op.plan(self.world, pick.choice(self.world.actors), pick)])
 
@@ -194,10 +197,11 @@ class IsolationMachine(RuleBasedStateMachine):
     def burst(self, data: st.DataObject) -> None:
         """One step per tenant (2 or more tenants), sent at once: they compete for connections and rows."""
         pick = Picker(data)
-        chosen = [t for t in self.world.tenants if pick.chance(80)] or self.world.tenants
+        chosen = [t for t in self.world.tenants if pick.chance(80)]
         steps: list[Step] = []
         for tenant in chosen if len(chosen) > 1 else self.world.tenants:
-            op = pick.choice(ops_of(pick.choice(FAMILIES), pick.chance(50)))
+            self.turns += 1
+            op = pick.turn(OPS, self.turns)
             actor = pick.choice([a for a in self.world.actors if a.tenant == tenant.index])
             steps.append(op.plan(self.world, actor, pick))
         self.harness.stats.steps += 1
@@ -255,12 +259,19 @@ class IsolationMachine(RuleBasedStateMachine):
         try:
             return check(*args)
         except Violation as exc:
-            self.harness.stats.violations[exc.category] += 1
+            self._record(exc)
             raise
 
     def _fail(self, category: str, message: str) -> None:
-        self.harness.stats.violations[category] += 1
-        raise Violation(category, message)
+        violation = Violation(category, message)
+        self._record(violation)
+        raise violation
+
+    def _record(self, violation: Violation) -> None:
+        stats = self.harness.stats
+        stats.violations[violation.category] += 1
+        if stats.first_violation is None:
+            stats.first_violation = f"step {stats.steps} (example {stats.examples}): {str(violation)[:300]}"
 
     def _check_twin(self, step: Step, answer: Answer, twin: Answer) -> None:
         self.harness.stats.checks["twin"] += 1
@@ -292,8 +303,12 @@ class IsolationMachine(RuleBasedStateMachine):
         h.stats.seconds["rows"] += time.monotonic() - started
 
 
-def run(h: Harness, *, examples: int, steps: int, shrink: bool = True) -> None:
-    """Run the machine; `derandomize` makes the sequence of steps the same on every run."""
+def run(h: Harness, *, examples: int, steps: int, shrink: bool = True, derandomize: bool = True) -> None:
+    """Run the machine: `examples` runs of `steps` steps, each on fresh tenants.
+
+    `derandomize` replays the same sequence of steps on every run (CI); without it every run explores
+    new ones (the soak). A violation raises, after Hypothesis shrank it to a short sequence if `shrink`.
+    """
     machine = type("IsolationRun", (IsolationMachine,), {"harness": h})
     phases = [Phase.explicit, Phase.generate, *([Phase.shrink] if shrink else [])]
     run_state_machine_as_test(
@@ -302,7 +317,7 @@ def run(h: Harness, *, examples: int, steps: int, shrink: bool = True) -> None:
             max_examples=examples,
             stateful_step_count=steps,
             deadline=None,
-            derandomize=True,
+            derandomize=derandomize,
             database=None,
             phases=phases,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],

@@ -55,7 +55,6 @@ OPS: list[Op] = [
     Op("probe claim_next_task", "tasks", "tool", "claim_next_task", probes.probe_claim_next_task, probe=True),
     Op("probe task://", "tasks", "resource", "task://{id}", probes.probe_read_task, probe=True),
 ]
-FAMILIES = ("personas", "memory", "campaigns", "tasks")
 
 
 def ops_of(family: str, probe: bool) -> list[Op]:

@@ -93,35 +93,42 @@ def remember_again(world: World, actor: Actor, pick: Picker) -> Step:
 
 
 def recall(world: World, actor: Actor, pick: Picker) -> Step:
+    """Every mode; in keyword mode the model knows exactly which memories match (any query word, as
+    a whole word of the content), so the answer must hold min(k, that many) of them and no other."""
     me = world.tenant_of(actor)
-    persona = pick.choice([None, None, *sorted(me.personas)])
-    if pick.chance(40):  # every memory carrying the marker, by keyword: the whole own set must come back
-        args: dict[str, Any] = {"query": me.marker, "mode": "keyword", "k": 100, "persona": persona}
-        mine = [m for m in me.visible_memories(actor) if persona is None or m.persona == persona]
-        exact: set[str] | None = {str(m.id) for m in mine if me.marker in m.content}
+    args: dict[str, Any] = {"persona": pick.choice([None, None, *sorted(me.personas)])}
+    if pick.chance(30):
+        args |= {"query": me.marker, "mode": "keyword", "k": 100}
+        words = {me.marker}
     else:
-        query = " ".join(pick.subset(WORDS, 2)) or pick.choice(SHARED_PHRASES)
-        args = {"query": query, "mode": pick.choice(["hybrid", "semantic", "keyword"]), "k": pick.integer(1, 20)}
-        args["persona"] = persona
+        words = set(pick.subset(WORDS, 2))
+        args["query"] = " ".join(sorted(words)) if words else pick.choice(SHARED_PHRASES)
+        args |= {"mode": pick.choice(["hybrid", "semantic", "keyword"]), "k": pick.integer(1, 20)}
         if pick.chance(30):
             args["kinds"] = pick.subset(KINDS, 2) or ["note"]
         if pick.chance(20):
             args["metadata"] = {"owner": me.marker}
-        exact = None
+    allowed = {
+        str(m.id): m
+        for m in me.visible_memories(actor)
+        if args["persona"] in (None, m.persona)
+        and m.kind in args.get("kinds", KINDS)
+        and ("metadata" not in args or m.metadata.get("owner") == me.marker)
+    }
+    matching = {i for i, m in allowed.items() if words & set(m.content.split())}
 
     def expect(answer: Answer) -> bool:
         found = data_of("recall", answer)
         same("recall", "mode", found["mode"], args["mode"])
+        ids = [item["id"] for item in found["memories"]]
         for item in found["memories"]:
-            memory = check_memory("recall", me, actor, item)
-            if persona is not None and memory.persona != persona:
-                raise Violation("answer", f"recall: persona filter {persona} returned {memory.persona}'s memory")
-            if "kinds" in args and memory.kind not in args["kinds"]:
-                raise Violation("answer", f"recall: kinds filter {args['kinds']} returned a {memory.kind}")
-            if "metadata" in args and memory.metadata.get("owner") != me.marker:
-                raise Violation("answer", f"recall: metadata filter returned {memory.metadata}")
-        if exact is not None:
-            same("recall", "ids by marker", {m["id"] for m in found["memories"]}, exact)
+            check_memory("recall", me, actor, item)
+        if not set(ids) <= set(allowed):
+            raise Violation("answer", f"recall {args}: {set(ids) - set(allowed)} do not pass the filters")
+        if args["mode"] == "keyword" and words:
+            if not set(ids) <= matching:
+                raise Violation("answer", f"recall {args}: {set(ids) - matching} contain none of the words")
+            same("recall", f"how many of {len(matching)} matches for {args}", len(ids), min(args["k"], len(matching)))
         return False
 
     return Step(f"recall {args['mode']}", actor, tool("recall", **args), expect)

@@ -37,6 +37,10 @@ class Picker:
     def choice(self, options: Sequence[T]) -> T:
         return self.data.draw(st.sampled_from(options))
 
+    def turn(self, options: Sequence[T], turn: int) -> T:
+        """An option drawn, shifted by `turn`: the simplest run (every draw 0) goes round all options."""
+        return options[(self.data.draw(st.integers(0, len(options) - 1)) + turn) % len(options)]
+
     def chance(self, percent: int) -> bool:
         return self.data.draw(st.integers(0, 99)) < percent
 
