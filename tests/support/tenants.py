@@ -86,17 +86,6 @@ def settings_for(targets: Targets, tenant_slug: str, **extra: object) -> Setting
 ClientFactory = Callable[..., AbstractAsyncContextManager[Client]]
 
 
-def _shared_model() -> Path:
-    """The nearest `shared/models/all-MiniLM-L6-v2` beside the clone or any folder above it.
-
-    A git worktree lies one level deeper than the clone (…/wt/NAME), so the copy beside the
-    main clone must be found from there too, or worktree runs silently test without the model.
-    """
-    clone = Path(__file__).resolve().parents[2]
-    found = [p / "shared" / "models" / "all-MiniLM-L6-v2" for p in clone.parents]
-    return next((p for p in found if p.is_dir()), found[0])
-
-
 # The local embedding model (the default provider): the shared copy beside the repository
 # (in CI a copy of shared/ lies beside the clone); tests/conftest.py points every server at it.
-SHARED_MODEL = _shared_model()
+SHARED_MODEL = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "all-MiniLM-L6-v2"
