@@ -5,8 +5,10 @@ tool, resource and prompt, and checks each answer and every tenant's rows agains
   (tenant, principal) pairs.
 - `scan`: answers as text, the marker/identifier scanner, and masking for twin comparisons.
 - `rows`: each tenant's rows read through the owner connection, digests, and their diff with the model.
-- `ops`: one planner per operation: the request, its twin (foreign ids swapped for unknown ones)
-  and the check that compares the answer with the model and updates it.
+- `steps`: what a planned step is (request, check, twin) and the Hypothesis-backed `Picker`.
+- `ops`: every operation the machine drives (`OPS`) and the seed steps; one planner per operation
+  in `ops_personas`, `ops_memory`, `ops_campaigns`, `ops_tasks`, `ops_pages` (following cursors)
+  and `ops_probes` (another tenant's identifiers, each with its twin).
 - `sessions`: tenants with marked data, and MCP sessions for their callers (in-memory or HTTP).
 - `machine`: the RuleBasedStateMachine and its statistics, parameterised by a `Harness`.
 """

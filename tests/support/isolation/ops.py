@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tests.support.isolation import ops_campaigns as campaigns
 from tests.support.isolation import ops_memory as memory
 from tests.support.isolation import ops_personas as personas
 from tests.support.isolation import ops_probes as probes
-from tests.support.isolation import ops_work as work
+from tests.support.isolation import ops_tasks as tasks
 from tests.support.isolation.model import SHARED_KEYS, Actor, World
 from tests.support.isolation.ops_pages import next_page
 from tests.support.isolation.scan import Kind
@@ -23,17 +24,17 @@ OPS: list[Op] = [
     Op("recall", "memory", "tool", "recall", memory.recall),
     Op("forget", "memory", "tool", "forget", memory.forget),
     Op("memory://", "memory", "resource", "memory://{id}", memory.read_memory),
-    Op("create_campaign", "campaigns", "tool", "create_campaign", work.create_campaign),
-    Op("get_campaign", "campaigns", "tool", "get_campaign", work.get_campaign),
-    Op("list_campaigns", "campaigns", "tool", "list_campaigns", work.list_campaigns),
-    Op("update_campaign", "campaigns", "tool", "update_campaign", work.update_campaign),
-    Op("campaign://", "campaigns", "resource", "campaign://{id}", work.read_campaign),
-    Op("create_task", "tasks", "tool", "create_task", work.create_task),
-    Op("get_task", "tasks", "tool", "get_task", work.get_task),
-    Op("list_tasks", "tasks", "tool", "list_tasks", work.list_tasks),
-    Op("update_task", "tasks", "tool", "update_task", work.update_task),
-    Op("claim_next_task", "tasks", "tool", "claim_next_task", work.claim_next_task),
-    Op("task://", "tasks", "resource", "task://{id}", work.read_task),
+    Op("create_campaign", "campaigns", "tool", "create_campaign", campaigns.create_campaign),
+    Op("get_campaign", "campaigns", "tool", "get_campaign", campaigns.get_campaign),
+    Op("list_campaigns", "campaigns", "tool", "list_campaigns", campaigns.list_campaigns),
+    Op("update_campaign", "campaigns", "tool", "update_campaign", campaigns.update_campaign),
+    Op("campaign://", "campaigns", "resource", "campaign://{id}", campaigns.read_campaign),
+    Op("create_task", "tasks", "tool", "create_task", tasks.create_task),
+    Op("get_task", "tasks", "tool", "get_task", tasks.get_task),
+    Op("list_tasks", "tasks", "tool", "list_tasks", tasks.list_tasks),
+    Op("update_task", "tasks", "tool", "update_task", tasks.update_task),
+    Op("claim_next_task", "tasks", "tool", "claim_next_task", tasks.claim_next_task),
+    Op("task://", "tasks", "resource", "task://{id}", tasks.read_task),
     Op("next page", "tasks", "tool", "list_tasks", next_page),
     Op("probe get_persona", "personas", "tool", "get_persona", probes.probe_get_persona, probe=True),
     Op("probe list_personas", "personas", "tool", "list_personas", probes.probe_list_personas, probe=True),
@@ -81,17 +82,17 @@ def seed_phases(world: World, actor: Actor) -> list[Callable[[], list[Step]]]:
     def first() -> list[Step]:
         return [
             memory.remembering(world, actor, f"the first note {m}", "ada"),
-            work.creating_campaign(world, actor, f"first campaign {m}", f"objective {m}", "active", ["ada"], None),
-            work.creating_campaign(world, actor, f"second campaign {m}", "", "draft", [], {"owner": m}),
+            campaigns.creating_campaign(world, actor, f"first campaign {m}", f"objective {m}", "active", ["ada"], None),
+            campaigns.creating_campaign(world, actor, f"second campaign {m}", "", "draft", [], {"owner": m}),
         ]
 
     def second() -> list[Step]:
         active = next(c for c in me.campaigns.values() if c.status == "active")
         return [
-            work.creating_task(
+            tasks.creating_task(
                 world, actor, title=f"first task {m}", priority=1, campaign=active, parent=None, persona="ada", key=None
             ),
-            work.creating_task(
+            tasks.creating_task(
                 world,
                 actor,
                 title=f"second task {m}",
@@ -106,8 +107,8 @@ def seed_phases(world: World, actor: Actor) -> list[Callable[[], list[Step]]]:
     def third() -> list[Step]:
         return [
             personas.persona_page(world, actor, 1),
-            work.listing_campaigns(world, actor, None, 1),
-            work.listing_tasks(world, actor, 1),
+            campaigns.listing_campaigns(world, actor, None, 1),
+            tasks.listing_tasks(world, actor, 1),
         ]
 
     return [first, second, third]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from tests.support.isolation.model import Actor, PageCursor, World
+from tests.support.isolation.ops_campaigns import expect_campaign_page
 from tests.support.isolation.ops_personas import check_personas
-from tests.support.isolation.ops_work import expect_campaign_page, expect_task_page, list_tasks
+from tests.support.isolation.ops_tasks import expect_task_page, list_tasks
 from tests.support.isolation.scan import Answer
 from tests.support.isolation.steps import Picker, Step, same, tool
 

@@ -113,6 +113,10 @@ def same(step_op: str, what: str, got: Any, expected: Any) -> None:
         raise Violation("answer", f"{step_op}: {what} is {got!r}, the model expects {expected!r}")
 
 
+def check_view(op: str, what: str, found: dict[str, Any], view: dict[str, Any]) -> None:
+    same(op, what, {k: found.get(k) for k in view}, view)
+
+
 def fresh_id() -> str:
     return str(uuid4())
 
