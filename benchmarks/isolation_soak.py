@@ -18,6 +18,7 @@ any violation, after printing the shortest failing sequence Hypothesis found.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -54,10 +55,14 @@ def connector(variant: str, targets: Targets, tmp: Path) -> Generator[Connector]
 
 
 def soak(variant: str, targets: Targets, tmp: Path, args: argparse.Namespace, steps: int) -> Stats:
-    examples = max(1, steps // args.steps_per_example)
+    per_example = args.steps_per_example
     with connector(variant, targets, tmp) as sessions, harness(targets, sessions) as h:
         try:
-            run(h, examples=examples, steps=args.steps_per_example, shrink=args.shrink, derandomize=args.replay)
+            # Hypothesis ends an example early now and then (its choice buffer fills): run until the
+            # steps are all done. Each run explores new sequences unless --replay.
+            while h.stats.steps < steps and not (args.replay and h.stats.steps):
+                examples = -(-(steps - h.stats.steps) // per_example)
+                run(h, examples=examples, steps=per_example, shrink=args.shrink, derandomize=args.replay)
         except Exception:
             traceback.print_exc()
             if not h.stats.violations:
@@ -109,6 +114,8 @@ def main() -> int:
     # Like the tests: the shared local model, never the model hub.
     os.environ.setdefault("MINDSCAPE_EMBEDDING_MODEL_PATH", str(SHARED_MODEL))
     os.environ["HF_HUB_OFFLINE"] = "1"
+    for noisy in ("httpx2", "mindscape"):  # a line per request or refusal would drown the progress lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mindscape-soak-"))).resolve()
