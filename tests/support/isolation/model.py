@@ -116,8 +116,10 @@ class TenantState:
     marker: str
     principals: list[str]
     personas: dict[str, PersonaState]
+    # In creation (and forgetting) order, never by id: ids are random, and a choice must mean the same
+    # memory every time Hypothesis replays a sequence.
     memories: dict[UUID, MemoryState] = field(default_factory=dict[UUID, MemoryState])
-    forgotten: set[UUID] = field(default_factory=set[UUID])
+    forgotten: list[UUID] = field(default_factory=list[UUID])
     campaigns: dict[UUID, CampaignState] = field(default_factory=dict[UUID, CampaignState])
     tasks: dict[UUID, TaskState] = field(default_factory=dict[UUID, TaskState])
     cursors: list[PageCursor] = field(default_factory=list[PageCursor])

@@ -88,7 +88,7 @@ def remember_again(world: World, actor: Actor, pick: Picker) -> Step:
     me = world.tenant_of(actor)
     if not me.memories:
         return remember(world, actor, pick)
-    again = pick.choice(sorted(me.memories.values(), key=lambda m: str(m.id)))
+    again = pick.choice(list(me.memories.values()))
     return _remember(me, world, actor, again.content, again.persona, pick)
 
 
@@ -136,8 +136,8 @@ def recall(world: World, actor: Actor, pick: Picker) -> Step:
 
 def forget(world: World, actor: Actor, pick: Picker) -> Step:
     me = world.tenant_of(actor)
-    live = sorted(str(m) for m in me.memories)
-    gone = sorted(str(m) for m in me.forgotten)
+    live = [str(m) for m in me.memories]
+    gone = [str(m) for m in me.forgotten]
     target = pick.choice(live) if live and pick.chance(75) else pick.choice(gone or [fresh_id()])
     if target not in live:
         return Step("forget", actor, tool("forget", id=target), lambda a: refused("forget", a, "no memory with id"))
@@ -145,7 +145,7 @@ def forget(world: World, actor: Actor, pick: Picker) -> Step:
     def expect(answer: Answer) -> bool:
         same("forget", "answer", data_of("forget", answer), {"id": target, "forgotten": True})
         del me.memories[UUID(target)]
-        me.forgotten.add(UUID(target))
+        me.forgotten.append(UUID(target))
         return True
 
     return Step("forget", actor, tool("forget", id=target), expect)
@@ -153,9 +153,9 @@ def forget(world: World, actor: Actor, pick: Picker) -> Step:
 
 def read_memory(world: World, actor: Actor, pick: Picker) -> Step:
     me = world.tenant_of(actor)
-    live = sorted(str(m) for m in me.memories)
+    live = [str(m) for m in me.memories]
     target = (
-        pick.choice(live) if live and pick.chance(80) else pick.choice(sorted(map(str, me.forgotten)) or [fresh_id()])
+        pick.choice(live) if live and pick.chance(80) else pick.choice([str(m) for m in me.forgotten] or [fresh_id()])
     )
     if target not in live:
         step = resource("memory://{id}", target)

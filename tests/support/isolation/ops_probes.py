@@ -61,7 +61,7 @@ def slug_of(v: TenantState, pick: Picker) -> tuple[str, str]:
 
 def memory_of(v: TenantState, pick: Picker) -> str:
     """Any memory id the victim ever had: a forgotten one must read like no memory too."""
-    return pick.choice(sorted(map(str, [*v.memories, *v.forgotten])))
+    return pick.choice([str(m) for m in [*v.memories, *v.forgotten]])
 
 
 def forged_cursor(cursor: str) -> str:
