@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,10 +172,12 @@ def test_import_stores_every_field_uses_file_embeddings_and_skips_duplicates(
     result = mindscape(targets, "memory", "import", file, "--tenant", office.tenant_slug)
 
     assert result.exit_code == 0, result.output
-    assert one_line(result.stdout) == (
+    summary, timing = result.stdout.strip().splitlines()
+    assert summary == (
         f"imported 3 memories into {office.tenant_slug}: 1 duplicate(s) skipped, 1 embedded from the file, "
         f"2 embedded by the provider, 0 pending ({DEFAULT_KEY})"
     )
+    assert re.fullmatch(r"embedding: 2 memories in [0-9.]+ s \([0-9]+/s\)", timing)
     stored = stored_memories(targets, office)
     assert set(stored) == {
         "basil:The customer prefers email over phone calls",

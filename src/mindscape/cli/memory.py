@@ -52,6 +52,12 @@ def memory_import(
             ),
             soft_wrap=True,
         )
+        if report.by_provider:
+            rate = report.by_provider / report.embedding_s if report.embedding_s > 0 else 0.0
+            out.print(
+                Text(f"embedding: {report.by_provider} memories in {report.embedding_s:.1f} s ({rate:.0f}/s)"),
+                soft_wrap=True,
+            )
         if report.provider_error is not None and report.pending:
             out.print(
                 Text(

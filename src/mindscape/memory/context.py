@@ -20,6 +20,10 @@ from mindscape.embeddings.base import Embedder
 
 CONTEXT_KEY = "context"
 CONTEXT_WEIGHT = 0.35
+# Keyword recall: a query word found only in the context counts this much of one in the content
+# (migration 0009 indexes the context's words). LoCoMo, leave-one-conversation-out: 0.5 to 1.0
+# chosen on every pair of conversations; docs/memory-ranking.md.
+CONTEXT_WORDS_WEIGHT = 0.5
 
 
 def context_of(metadata: Mapping[str, Any] | None) -> str | None:
