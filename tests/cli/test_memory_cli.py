@@ -718,7 +718,8 @@ def test_remember_embeds_the_context_and_recall_finds_the_reply_by_it(targets: T
     semantic = recall(targets, office, "hiking mountains", mode="semantic", memory_min_similarity=0.1)
     keyword = recall(targets, office, "hiking mountains", mode="keyword")
     assert [m["content"] for m in semantic] == [REPLY]  # found by what it answers
-    assert keyword == []  # the context is not searchable text: only the vector carries it
+    assert [m["content"] for m in keyword] == [REPLY]  # by its context's words too (migration 0009)
+    assert keyword[0]["score"] == pytest.approx(0.5)  # which count half
 
 
 def test_import_and_backfill_embed_the_context(targets: Targets, office: Caller, stub: Stub, tmp_path: Path) -> None:

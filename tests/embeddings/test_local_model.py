@@ -32,6 +32,7 @@ from mindscape.embeddings.local import (
     DEFAULT_DESCRIPTION,
     DEFAULT_MODEL,
     LocalEmbedder,
+    LocalModel,
     ModelSource,
     catalogue_entry,
     download,
@@ -126,6 +127,24 @@ async def test_paraphrases_rank_above_unrelated_text(model: str) -> None:
         assert firsts == len(PARAPHRASES)
     else:  # the lexical model, for contrast: what the local model is for
         assert firsts <= len(PARAPHRASES) // 2
+
+
+async def test_a_request_is_embedded_shortest_text_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch is padded to its longest text: texts of similar length share one (benchmarks/README.md).
+    batches: list[list[str]] = []
+    real = LocalModel._embed  # pyright: ignore[reportPrivateUsage]
+
+    def recording(session: object, batch: list[str]) -> list[list[float]]:
+        batches.append(batch)
+        return real(session, batch)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(LocalModel, "_embed", staticmethod(recording))
+    texts = [("word " * (n * 7 % 40 + 1)).strip() + f" {n}" for n in range(40)]
+    vectors = await embedder().embed(texts)
+    one_by_one = [(await embedder().embed([t]))[0] for t in texts[:3]]
+    assert batches[0] == sorted(texts, key=len)[: len(batches[0])]
+    assert [t for batch in batches[:2] for t in batch] == sorted(texts, key=len)
+    assert np.allclose(np.array(vectors[:3]), np.array(one_by_one), atol=1e-5)  # back in the request's order
 
 
 async def test_a_query_does_not_wait_for_a_large_request() -> None:
