@@ -178,7 +178,7 @@ def fuse(candidates: dict[UUID, Candidate], k: int, mode: Mode, meaning: bool) -
     """The k best candidates as (id, score, candidate), best first; ties go to the better rank in either signal.
 
     A convex combination of the two scores, not reciprocal rank fusion: ranks drop how far apart
-    candidates are, and on LoCoMo RRF lost 0.04 recall@10 and 0.08 recall@5 against it
+    candidates are, and on LoCoMo RRF lost 0.03 recall@10 and 0.08 recall@5 against it
     (docs/memory-ranking.md).
     """
     scored = [(memory_id, c.score(mode, meaning), c) for memory_id, c in candidates.items()]
