@@ -398,6 +398,13 @@ def call(session: Session, tool: str, arguments: Message) -> tuple[float, Messag
     return elapsed, structured(msg)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds; clock-tick resolution,
+    so only sums over many calls mean something."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process, in kB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -410,6 +417,7 @@ class Results:
     rankings: dict[str, list[list[str]]] = field(default_factory=lambda: {})
     questions: list[Question] = field(default_factory=lambda: [])
     recall_times: list[float] = field(default_factory=lambda: [])
+    recall_cpu_s: float = 0.0  # the server process's CPU time over the hybrid recalls
     first_recall_s: list[float] = field(default_factory=lambda: [])
     floor_rankings: dict[float, list[list[str]]] = field(default_factory=lambda: {})
     floor_answered: dict[float, int] = field(default_factory=lambda: {})
@@ -437,10 +445,12 @@ def measure(
         res.first_recall_s.append(first)
         for q in conv.questions:
             for mode in MODES:
+                cpu = cpu_s(session.proc.pid)
                 elapsed, result = call(session, "recall", {"query": q.text, "k": 10, "mode": mode})
                 res.rankings.setdefault(mode, []).append(dia_ids(result))
                 if mode == "hybrid":
                     res.recall_times.append(elapsed)
+                    res.recall_cpu_s += cpu_s(session.proc.pid) - cpu
             for floor in floors:
                 _, result = call(session, "recall", {"query": q.text, "k": 10, "min_similarity": floor})
                 res.floor_rankings.setdefault(floor, []).append(dia_ids(result))
@@ -571,6 +581,8 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
         "| measure | value |",
         "|---|---:|",
         f"| recall latency over stdio, hybrid, p50 / p99 | {p50:.1f} / {p99:.1f} ms ({len(res.recall_times)} calls) |",
+        f"| server CPU per hybrid recall, mean (query embedding included; PostgreSQL's own not) | "
+        f"{res.recall_cpu_s / len(res.recall_times) * 1000:.1f} ms |",
         f"| first recall of a fresh server (model load included for `local`) | "
         f"{statistics.fmean(res.first_recall_s) * 1000:.0f} ms (mean of {len(res.first_recall_s)}) |",
         f"| remember latency, p50 | {remember:.1f} ms ({len(res.remember_times)} calls) |",
