@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.cli import app
+from mindscape.cli.memory import bulk
 from mindscape.config.settings import Settings, load_settings
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
@@ -92,6 +94,15 @@ def test_the_default_provider_is_the_local_model_not_hashing() -> None:
 
 def test_the_built_in_description_is_fastembeds() -> None:
     assert catalogue_entry(DEFAULT_MODEL) == DEFAULT_DESCRIPTION
+
+
+def test_a_server_embeds_with_one_thread_and_bulk_commands_with_one_per_core() -> None:
+    # One query at a time: a second ONNX Runtime thread only spins (embeddings/factory.py).
+    default, chosen = load_settings(), load_settings(embedding_threads=3)
+    assert local_source(default).threads == 1
+    assert local_source(bulk(default)).threads == (os.cpu_count() or 1)
+    assert local_source(chosen).threads == 3
+    assert local_source(bulk(chosen)).threads == 3
 
 
 def test_the_local_model_has_its_own_dimensions() -> None:
