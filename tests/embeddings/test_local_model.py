@@ -35,7 +35,6 @@ from mindscape.embeddings.local import (
     DEFAULT_MODEL,
     LocalEmbedder,
     LocalModel,
-    ModelSource,
     catalogue_entry,
     download,
     shared_model,
@@ -253,7 +252,8 @@ async def test_an_unreachable_hub_fails_at_once_and_the_server_still_serves(
     caplog.set_level(logging.WARNING)
     async with client_with(targets, office.tenant_slug, data_dir=str(tmp_path)) as client:
         stored = await remember(client, "Stored while the hub is out of reach")
-        model = shared_model(ModelSource(DEFAULT_MODEL, None, tmp_path / "models", None))
+        model = shared_model(local_source(settings_for(targets, office.tenant_slug, data_dir=str(tmp_path))))
+        assert model.source.cache_dir == tmp_path / "models"
         for _ in range(600):  # the background attempt: bounded, and refused here at once
             if model.problem is not None and "cannot reach" in model.problem:
                 break

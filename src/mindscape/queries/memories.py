@@ -296,7 +296,8 @@ async def semantic_candidates(
 # Returned: the $10 best matches, plus any of the memories $14 that match (recall's semantic
 # candidates, so that both signals are known for each). With a model ($11) and query vector
 # ($12), each one's cosine similarity comes along (NULL when it has no embedding yet), for the
-# min_similarity floor and the fusion.
+# min_similarity floor and the fusion. Coverage is rounded so that equal shares tie exactly (the
+# sum's order varies), and the newest memory comes first.
 KEYWORD = (
     """
 WITH terms AS (
@@ -311,8 +312,8 @@ WITH terms AS (
   ) capped) df
 ), matched AS MATERIALIZED (
   SELECT m.id, max(m.created_at) AS created_at,
-         (sum(w.idf * ((m.search @@ w.tq)::int + $13::float8 * (m.context_search @@ w.tq)::int))
-           / (SELECT sum(idf) FROM weights))::float8 AS coverage
+         round((sum(w.idf * ((m.search @@ w.tq)::int + $13::float8 * (m.context_search @@ w.tq)::int))
+           / (SELECT sum(idf) FROM weights))::numeric, 12)::float8 AS coverage
   FROM weights w
   JOIN mindscape.memories m ON m.tenant_id = $1 AND (m.search @@ w.tq OR m.context_search @@ w.tq)
   WHERE true"""
