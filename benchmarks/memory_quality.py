@@ -9,7 +9,8 @@ with `mindscape memory import` from JSON Lines with its session time as `created
 mode. The score is turn-level evidence recall: the share of a question's evidence turns among
 the top k. Baselines over the same turns, in the same run: BM25 (`bm25s`, English stopwords,
 Snowball stemming), exact dense cosine with the same model (fastembed directly), and their
-reciprocal rank fusion (k = 60, 30 candidates each, as the server fuses).
+reciprocal rank fusion (k = 60, 30 candidates each: the common way to fuse two rankings, and how
+the server fused them before it mixed the scores themselves; docs/memory-ranking.md).
 
 Also measured: the min_similarity floor (hybrid recall@10 and how many off-topic queries still
 get an answer, per floor), recall latency over stdio, remember latency, import rate with
@@ -73,7 +74,7 @@ DIMENSIONS = 384
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 MODES = ("hybrid", "semantic", "keyword")
 KS = (5, 10)
-DEPTH = 30  # candidates per signal the server fuses for k = 10 (memory/recall.py)
+DEPTH = 30  # candidates per signal, as the server takes for k = 10 (memory/recall.py)
 RRF_K = 60
 # Queries about nothing in the conversations: recall should answer them with nothing. The first
 # two are the issue's own examples (made-up words score ~0.25 against everything in this model).
@@ -176,18 +177,48 @@ def write_jsonl(conv: Conversation, path: Path, *, context: bool) -> None:
 # --- the model, in this process ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """(texts/s, texts per CPU-second, mean tokens per text) of fastembed alone."""
+
+    turns: tuple[float, float, float]
+    short: tuple[float, float, float]
+
+
 class Model:
     """fastembed with the benchmark's model directory: the baselines and the openai-stub endpoint."""
 
     def __init__(self, path: Path) -> None:
         from fastembed import TextEmbedding  # pyright: ignore[reportMissingTypeStubs]
 
+        self.path = path
         self._lock = threading.Lock()
         self._cache: dict[str, npt.NDArray[np.float32]] = {}
         start = time.perf_counter()
         self._model: Any = TextEmbedding(MODEL_NAME, specific_model_path=str(path))
         self.embed(["warm up"])
         self.load_s = time.perf_counter() - start
+
+    def ceiling(self, texts: Sequence[str], batch: int = 32) -> Ceiling:
+        """fastembed alone over `texts`, shortest first in batches of `batch`, as the server's local
+        model embeds a large request: the most an import with embedding could reach on this machine
+        now. The cost grows with the tokens per text, so the same is measured on short texts (the
+        first five words of each)."""
+        from tokenizers import Tokenizer  # fastembed's own dependency
+
+        tokenizer: Any = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tokenizer.no_padding()
+
+        def run(sample: Sequence[str]) -> tuple[float, float, float]:
+            tokens = statistics.fmean(len(e.ids) for e in tokenizer.encode_batch(list(sample)))
+            with self._lock:
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in self._model.embed(sorted(sample, key=len), batch_size=batch):
+                    pass
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            return len(sample) / wall, len(sample) / cpu, tokens
+
+        return Ceiling(run(texts), run([" ".join(t.split()[:5]) for t in texts]))
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Vectors of `texts`; each distinct text is embedded once per run (the same function each time),
@@ -317,8 +348,9 @@ def server_env(targets: Targets, tmp: Path, tenant: str, provider: dict[str, str
     }
 
 
-def import_turns(conv: Conversation, env: dict[str, str], tmp: Path, *, context: bool) -> float:
-    """`mindscape memory import` of the conversation; returns the wall time in seconds."""
+def import_turns(conv: Conversation, env: dict[str, str], tmp: Path, *, context: bool) -> tuple[float, float]:
+    """`mindscape memory import` of the conversation; returns the wall time (process start included)
+    and the time the command reports it spent embedding, in seconds."""
     path = tmp / f"{conv.name}.jsonl"
     write_jsonl(conv, path, context=context)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MINDSCAPE_")} | env
@@ -335,7 +367,10 @@ def import_turns(conv: Conversation, env: dict[str, str], tmp: Path, *, context:
         raise SystemExit(f"memory import failed for {conv.name}:\n{done.stdout}\n{done.stderr}")
     if " 0 pending" not in " ".join(done.stdout.split()):
         raise SystemExit(f"memory import left memories without an embedding for {conv.name}:\n{done.stdout}")
-    return elapsed
+    embedding = re.search(r"embedding: \d+ memories in ([0-9.]+) s", done.stdout)
+    if embedding is None:
+        raise SystemExit(f"memory import did not report its embedding time for {conv.name}:\n{done.stdout}")
+    return elapsed, float(embedding.group(1))
 
 
 def structured(msg: Message) -> Message:
@@ -363,6 +398,13 @@ def call(session: Session, tool: str, arguments: Message) -> tuple[float, Messag
     return elapsed, structured(msg)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds; clock-tick resolution,
+    so only sums over many calls mean something."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process, in kB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -375,6 +417,7 @@ class Results:
     rankings: dict[str, list[list[str]]] = field(default_factory=lambda: {})
     questions: list[Question] = field(default_factory=lambda: [])
     recall_times: list[float] = field(default_factory=lambda: [])
+    recall_cpu_s: float = 0.0  # the server process's CPU time over the hybrid recalls
     first_recall_s: list[float] = field(default_factory=lambda: [])
     floor_rankings: dict[float, list[list[str]]] = field(default_factory=lambda: {})
     floor_answered: dict[float, int] = field(default_factory=lambda: {})
@@ -383,7 +426,9 @@ class Results:
     off_topic_shown: list[str] = field(default_factory=lambda: [])
     remember_times: list[float] = field(default_factory=lambda: [])
     import_s: float = 0.0
+    import_embedding_s: float = 0.0
     imported: int = 0
+    ceiling: Ceiling | None = None
     rss: list[tuple[int, int]] = field(default_factory=lambda: [])
 
 
@@ -400,10 +445,12 @@ def measure(
         res.first_recall_s.append(first)
         for q in conv.questions:
             for mode in MODES:
+                cpu = cpu_s(session.proc.pid)
                 elapsed, result = call(session, "recall", {"query": q.text, "k": 10, "mode": mode})
                 res.rankings.setdefault(mode, []).append(dia_ids(result))
                 if mode == "hybrid":
                     res.recall_times.append(elapsed)
+                    res.recall_cpu_s += cpu_s(session.proc.pid) - cpu
             for floor in floors:
                 _, result = call(session, "recall", {"query": q.text, "k": 10, "min_similarity": floor})
                 res.floor_rankings.setdefault(floor, []).append(dia_ids(result))
@@ -484,6 +531,10 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
     p50 = percentile_ms(res.recall_times, 0.5)
     p99 = percentile_ms(res.recall_times, 0.99)
     rate = res.imported / res.import_s
+    embedding_rate = res.imported / res.import_embedding_s
+    assert res.ceiling is not None
+    ceiling, per_cpu, tokens = res.ceiling.turns
+    short, short_per_cpu, short_tokens = res.ceiling.short
     remember = percentile_ms(res.remember_times, 0.5)
 
     def verdict(ok: bool) -> str:
@@ -499,7 +550,8 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
         f"| hybrid recall@10 >= 1.3x BM25 | {hybrid10 / bm25:.2f}x ({bm25:.3f}) | {verdict(hybrid10 >= 1.3 * bm25)} |",
         f"| hybrid recall@5 >= 0.70 | {hybrid5:.3f} | {verdict(hybrid5 >= 0.70)} |",
         f"| recall p50 over stdio <= 30 ms | {p50:.1f} ms | {verdict(p50 <= 30)} |",
-        f"| import with embedding >= 300 memories/s | {rate:.0f}/s | {verdict(rate >= 300)} |",
+        f"| import with embedding >= 300 memories/s | {rate:.0f}/s ({embedding_rate:.0f}/s embedding, "
+        f"{ceiling:.0f}/s fastembed alone) | {verdict(rate >= 300)} |",
         "",
         "## min_similarity (hybrid, k = 10)",
         "",
@@ -529,11 +581,19 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
         "| measure | value |",
         "|---|---:|",
         f"| recall latency over stdio, hybrid, p50 / p99 | {p50:.1f} / {p99:.1f} ms ({len(res.recall_times)} calls) |",
+        f"| server CPU per hybrid recall, mean (query embedding included; PostgreSQL's own not) | "
+        f"{res.recall_cpu_s / len(res.recall_times) * 1000:.1f} ms |",
         f"| first recall of a fresh server (model load included for `local`) | "
         f"{statistics.fmean(res.first_recall_s) * 1000:.0f} ms (mean of {len(res.first_recall_s)}) |",
         f"| remember latency, p50 | {remember:.1f} ms ({len(res.remember_times)} calls) |",
         f"| `mindscape memory import` with embedding | {rate:.0f} memories/s "
         f"({res.imported} in {res.import_s:.1f} s, process start included) |",
+        f"| the import's embedding step (model load included) | {embedding_rate:.0f} memories/s "
+        f"({res.import_embedding_s:.1f} s) |",
+        f"| fastembed alone, same turns, shortest first, batches of 32 | {ceiling:.0f} texts/s "
+        f"({per_cpu:.0f} per CPU-second; {tokens:.0f} tokens per turn) |",
+        f"| fastembed alone, the first five words of each turn | {short:.0f} texts/s "
+        f"({short_per_cpu:.0f} per CPU-second; {short_tokens:.0f} tokens per text) |",
         f"| model load (fastembed, this process, first embed included) | {model.load_s:.2f} s |",
         f"| server RSS after the run / peak | {rss:.0f} / {hwm:.0f} MiB |",
         "",
@@ -597,7 +657,9 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     for conv in convs:
         env = server_env(targets, tmp, conv.tenant, provider)
         log(f"{conv.name}: importing {len(conv.turns)} turns")
-        res.import_s += import_turns(conv, env, tmp, context=args.context)
+        wall, embedding = import_turns(conv, env, tmp, context=args.context)
+        res.import_s += wall
+        res.import_embedding_s += embedding
         res.imported += len(conv.turns)
         log(f"{conv.name}: baselines")
         for name, rankings in baselines(conv, model).items():
@@ -605,6 +667,8 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
         log(f"{conv.name}: {len(conv.questions)} questions through the server")
         measure(conv, env, tmp, res, floors, default_floor)
         res.questions.extend(conv.questions)
+    log("fastembed alone over the same turns (the import's ceiling)")
+    res.ceiling = model.ceiling([t.content for conv in convs for t in conv.turns])
     log("remember latency")
     samples = [f"{t.content} (note {i})" for i, t in enumerate(convs[0].turns[:REMEMBER_SAMPLES])]
     measure_remember("locomo-remember", server_env(targets, tmp, "locomo-remember", provider), tmp, res, samples)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,10 +172,12 @@ def test_import_stores_every_field_uses_file_embeddings_and_skips_duplicates(
     result = mindscape(targets, "memory", "import", file, "--tenant", office.tenant_slug)
 
     assert result.exit_code == 0, result.output
-    assert one_line(result.stdout) == (
+    summary, timing = result.stdout.strip().splitlines()
+    assert summary == (
         f"imported 3 memories into {office.tenant_slug}: 1 duplicate(s) skipped, 1 embedded from the file, "
         f"2 embedded by the provider, 0 pending ({DEFAULT_KEY})"
     )
+    assert re.fullmatch(r"embedding: 2 memories in [0-9.]+ s \([0-9]+/s\)", timing)
     stored = stored_memories(targets, office)
     assert set(stored) == {
         "basil:The customer prefers email over phone calls",
@@ -715,7 +718,8 @@ def test_remember_embeds_the_context_and_recall_finds_the_reply_by_it(targets: T
     semantic = recall(targets, office, "hiking mountains", mode="semantic", memory_min_similarity=0.1)
     keyword = recall(targets, office, "hiking mountains", mode="keyword")
     assert [m["content"] for m in semantic] == [REPLY]  # found by what it answers
-    assert keyword == []  # the context is not searchable text: only the vector carries it
+    assert [m["content"] for m in keyword] == [REPLY]  # by its context's words too (migration 0007)
+    assert keyword[0]["score"] == pytest.approx(0.5)  # which count half
 
 
 def test_import_and_backfill_embed_the_context(targets: Targets, office: Caller, stub: Stub, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.cli import app
+from mindscape.cli.memory import bulk
 from mindscape.config.settings import Settings, load_settings
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
@@ -32,7 +34,7 @@ from mindscape.embeddings.local import (
     DEFAULT_DESCRIPTION,
     DEFAULT_MODEL,
     LocalEmbedder,
-    ModelSource,
+    LocalModel,
     catalogue_entry,
     download,
     shared_model,
@@ -93,6 +95,15 @@ def test_the_built_in_description_is_fastembeds() -> None:
     assert catalogue_entry(DEFAULT_MODEL) == DEFAULT_DESCRIPTION
 
 
+def test_a_server_embeds_with_one_thread_and_bulk_commands_with_one_per_core() -> None:
+    # One query at a time: a second ONNX Runtime thread only spins (embeddings/factory.py).
+    default, chosen = load_settings(), load_settings(embedding_threads=3)
+    assert local_source(default).threads == 1
+    assert local_source(bulk(default)).threads == (os.cpu_count() or 1)
+    assert local_source(chosen).threads == 3
+    assert local_source(bulk(chosen)).threads == 3
+
+
 def test_the_local_model_has_its_own_dimensions() -> None:
     with pytest.raises(StartupError, match="makes 384-dimensional vectors"):
         load_settings(embedding_dimensions=768)
@@ -126,6 +137,24 @@ async def test_paraphrases_rank_above_unrelated_text(model: str) -> None:
         assert firsts == len(PARAPHRASES)
     else:  # the lexical model, for contrast: what the local model is for
         assert firsts <= len(PARAPHRASES) // 2
+
+
+async def test_a_request_is_embedded_shortest_text_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch is padded to its longest text: texts of similar length share one (benchmarks/README.md).
+    batches: list[list[str]] = []
+    real = LocalModel._embed  # pyright: ignore[reportPrivateUsage]
+
+    def recording(session: object, batch: list[str]) -> list[list[float]]:
+        batches.append(batch)
+        return real(session, batch)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(LocalModel, "_embed", staticmethod(recording))
+    texts = [("word " * (n * 7 % 40 + 1)).strip() + f" {n}" for n in range(40)]
+    vectors = await embedder().embed(texts)
+    one_by_one = [(await embedder().embed([t]))[0] for t in texts[:3]]
+    assert batches[0] == sorted(texts, key=len)[: len(batches[0])]
+    assert [t for batch in batches[:2] for t in batch] == sorted(texts, key=len)
+    assert np.allclose(np.array(vectors[:3]), np.array(one_by_one), atol=1e-5)  # back in the request's order
 
 
 async def test_a_query_does_not_wait_for_a_large_request() -> None:
@@ -223,7 +252,8 @@ async def test_an_unreachable_hub_fails_at_once_and_the_server_still_serves(
     caplog.set_level(logging.WARNING)
     async with client_with(targets, office.tenant_slug, data_dir=str(tmp_path)) as client:
         stored = await remember(client, "Stored while the hub is out of reach")
-        model = shared_model(ModelSource(DEFAULT_MODEL, None, tmp_path / "models", None))
+        model = shared_model(local_source(settings_for(targets, office.tenant_slug, data_dir=str(tmp_path))))
+        assert model.source.cache_dir == tmp_path / "models"
         for _ in range(600):  # the background attempt: bounded, and refused here at once
             if model.problem is not None and "cannot reach" in model.problem:
                 break

@@ -7,6 +7,7 @@ needs meaning. Paraphrases through a sentence model are benchmarks/memory_qualit
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from mindscape.database.targets import Targets
 from mindscape.errors import InvalidArgument
 from mindscape.queries.fulltext import MAX_TERMS, parse
 from mindscape.tenancy.caller import Caller
+from tests.support.memory import client_with
 from tests.support.results import data, error_text
 from tests.support.tenants import ClientFactory, make_tenant, persona
 
@@ -28,8 +30,8 @@ async def office(targets: Targets) -> Caller:
     return await make_tenant(targets, [], "rel")
 
 
-async def remember(client: Client, content: str) -> str:
-    return data(await client.call_tool("remember", {"content": content}))["id"]
+async def remember(client: Client, content: str, **args: Any) -> str:
+    return data(await client.call_tool("remember", {"content": content, **args}))["id"]
 
 
 async def recall(client: Client, query: str, **args: Any) -> dict[str, Any]:
@@ -173,3 +175,54 @@ async def test_list_personas_matches_any_word_and_excludes(targets: Targets, cli
         excluded = await slugs("laptop -setup")
     assert set(any_word) == {"ivy", "max"}  # each has some of the words, neither all four
     assert excluded == ["max"]
+
+
+# Fusion (memory/recall.py): hybrid score = 0.5 similarity + 0.5 keyword coverage, where coverage is
+# the share of the query's idf (BM25's, in the tenant) a memory's words hold, context words at half.
+def idf(n: int, df: int) -> float:
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
+async def test_hybrid_score_is_half_similarity_half_keyword_coverage(office: Caller, targets: Targets) -> None:
+    async with client_with(targets, office.tenant_slug, embedding_provider="hashing") as client:
+        every_word = await remember(client, "Quarterly invoicing runs through the billing portal")
+        one_word = await remember(client, "The portal")
+        no_word = await remember(client, "invoicingg quarterlyy")  # similar spelling, no shared stem
+        await remember(client, "The cat sleeps on the sofa")
+        query = "quarterly invoicing portal"
+        hybrid = await recall(client, query, min_similarity=-1)
+        semantic = await recall(client, query, mode="semantic", min_similarity=-1)
+        keyword = await recall(client, query, mode="keyword")
+    # 4 memories: quarter and invoic are in one, portal in two.
+    portal_share = idf(4, 2) / (2 * idf(4, 1) + idf(4, 2))
+    coverage = {every_word: 1.0, one_word: portal_share, no_word: 0.0}
+    found = {m["id"]: m for m in hybrid["memories"]}
+    assert [m["id"] for m in hybrid["memories"]][:3] == [every_word, one_word, no_word]
+    for memory_id, share in coverage.items():
+        m = found[memory_id]
+        assert m["score"] == pytest.approx(0.5 * m["similarity"] + 0.5 * share)
+    assert [(m["id"], m["score"]) for m in keyword["memories"]] == [
+        (every_word, pytest.approx(1.0)),
+        (one_word, pytest.approx(portal_share)),
+    ]
+    assert all(m["score"] == pytest.approx(m["similarity"]) for m in semantic["memories"])
+
+
+async def test_keyword_recall_finds_a_reply_by_the_words_of_its_context(office: Caller, targets: Targets) -> None:
+    question = "Do you still go hiking in the mountains?"
+    async with client_with(targets, office.tenant_slug, embedding_provider="hashing") as client:
+        asked = await remember(client, question)
+        reply = await remember(client, "Yes, every Sunday since May", metadata={"context": question})
+        not_text = await remember(client, "Sure, every Saturday", metadata={"context": ["hiking", "mountains"]})
+        await remember(client, "Lunch is at noon")
+        keyword = await recall(client, "hiking mountains", mode="keyword")
+        hybrid = await recall(client, "hiking mountains", min_similarity=-1)
+    # The question holds both words; the reply holds them in its context only: half the weight.
+    assert [(m["id"], m["score"]) for m in keyword["memories"]] == [
+        (asked, pytest.approx(1.0)),
+        (reply, pytest.approx(0.5)),
+    ]
+    ranks = {m["id"]: m["keyword_rank"] for m in hybrid["memories"]}
+    assert ranks[asked] == 1
+    assert ranks[reply] == 2
+    assert ranks[not_text] is None  # a context that is not a string is not text

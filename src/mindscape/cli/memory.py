@@ -5,6 +5,7 @@ Progress bars go to stderr (only on a terminal); Ctrl-C is one line saying what 
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,6 +30,15 @@ from mindscape.config.settings import Settings
 from mindscape.database.prepare import prepare
 from mindscape.database.targets import Targets
 
+
+def bulk(settings: Settings) -> Settings:
+    """Settings for a bulk command: thousands of texts to embed, so the local model gets one ONNX
+    Runtime thread per core unless `embedding_threads` says otherwise (a server gets one)."""
+    if settings.embedding_threads is not None:
+        return settings
+    return settings.model_copy(update={"embedding_threads": os.cpu_count() or 1})
+
+
 memory_app = typer.Typer(help="Memories of one tenant: import, backfill, reembed.", no_args_is_help=True)
 
 BatchOption = Annotated[int, typer.Option("--batch", min=1, max=10_000, help="Memories per batch.")]
@@ -50,7 +60,7 @@ def memory_import(
     """
     from mindscape.memory.bulk_import import import_memories
 
-    settings = load(config)
+    settings = bulk(load(config))
 
     async def main() -> None:
         targets = await prepare(settings)
@@ -64,6 +74,12 @@ def memory_import(
             ),
             soft_wrap=True,
         )
+        if report.by_provider:
+            rate = report.by_provider / report.embedding_s if report.embedding_s > 0 else 0.0
+            out.print(
+                Text(f"embedding: {report.by_provider} memories in {report.embedding_s:.1f} s ({rate:.0f}/s)"),
+                soft_wrap=True,
+            )
         if report.provider_error is not None and report.pending:
             out.print(
                 Text(
@@ -82,7 +98,7 @@ def memory_backfill(tenant: TenantOption, batch: BatchOption = 64, config: Confi
     """Embed the tenant's memories that lack an embedding for its model (stored while the provider failed)."""
     from mindscape.memory.reembed import backfill
 
-    settings = load(config)
+    settings = bulk(load(config))
 
     async def main() -> None:
         targets = await prepare(settings)
@@ -121,7 +137,7 @@ def memory_reembed(
     """
     from mindscape.memory.reembed import reembed, target_spec
 
-    settings = load(config)
+    settings = bulk(load(config))
 
     async def main() -> None:
         target = target_spec(settings, model=model, provider=provider, dimensions=dimensions)

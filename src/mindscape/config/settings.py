@@ -164,7 +164,10 @@ class Settings(BaseSettings):
         description="local: a directory holding the model (ONNX and tokenizer), loaded instead of downloading it.",
     )
     embedding_threads: int | None = Field(
-        default=None, ge=1, le=64, description="local: ONNX Runtime threads (default: one per core)."
+        default=None,
+        ge=1,
+        le=64,
+        description="local: ONNX Runtime threads (default: 1 serving, one per core in bulk memory commands).",
     )
     embedding_base_url: str | None = Field(
         default=None, description="OpenAI-compatible base URL, e.g. http://localhost:11434/v1"

@@ -1,4 +1,9 @@
-"""Recall: vector and full-text candidates inside one tenant, fused by reciprocal rank.
+"""Recall: vector and full-text candidates inside one tenant, fused by score.
+
+Each candidate has a cosine similarity to the query and a keyword coverage (the share of the
+query's idf its content holds, its context's words at CONTEXT_WORDS_WEIGHT); hybrid recall ranks
+by SIMILARITY_WEIGHT * similarity + (1 - SIMILARITY_WEIGHT) * coverage. Both weights were chosen
+on LoCoMo conversations and checked on held-out ones (docs/memory-ranking.md).
 
 Tenant filtering is the hard part. pgvector applies filters after an approximate index scan,
 so a shared HNSW index plus `WHERE tenant_id = ...` can return almost nothing for a small
@@ -30,6 +35,7 @@ from uuid import UUID
 from mindscape.database import vector_index
 from mindscape.database.pool import Connection
 from mindscape.embeddings.base import ModelSpec
+from mindscape.memory.context import CONTEXT_WORDS_WEIGHT
 from mindscape.models.memory import Mode, Recall, RecalledMemory
 from mindscape.queries import memories
 from mindscape.queries.fulltext import SearchTerms
@@ -37,7 +43,9 @@ from mindscape.queries.memories import Filters
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al.); damps the top ranks' weight
+# Hybrid ranking: half similarity, half keyword coverage. Chosen by leave-one-conversation-out on
+# LoCoMo (0.5 or 0.6 on every pair of conversations); docs/memory-ranking.md has the sweep.
+SIMILARITY_WEIGHT = 0.5
 SIZE_TTL_S = 60.0
 # ef_search per approximate path. The tenant's own graph needs a wider beam than the default 40
 # for queries far from its rows (near-ties). benchmarks/memory_recall.py, tenants of 14k-40k rows,
@@ -143,23 +151,38 @@ async def semantic_search(
     return await search(exact=True)
 
 
-def fuse(
-    semantic: list[tuple[UUID, float]], keyword: list[tuple[UUID, float]], k: int
-) -> list[tuple[UUID, float, int | None, int | None]]:
-    """Reciprocal rank fusion: (id, score, semantic rank, keyword rank), best first.
+@dataclass
+class Candidate:
+    """What recall knows of one memory: its similarity to the query and the share of the query's words it holds."""
 
-    Both signals weigh the same: on LoCoMo (docs/memory-ranking.md) giving the semantic one 0.5x
-    or 1.5x the weight lost recall@10.
+    similarity: float | None = None  # cosine; None: keyword mode, or not embedded yet
+    coverage: float = 0.0  # queries.memories.KEYWORD: 1 = every term in the content, rare terms weigh more
+    semantic_rank: int | None = None
+    keyword_rank: int | None = None
+
+    def score(self, mode: Mode, meaning: bool) -> float:
+        """Relevance: similarity in semantic mode, coverage in keyword mode, and in hybrid mode
+        SIMILARITY_WEIGHT * similarity + (1 - SIMILARITY_WEIGHT) * coverage (coverage alone when the
+        query could not be embedded). A memory not embedded yet counts no similarity."""
+        if mode == "semantic":
+            return self.similarity or 0.0
+        if mode == "keyword" or not meaning:
+            return self.coverage
+        return SIMILARITY_WEIGHT * (self.similarity or 0.0) + (1 - SIMILARITY_WEIGHT) * self.coverage
+
+    def best_rank(self) -> int:
+        return min(r for r in (self.semantic_rank, self.keyword_rank, 1 << 30) if r is not None)
+
+
+def fuse(candidates: dict[UUID, Candidate], k: int, mode: Mode, meaning: bool) -> list[tuple[UUID, float, Candidate]]:
+    """The k best candidates as (id, score, candidate), best first; ties go to the better rank in either signal.
+
+    A convex combination of the two scores, not reciprocal rank fusion: ranks drop how far apart
+    candidates are, and on LoCoMo RRF lost 0.03 recall@10 and 0.08 recall@5 against it
+    (docs/memory-ranking.md).
     """
-    ranks: dict[UUID, list[int | None]] = {}
-    for signal, hits in enumerate((semantic, keyword)):
-        for rank, (memory_id, _) in enumerate(hits, start=1):
-            ranks.setdefault(memory_id, [None, None])[signal] = rank
-    scored = [
-        (memory_id, sum(1.0 / (RRF_K + r) for r in pair if r is not None), pair[0], pair[1])
-        for memory_id, pair in ranks.items()
-    ]
-    scored.sort(key=lambda item: (-item[1], min(r for r in item[2:] if r is not None)))
+    scored = [(memory_id, c.score(mode, meaning), c) for memory_id, c in candidates.items()]
+    scored.sort(key=lambda item: (-item[1], item[2].best_rank()))
     return scored[:k]
 
 
@@ -194,10 +217,8 @@ async def recall(
     not embedded yet are judged by their words alone. Keyword mode does not embed the query, so
     there the floor does not apply and `similarity` is null.
     """
-    depth = min(max(k * 3, 30), 300)  # candidates per signal: enough for fusion to reorder
-    semantic: list[tuple[UUID, float]] = []
-    keyword: list[tuple[UUID, float]] = []
-    similarity: dict[UUID, float] = {}
+    depth = min(max(k * 3, 30), 300)  # candidates per signal
+    candidates: dict[UUID, Candidate] = {}
     if not terms.included:
         vector = None  # nothing to look for
     if mode != "keyword" and vector is not None:
@@ -207,37 +228,37 @@ async def recall(
         dropped = await memories.containing_excluded(
             conn, tenant_id=tenant_id, ids=[i for i, _ in nearest], excluded=terms.excluded
         )
-        for memory_id, distance in nearest:
-            if memory_id not in dropped and 1.0 - distance >= min_similarity:
-                similarity[memory_id] = 1.0 - distance
-                semantic.append((memory_id, distance))
+        kept = [(i, 1.0 - d) for i, d in nearest if i not in dropped and 1.0 - d >= min_similarity]
+        for rank, (memory_id, similarity) in enumerate(kept, start=1):
+            candidates[memory_id] = Candidate(similarity=similarity, semantic_rank=rank)
     if mode != "semantic":
+        hybrid = mode == "hybrid" and vector is not None
         hits = await memories.keyword_candidates(
             conn,
             tenant_id=tenant_id,
             terms=terms,
             filters=filters,
             limit=depth,
-            model=spec.key if mode == "hybrid" else None,
-            vector=vector if mode == "hybrid" else None,
+            context_weight=CONTEXT_WORDS_WEIGHT,
+            model=spec.key if hybrid else None,
+            vector=vector if hybrid else None,
+            also=list(candidates),
         )
-        for hit in hits:
-            if hit.similarity is not None:
-                if hit.similarity < min_similarity:
-                    continue
-                similarity[hit.id] = hit.similarity
-            keyword.append((hit.id, hit.score))
-    fused = fuse(semantic, keyword, k)
+        hits = [h for h in hits if h.similarity is None or h.similarity >= min_similarity]
+        for rank, hit in enumerate(hits, start=1):
+            candidate = candidates.setdefault(hit.id, Candidate(similarity=hit.similarity))
+            candidate.coverage, candidate.keyword_rank = hit.coverage, rank
+    fused = fuse(candidates, k, mode, meaning=vector is not None)
     rows = await memories.fetch(conn, tenant_id=tenant_id, ids=[f[0] for f in fused])
     found = [
         RecalledMemory(
             **rows[memory_id].model_dump(),
             score=score,
-            similarity=similarity.get(memory_id),
-            semantic_rank=s_rank,
-            keyword_rank=k_rank,
+            similarity=c.similarity,
+            semantic_rank=c.semantic_rank,
+            keyword_rank=c.keyword_rank,
         )
-        for memory_id, score, s_rank, k_rank in fused
+        for memory_id, score, c in fused
         if memory_id in rows
     ]
     if not found:

@@ -284,14 +284,20 @@ async def semantic_candidates(
     return [(r["memory_id"], float(r["distance"])) for r in rows]
 
 
-# Keyword candidates: any term may match (see queries/fulltext.py). A memory scores the sum of
-# the inverse document frequencies (BM25's idf) of the terms it contains, so rare words outweigh
-# common ones: ts_rank_cd alone knows nothing of the tenant's other memories, and let a speaker's
-# name present in half of them outrank the one word that mattered (docs/memory-ranking.md).
+# Keyword candidates: any term may match (see queries/fulltext.py). Each term weighs its inverse
+# document frequency (BM25's idf) in the tenant, so rare words outweigh common ones: ts_rank_cd
+# alone knows nothing of the tenant's other memories, and let a speaker's name present in half of
+# them outrank the one word that mattered (docs/memory-ranking.md). A memory scores the idf of the
+# terms in its content, plus `context_weight` times the idf of those in its context
+# (`context_search`, migration 0007), as a share of the query's whole idf: its `coverage`, 1 when
+# the content has every term, comparable across queries (recall mixes it with similarity).
 # Counts stop at $9 rows: a bounded cost for large tenants, where a term that common scores ~0
 # anyway. MATERIALIZED keeps each count from being re-run for every matching row.
-# With a model ($11) and query vector ($12), each candidate's cosine similarity comes along
-# (NULL when it has no embedding yet), for the min_similarity floor.
+# Returned: the $10 best matches, plus any of the memories $14 that match (recall's semantic
+# candidates, so that both signals are known for each). With a model ($11) and query vector
+# ($12), each one's cosine similarity comes along (NULL when it has no embedding yet), for the
+# min_similarity floor and the fusion. Coverage is rounded so that equal shares tie exactly (the
+# sum's order varies), and the newest memory comes first.
 KEYWORD = (
     """
 WITH terms AS (
@@ -299,15 +305,17 @@ WITH terms AS (
   WHERE numnode(tq) > 0
 ), corpus AS MATERIALIZED (
   SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 LIMIT $9) capped
-), df AS MATERIALIZED (
-  SELECT terms.tq, (SELECT count(*) FROM (
+), weights AS MATERIALIZED (
+  SELECT terms.tq, ln(1 + (corpus.n - df.n + 0.5) / (df.n + 0.5)) AS idf
+  FROM terms CROSS JOIN corpus CROSS JOIN LATERAL (SELECT count(*) AS n FROM (
     SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 AND m.search @@ terms.tq LIMIT $9
-  ) capped) AS df
-  FROM terms
-), hits AS (
-  SELECT m.id, sum(ln(1 + (corpus.n - df.df + 0.5) / (df.df + 0.5)))::float8 AS score,
-         max(m.created_at) AS created_at
-  FROM df CROSS JOIN corpus JOIN mindscape.memories m ON m.tenant_id = $1 AND m.search @@ df.tq
+  ) capped) df
+), matched AS MATERIALIZED (
+  SELECT m.id, max(m.created_at) AS created_at,
+         round((sum(w.idf * ((m.search @@ w.tq)::int + $13::float8 * (m.context_search @@ w.tq)::int))
+           / (SELECT sum(idf) FROM weights))::numeric, 12)::float8 AS coverage
+  FROM weights w
+  JOIN mindscape.memories m ON m.tenant_id = $1 AND (m.search @@ w.tq OR m.context_search @@ w.tq)
   WHERE true"""
     + FILTERS
     + """
@@ -315,13 +323,15 @@ WITH terms AS (
       SELECT 1 FROM unnest($8::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
     )
   GROUP BY m.id
-  ORDER BY score DESC, created_at DESC
-  LIMIT $10
+), picked AS (
+  (SELECT id, coverage, created_at FROM matched ORDER BY coverage DESC, created_at DESC LIMIT $10)
+  UNION
+  SELECT id, coverage, created_at FROM matched WHERE id = ANY($14::uuid[])
 )
-SELECT h.id, h.score, 1 - (e.embedding <=> $12::vector) AS similarity
-FROM hits h
-LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $11 AND e.memory_id = h.id
-ORDER BY h.score DESC, h.created_at DESC
+SELECT p.id, p.coverage, 1 - (e.embedding <=> $12::vector) AS similarity
+FROM picked p
+LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $11 AND e.memory_id = p.id
+ORDER BY p.coverage DESC, p.created_at DESC
 """
 )
 KEYWORD_COUNT_CAP = 20_000
@@ -330,7 +340,7 @@ KEYWORD_COUNT_CAP = 20_000
 @dataclass(frozen=True)
 class KeywordHit:
     id: UUID
-    score: float
+    coverage: float  # the share of the query's idf the memory holds (context words count context_weight)
     similarity: float | None  # cosine to the query vector, if one was given and the memory is embedded
 
 
@@ -341,10 +351,13 @@ async def keyword_candidates(
     terms: SearchTerms,
     filters: Filters,
     limit: int,
+    context_weight: float,
     model: str | None = None,
     vector: Sequence[float] | None = None,
+    also: Sequence[UUID] = (),
 ) -> list[KeywordHit]:
-    """Up to `limit` memories containing any included term and no excluded one, best first."""
+    """The `limit` best memories containing any included term and no excluded one, best first, plus
+    those of `also` that contain one (in their place by coverage)."""
     if not terms.included:
         return []
     rows = await conn.fetch(
@@ -356,9 +369,11 @@ async def keyword_candidates(
         limit,
         model if vector is not None else None,
         list(vector) if vector is not None else None,
+        context_weight,
+        list(also),
     )
     return [
-        KeywordHit(r["id"], float(r["score"]), None if r["similarity"] is None else float(r["similarity"]))
+        KeywordHit(r["id"], float(r["coverage"]), None if r["similarity"] is None else float(r["similarity"]))
         for r in rows
     ]
 
