@@ -102,7 +102,7 @@ class MindscapeServer(MCPServer[AppState]):
         except Exception as exc:
             if isinstance(exc, ToolError) and isinstance(exc.__cause__, ValidationError):
                 raise ToolError(validation.describe(name, exc.__cause__)) from exc.__cause__
-            mapped = mcp_error("tool", exc)
+            mapped = mcp_error("tool", exc, name=name)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -116,7 +116,7 @@ class MindscapeServer(MCPServer[AppState]):
         except MCPError:
             raise
         except Exception as exc:
-            mapped = mcp_error("resource", exc)
+            mapped = mcp_error("resource", exc, name=str(uri))
             if mapped is None:
                 raise
             raise mapped from exc
@@ -130,7 +130,7 @@ class MindscapeServer(MCPServer[AppState]):
         except MCPError:
             raise
         except Exception as exc:
-            mapped = mcp_error("prompt", exc)
+            mapped = mcp_error("prompt", exc, name=name)
             if mapped is None:
                 raise
             raise mapped from exc
