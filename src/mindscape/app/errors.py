@@ -111,6 +111,13 @@ def _classify(exc: BaseException) -> Temporary | None:
         return Temporary(str(exc), "shutting_down", exc.retry_after)
     if isinstance(exc, Unavailable):
         return Temporary(str(exc), "database_unavailable", exc.retry_after)
+    if isinstance(exc, MindscapeError):
+        return None
+    # asyncpg may raise one error from another (a lost connection from the FATAL that ended it):
+    # the innermost one says best what happened.
+    deeper = _classify(exc.__cause__) if exc.__cause__ is not None else None
+    if deeper is not None:
+        return deeper
     if isinstance(exc, asyncpg.QueryCanceledError):
         return Temporary("the database took longer than the statement timeout", "statement_timeout", 1)
     if isinstance(exc, asyncpg.PostgresError):

@@ -135,6 +135,16 @@ async def acquire(pool: Pool, *, wait_s: float | None) -> PooledConnection:
         raise Unavailable("the database cannot be reached (it may be restarting)") from exc
 
 
+@asynccontextmanager
+async def pooled(pool: Pool, *, wait_s: float | None) -> AsyncGenerator[PooledConnection]:
+    """`acquire`, released on the way out (and discarded if it failed): `async with pooled(...) as conn`."""
+    conn = await acquire(pool, wait_s=wait_s)
+    try:
+        yield conn
+    finally:
+        await release(pool, conn)
+
+
 def discard(conn: Connection) -> None:
     """Close a connection that can no longer be trusted (mid-transaction, mid-cancel), at once.
 

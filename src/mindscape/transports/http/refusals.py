@@ -28,6 +28,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from mindscape.app.errors import INTERNAL, UNAVAILABLE, Temporary, temporary
+from mindscape.errors import ServerBusy
 
 log = logging.getLogger(__name__)
 JWKS_RETRY_AFTER_S = 5
@@ -69,8 +70,8 @@ def not_checked(subject: str, exc: BaseException) -> Refused:
     operator's to see: logged with its traceback, still answered 503 (the client can do nothing else).
     """
     found = temporary(exc)
-    if isinstance(exc, TimeoutError):  # waiting for a credential-pool connection
-        found = Temporary("every credential-check connection stayed busy", "server_busy", 1)
+    if isinstance(exc, ServerBusy):  # waiting for a credential-pool connection
+        found = Temporary(f"every credential-check connection stayed busy for {exc.waited_s:g} s", "server_busy", 1)
     if found is None:
         log.error("checking %s failed", subject, exc_info=exc)
         found = Temporary("the database failed", "database_unavailable", 5)

@@ -28,7 +28,8 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 
 from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
-from mindscape.database.pool import FAILURES, Pool
+from mindscape.database.pool import FAILURES, Pool, pooled
+from mindscape.errors import Unavailable
 from mindscape.models.api_key import KeyRecord
 from mindscape.queries import api_keys
 from mindscape.tenancy import keys
@@ -58,7 +59,7 @@ class ApiKeyVerifier:
             raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
         prefix, secret = parsed
         try:
-            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+            async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
                 # keys.matches compares hashes in constant time (hmac.compare_digest).
                 found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
                 record = found[0] if len(found) == 1 else None
@@ -71,7 +72,7 @@ class ApiKeyVerifier:
                 if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
                     await api_keys.touch(conn, key_id=record.id)
                     self._touched[record.id] = now
-        except FAILURES as exc:  # TimeoutError (no credential-pool connection in time) included
+        except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
             # Fail closed: without the database no key can be checked.
             raise not_checked(f"API key {prefix}", exc) from None
         principal = f"key:{prefix}"

@@ -24,7 +24,8 @@ from pydantic import SecretStr
 from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.config.oauth import algorithms
 from mindscape.config.settings import Settings, is_slug
-from mindscape.database.pool import FAILURES, Pool
+from mindscape.database.pool import FAILURES, Pool, pooled
+from mindscape.errors import Unavailable
 from mindscape.queries import tenants
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
 from mindscape.transports.http.refusals import Refused, forbidden, not_checked, unauthorized, unavailable
@@ -169,9 +170,9 @@ class JwtVerifier:
 
     async def _active_tenant(self, slug: str) -> Any:
         try:
-            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+            async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
                 tenant = await tenants.resolve(conn, slug=slug)
-        except FAILURES as exc:  # TimeoutError (no credential-pool connection in time) included
+        except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
             raise not_checked(f"tenant {slug!r}", exc) from None
         if tenant is None:
             raise unauthorized(f"tenant {slug!r} named by the token does not exist")
