@@ -226,3 +226,82 @@ async def any_error(answers: list[CallToolResult]) -> bool:
 
 async def any_success(answers: list[CallToolResult]) -> bool:
     return any(not a.is_error for a in answers)
+
+
+async def test_a_read_only_database_is_a_temporary_error_for_writes_while_reads_go_on(
+    cluster: Cluster, tenant: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As on a standby, or a primary demoted in a failover: writes get 25006, reads are served."""
+    async with session(cluster, tenant) as client:
+        await owner_sql(cluster, "ALTER ROLE mindscape_app SET default_transaction_read_only = on")
+        try:
+            await cluster.terminate_backends()  # new connections pick the setting up
+            await polled(lambda: served(client))
+            refused = error_text(await client.call_tool("create_task", {"title": "on a standby"}))
+            assert refused.startswith(
+                TEMPORARY + "the database is read-only right now (a standby, or a failover); nothing was changed"
+            )
+            assert data(await client.call_tool("list_tasks", {}))["tasks"] is not None
+        finally:
+            await owner_sql(cluster, "ALTER ROLE mindscape_app RESET default_transaction_read_only")
+            await cluster.terminate_backends()
+        await polled(lambda: served(client))
+        assert data(await client.call_tool("create_task", {"title": "on the primary again"}))
+    assert_no_second_error(caplog)
+
+
+async def test_a_connection_lost_during_commit_says_the_write_may_be_saved_and_how_to_retry_it(
+    cluster: Cluster, tenant: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """COMMIT waits for a synchronous standby that never comes; the backend is terminated in that wait.
+
+    The transaction committed locally, so the answer may not say "nothing was changed": it says the
+    write may have been saved and to retry with the same idempotency key, and that retry finds it.
+    """
+    results: list[CallToolResult] = []
+    async with session(cluster, tenant) as client:
+        await owner_sql(cluster, "ALTER SYSTEM SET synchronous_standby_names = 'never_connects'")
+        await owner_sql(cluster, "SELECT pg_reload_conf()")
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def create() -> None:
+                    arguments = {"title": "committed, unacknowledged", "idempotency_key": "sync-1"}
+                    results.append(await client.call_tool("create_task", arguments))
+
+                group.start_soon(create)
+                await polled(lambda: commit_waiting(cluster))
+                assert await cluster.terminate_backends() >= 1
+        finally:
+            await owner_sql(cluster, "ALTER SYSTEM RESET synchronous_standby_names")
+            await owner_sql(cluster, "SELECT pg_reload_conf()")
+        message = error_text(results[0])
+        assert message.startswith(TEMPORARY), message
+        assert "while the change was being committed, so it may or may not have been saved" in message
+        assert "retry with the same idempotency_key: it returns the task if it was created (duplicate=true)" in message
+        await polled(lambda: served(client))
+        retried = data(await client.call_tool("create_task", {"title": "again", "idempotency_key": "sync-1"}))
+        assert retried["duplicate"]  # it had been saved: the retry returns it instead of a second task
+        assert retried["title"] == "committed, unacknowledged"
+    assert_no_second_error(caplog)
+
+
+async def owner_sql(cluster: Cluster, sql: str) -> None:
+    conn = await connect(cluster.targets.owner)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def commit_waiting(cluster: Cluster) -> bool:
+    conn = await connect(cluster.targets.owner)
+    try:
+        return (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'mindscape' AND wait_event = 'SyncRep'"
+            )
+            > 0
+        )
+    finally:
+        await conn.close()
