@@ -23,9 +23,11 @@ import pytest
 from mindscape.database.embedded import _alive  # pyright: ignore[reportPrivateUsage]
 from tests.support.cli import one_line
 from tests.support.embedded import MINDSCAPE, embedded_env, postmaster, run_mindscape
+from tests.support.postgres import pg_ctl
 from tests.support.serving import free_port
 
 TENANT = "acme"
+REAPER = Path(__file__).resolve().parents[1] / "support" / "reaper.py"
 
 
 def _assert_stopped(data_dir: Path, pid: int) -> None:
@@ -125,6 +127,52 @@ def test_serve_stops_the_embedded_database_on_a_signal(
         # Start-up success is routine: INFO, not WARNING.
         assert "INFO mindscape.transports.http.app: serving MCP over" in log
         assert "WARNING mindscape.transports.http.app" not in log
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_serve_stops_the_embedded_database_after_it_was_restarted_underneath(
+    watched: Path, tmp_path: Path, transport: str
+) -> None:
+    """`pg_ctl restart` from outside gives the postmaster a new pid; stopping serve must stop that one.
+
+    Under a reaper (tests/support/reaper.py) the postmaster serve started is gone for good once the
+    restart stopped it, as on a host whose init reaps orphans: here pid 1 would leave it a zombie
+    that still looks alive.
+    """
+    port = free_port()
+    args = ["serve", "--tenant", TENANT, "--transport", transport, "--port", str(port)]
+    with (tmp_path / "stderr").open("w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(REAPER), *MINDSCAPE, *args],
+            env=embedded_env(watched, "INFO"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            if transport == "stdio":
+                _stdio_up(proc)
+            else:
+                _http_up(proc, f"http://127.0.0.1:{port}")
+            first = postmaster(watched)
+            assert first is not None
+            pg_ctl(watched / "pgdata", "-w", "-m", "fast", "restart")
+            restarted = postmaster(watched)
+            assert restarted is not None
+            assert restarted != first
+            assert _alive(restarted)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stderr.seek(0)
+        log = stderr.read()
+    assert code == 0, log
+    assert "Traceback" not in log
+    _assert_stopped(watched, restarted)
 
 
 def test_a_failed_start_up_stops_the_embedded_database(watched: Path) -> None:

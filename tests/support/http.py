@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx2
 from mcp import Client
@@ -83,3 +85,17 @@ def post_mcp(base_url: str, authorization: str | None, **headers: str) -> httpx2
     if authorization is not None:
         sent["Authorization"] = authorization
     return httpx2.post(f"{base_url}/mcp", json=INITIALIZE, headers=sent)
+
+
+def jsonrpc_messages(response: httpx2.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages a POST was answered with: a JSON body, or the data lines of an SSE stream."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        lines = [line.removeprefix("data:").strip() for line in response.text.splitlines()]
+        return [json.loads(line) for line in lines if line.startswith("{")]
+    return [response.json()]
+
+
+def tool_call(name: str, arguments: dict[str, Any], request_id: int = 7) -> dict[str, Any]:
+    """A 2025-11-25 tools/call body (stateless servers answer it without a session)."""
+    params = {"name": name, "arguments": arguments}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}

@@ -34,6 +34,7 @@ async def tenant_call(
         statement_timeout_ms=state.settings.statement_timeout_ms,
         background=state.background,
         call=CURRENT_CALL.get(),
+        acquire_timeout_s=state.settings.pool_acquire_timeout_s,
     ) as tx:
         state.calls.observe(tx.tenant_id, tx.settings)  # keeps the call quota current at no cost
         yield tx

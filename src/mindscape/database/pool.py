@@ -7,8 +7,9 @@ connection back to a pristine session, including the role (`RESET ALL` leaves th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -16,7 +17,20 @@ from asyncpg.pool import PoolConnectionProxy
 from pgvector.asyncpg import register_vector
 
 from mindscape.database.targets import redact
-from mindscape.errors import StartupError
+from mindscape.errors import ServerBusy, ShuttingDown, StartupError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Everything a database call may raise on its own: the server's errors, asyncpg's misuse and
+# protocol errors (a lost connection shows as any of them, e.g. InternalClientError "cannot switch
+# to state 12" in the first moments of an outage) and the socket's. Which of these are temporary
+# is decided where they become answers (app.errors).
+FAILURES: tuple[type[Exception], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,  # TimeoutError included
+)
 
 # The fix, in the same line as the failure: the URL may be the runtime or the owner one.
 UNREACHABLE_FIX = (
@@ -38,6 +52,23 @@ else:
 VECTOR_SCHEMA = (
     "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = 'vector'"
 )
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect its idle floor (every 1 s to
+    60 s while the database is down): an expected state, not a defect. One line says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 
 async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -83,3 +114,51 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc
     return pool
+
+
+async def acquire(pool: Pool, *, wait_s: float | None) -> PooledConnection:
+    """A connection from `pool`, waiting at most `wait_s` seconds (None: as long as it takes).
+
+    Waiting longer is ServerBusy, a closed pool (the server is stopping) ShuttingDown and a socket
+    error while connecting Unavailable: all temporary, so the caller can say "retry" instead of
+    queueing without bound or failing obscurely. (Connection refusals the server itself sends,
+    e.g. 57P03 "starting up", stay asyncpg's errors: app.errors reads their SQLSTATE.)
+    """
+    if pool.is_closing():
+        raise ShuttingDown()
+    try:
+        return await pool.acquire(timeout=wait_s)
+    except TimeoutError:
+        assert wait_s is not None
+        raise ServerBusy(wait_s) from None
+    except OSError as exc:  # while connecting: refused, or the socket file gone (the server is down)
+        raise Unavailable("the database cannot be reached (it may be restarting)") from exc
+
+
+@asynccontextmanager
+async def pooled(pool: Pool, *, wait_s: float | None) -> AsyncGenerator[PooledConnection]:
+    """`acquire`, released on the way out (and discarded if it failed): `async with pooled(...) as conn`."""
+    conn = await acquire(pool, wait_s=wait_s)
+    try:
+        yield conn
+    finally:
+        await release(pool, conn)
+
+
+def discard(conn: Connection) -> None:
+    """Close a connection that can no longer be trusted (mid-transaction, mid-cancel), at once.
+
+    When asyncpg notices a lost connection first, it has already returned it to the pool and
+    detached the proxy, whose every method then raises InterfaceError: nothing is left to close.
+    """
+    with suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+async def release(pool: Pool, conn: PooledConnection) -> None:
+    """Give `conn` back. When its reset fails (the connection died), asyncpg has already closed
+    it and will open a new one: that is logged, not raised over the call's own outcome."""
+    try:
+        await pool.release(conn)
+    except FAILURES as exc:
+        log.info("discarded a database connection that failed its reset: %s", type(exc).__name__)

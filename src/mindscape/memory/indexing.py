@@ -17,16 +17,16 @@ from typing import Literal
 from uuid import UUID
 
 import anyio
-import asyncpg
 from anyio.abc import TaskGroup
 
 from mindscape.config.settings import Settings
 from mindscape.database import vector_index
-from mindscape.database.pool import Pool, create_pool, owner_connection
+from mindscape.database.pool import FAILURES, Pool, create_pool, owner_connection
 from mindscape.database.targets import Targets
 from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.factory import configured_spec
 from mindscape.embeddings.registry import active_spec
+from mindscape.errors import StartupError
 from mindscape.memory.recall import warn_missing_index
 from mindscape.models.tenant import Tenant
 from mindscape.queries import lookups, memories, tenants
@@ -127,7 +127,7 @@ class BackgroundIndexer:
             try:
                 async with owner_connection(self.owner_url) as conn:
                     await vector_index.ensure_tenant_index(conn, spec, tenant_id)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except (*FAILURES, StartupError) as exc:  # a background task: never into the server's task group
                 log.warning("could not build the HNSW index of tenant %s: %s", tenant_id, exc)
                 warn_missing_index(tenant_id, spec)
                 return

@@ -15,10 +15,8 @@ import time
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from mindscape.config.settings import Settings
-from mindscape.database.pool import Pool
+from mindscape.database.pool import FAILURES, Pool
 from mindscape.errors import QuotaExceeded
 from mindscape.queries import tenants
 from mindscape.quotas.limits import Limits, TenantQuotas, effective_own, tenant_quotas
@@ -81,7 +79,7 @@ class CallQuota:
         try:
             async with self._pool.acquire(timeout=LOOKUP_TIMEOUT_S) as conn:
                 found = await tenants.get_settings(conn, tenant_id=tenant_id)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except FAILURES:  # TimeoutError included
             # The call itself will report the database failure; the quota falls back, it never fails a call.
             log.warning("could not read the limits of tenant %s; using the last known ones", tenant_id)
             return known[0] if known is not None else TenantQuotas()

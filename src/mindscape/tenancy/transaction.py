@@ -14,10 +14,11 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import asyncpg
 from anyio.abc import TaskGroup
 
-from mindscape.database.pool import Connection, Pool, PooledConnection
-from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.database.pool import FAILURES, Connection, Pool, PooledConnection, acquire, discard, release
+from mindscape.errors import CommitUnknown, InvalidArgument, TenantUnavailable
 from mindscape.tenancy.caller import Caller
 
 # One statement sets the context and reads the tenant's status and settings: tenant_context's
@@ -57,6 +58,7 @@ async def tenant_transaction(
     background: TaskGroup | None = None,
     call: str = "",
     source: str = "",
+    acquire_timeout_s: float | None = None,
 ) -> AsyncGenerator[TenantTx]:
     """One transaction as `caller`'s tenant; commits on success, rolls back on any exception.
 
@@ -67,11 +69,15 @@ async def tenant_transaction(
     With `background`, a read-only transaction is ended and its connection released after the
     caller has its result: its outcome cannot change any more, and the caller's reply no longer
     waits for those two round trips. The connection returns to the pool only once clean.
+
+    `acquire_timeout_s` bounds the wait for a pool connection (ServerBusy past it). A connection
+    that fails is discarded, never reused, and never raises a second error over the first; a
+    failure of COMMIT itself is CommitUnknown, because the change may have been saved.
     """
     if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
         # A tenant identifier that is not a real UUID never reaches SQL.
         raise InvalidArgument("tenant identifier is not a UUID")
-    conn = await pool.acquire()
+    conn = await acquire(pool, wait_s=acquire_timeout_s)
     handed_off = False
     try:
         await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
@@ -94,23 +100,44 @@ async def tenant_transaction(
         else:
             # Shielded: a cancelled commit would leave the outcome unknown to the caller.
             with anyio.CancelScope(shield=True):
-                await conn.execute("COMMIT")
+                await _commit(conn)
     finally:
         if not handed_off:
             with anyio.CancelScope(shield=True):
-                await pool.release(conn)
+                await release(pool, conn)
+
+
+async def _commit(conn: Connection) -> None:
+    try:
+        await conn.execute("COMMIT")
+    except asyncpg.PostgresError as exc:
+        if _server_refused(exc):
+            raise  # the server answered: the transaction was rolled back (e.g. a serialization failure)
+        discard(conn)
+        raise CommitUnknown() from exc
+    except FAILURES as exc:
+        discard(conn)  # the connection broke with COMMIT sent or about to be: nobody knows which
+        raise CommitUnknown() from exc
+
+
+def _server_refused(exc: asyncpg.PostgresError) -> bool:
+    """Whether the server answered COMMIT with an error (the outcome is known: not saved), rather
+    than the connection ending under it (08: connection exceptions; 57P0x: the backend was shut down)."""
+    state = exc.sqlstate or ""
+    return not (state.startswith("08") or state.startswith("57P"))
 
 
 async def _end(conn: Connection, statement: str) -> None:
     try:
         await conn.execute(statement)
     except Exception:
-        # A connection that cannot end its transaction (e.g. cancelled mid-query) is never reused.
-        conn.terminate()
+        # A connection that cannot end its transaction (e.g. cancelled mid-query, or lost) is never reused.
+        discard(conn)
 
 
 async def _end_and_release(pool: Pool, conn: PooledConnection) -> None:
+    # A background task: whatever happens here must not reach the server's task group.
     try:
         await _end(conn, "ROLLBACK")  # read-only: the same as COMMIT
     finally:
-        await pool.release(conn)
+        await release(pool, conn)

@@ -16,15 +16,17 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 
+from mindscape.app.errors import UNAVAILABLE
 from mindscape.config.settings import Settings
 from mindscape.database.targets import Targets
 from mindscape.ops import tenants as tenant_ops
 from mindscape.tenancy.caller import Caller
 from tests.support.blocking import memory_writes_held, polled
 from tests.support.http import INITIALIZE, MCP_HEADERS, mcp_client, new_key
-from tests.support.results import data
+from tests.support.results import data, text_of
 from tests.support.serving import running_server
 from tests.support.tenants import PERSONAS_A, PERSONAS_B, make_tenant
 
@@ -236,3 +238,64 @@ async def test_keys_are_checked_while_tool_calls_hold_every_pool_connection(targ
                 assert forged.status_code == 401
             await held.release()
         assert [r.is_error for r in results] == [False, False]
+
+
+# --- the pool: one tenant's slow calls delay no other beyond pool_acquire_timeout_s -------------
+
+
+async def test_a_tenant_holding_its_share_of_the_pool_delays_no_other_and_a_full_pool_answers_busy(
+    targets: Targets, tmp_path: Any
+) -> None:
+    """pool_max_size 4: A's cap (half the pool) leaves B served at once; C, allowed the whole pool, fills
+    it, and then B's calls wait only pool_acquire_timeout_s before a "busy, retry" answer instead of
+    queueing behind C. Every wait is for an event: B's answers come while the others are still held."""
+    env = {
+        **LONG_STATEMENTS,
+        "MINDSCAPE_POOL_MAX_SIZE": "4",
+        "MINDSCAPE_POOL_MIN_SIZE": "4",
+        "MINDSCAPE_POOL_ACQUIRE_TIMEOUT_S": "0.5",
+    }
+    with running_server(targets, "http", tmp_path / "server.log", env) as url:
+        a, a_key = await tenant_with_key(targets, "psa")  # max_concurrent_calls: half the pool, 2
+        c, c_key = await tenant_with_key(targets, "psc", max_concurrent_calls=4)
+        _, b_key = await tenant_with_key(targets, "psb", PERSONAS_B)
+        async with mcp_client(url, b_key, "legacy") as b_client:
+            for tenant, key, count in ((a, a_key, 2), (c, c_key, 4)):
+                results: list[CallToolResult] = []
+                async with (
+                    memory_writes_held(targets, tenant.tenant_id) as held,
+                    mcp_client(url, key, "legacy") as client,
+                    anyio.create_task_group() as group,
+                ):
+                    for n in range(count):
+                        group.start_soon(remember_into, client, results, f"held {n}")
+                    await polled(lambda held=held, count=count: held.holds_calls(count))
+                    # A bound on a hang, not a timed assertion: without an acquire timeout B's call
+                    # would wait for the held calls, which are released only after it is answered.
+                    with anyio.fail_after(60):
+                        recalled = await b_client.call_tool("recall", {"query": "zed", "mode": "keyword"})
+                        read = b_client.read_resource("persona://zed")
+                        if tenant is a:
+                            assert not recalled.is_error, text_of(recalled)  # served at once
+                            assert "Zed" in str((await read).contents[0])
+                        else:
+                            message = text_of(recalled)
+                            assert recalled.is_error
+                            assert message.startswith(
+                                "temporarily unavailable: every database connection of this server stayed in use "
+                                "for 0.5 s; nothing was changed. Retrying in 1 s is safe"
+                            ), message
+                            with pytest.raises(MCPError) as busy:
+                                await read
+                            assert busy.value.code == UNAVAILABLE
+                            assert busy.value.data == {"temporary": True, "reason": "server_busy", "retry_after": 1}
+                    assert await held.waiting() == count  # ... all while the held calls still wait
+                    assert results == []
+                    await held.release()
+                assert [r.is_error for r in results] == [False] * count
+            # The pool is free again: B is served.
+            assert not (await b_client.call_tool("recall", {"query": "zed", "mode": "keyword"})).is_error
+
+
+async def remember_into(client: Client, results: list[CallToolResult], content: str) -> None:
+    results.append(await client.call_tool("remember", {"content": content}))

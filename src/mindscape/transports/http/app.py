@@ -22,7 +22,6 @@ from contextlib import nullcontext
 from typing import Literal
 
 import anyio
-import asyncpg
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -34,7 +33,7 @@ from mindscape.app.server import build_server
 from mindscape.app.state import AppState
 from mindscape.config.settings import Settings
 from mindscape.database import migrate
-from mindscape.database.pool import Pool
+from mindscape.database.pool import FAILURES, Pool
 from mindscape.embeddings.factory import semantic
 from mindscape.transports.http.auth.api_keys import BearerVerifier, key_auth_settings
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
@@ -127,7 +126,7 @@ async def not_ready(pool: Pool, head: str) -> str | None:
                 revision = await migrate.current_revision(conn)
     except TimeoutError:
         return f"database did not answer within {READY_TIMEOUT_S:g} s"
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except FAILURES as exc:
         log.warning("readiness check failed: %s", exc)  # asyncpg errors carry no password
         return f"database unreachable ({type(exc).__name__})"
     if revision != head:

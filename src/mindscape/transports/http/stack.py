@@ -11,6 +11,9 @@
                               (needs the verified token; middleware.quota)
     -> the SDK's MCP handler (Streamable HTTP or SSE), then app.server.MindscapeServer
 
+Around all of them, Starlette's ServerErrorMiddleware answers what escaped everything else with
+refusals.answer_crash: a JSON-RPC error (503 + Retry-After when temporary), never bare text.
+
 Legacy SSE has no Drain or MediaTypes: its event stream is one GET and its posts are answered 202.
 """
 
@@ -29,7 +32,7 @@ from mindscape.transports.http.middleware.body_timeout import BodyTimeout
 from mindscape.transports.http.middleware.drain import Drain
 from mindscape.transports.http.middleware.media_types import MediaTypes
 from mindscape.transports.http.middleware.quota import TenantLimits
-from mindscape.transports.http.refusals import refusing
+from mindscape.transports.http.refusals import answer_crash, refusing
 
 
 def install_middleware(
@@ -53,6 +56,7 @@ def install_middleware(
     if sdk != [AuthenticationMiddleware, AuthContextMiddleware]:
         raise RuntimeError(f"unexpected middleware in the SDK's app: {sdk!r}")
     authentication, auth_context = app.user_middleware
+    app.exception_handlers[Exception] = answer_crash
     app.user_middleware[:] = [
         Middleware(BodyTimeout, timeout_s=body_timeout_s),
         Middleware(BodyLimit, max_bytes=max_body_bytes),

@@ -24,17 +24,17 @@ import logging
 import time
 from uuid import UUID
 
-import asyncpg
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 
 from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
-from mindscape.database.pool import Pool
+from mindscape.database.pool import FAILURES, Pool, pooled
+from mindscape.errors import Unavailable
 from mindscape.models.api_key import KeyRecord
 from mindscape.queries import api_keys
 from mindscape.tenancy import keys
 from mindscape.transports.http.auth.jwt import JwtVerifier
-from mindscape.transports.http.refusals import Refused, forbidden, unauthorized, unavailable
+from mindscape.transports.http.refusals import Refused, forbidden, not_checked, unauthorized
 
 log = logging.getLogger(__name__)
 TOUCH_INTERVAL_S = 60.0
@@ -59,7 +59,7 @@ class ApiKeyVerifier:
             raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
         prefix, secret = parsed
         try:
-            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+            async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
                 # keys.matches compares hashes in constant time (hmac.compare_digest).
                 found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
                 record = found[0] if len(found) == 1 else None
@@ -72,13 +72,9 @@ class ApiKeyVerifier:
                 if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
                     await api_keys.touch(conn, key_id=record.id)
                     self._touched[record.id] = now
-        except TimeoutError:
-            log.warning("no credential-pool connection within %g s to check API key %s", CHECK_TIMEOUT_S, prefix)
-            raise unavailable("the API key could not be checked; try again shortly") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
             # Fail closed: without the database no key can be checked.
-            log.exception("could not verify API key %s", prefix)
-            raise unavailable("the API key could not be checked; try again shortly") from None
+            raise not_checked(f"API key {prefix}", exc) from None
         principal = f"key:{prefix}"
         return AccessToken(
             token=f"{keys.PREFIX}{prefix}",  # the public part only: the secret stays out of memory dumps

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
-import asyncpg
 import jwt
 from mcp.server.auth.provider import AccessToken
 from pydantic import SecretStr
@@ -25,10 +24,11 @@ from pydantic import SecretStr
 from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.config.oauth import algorithms
 from mindscape.config.settings import Settings, is_slug
-from mindscape.database.pool import Pool
+from mindscape.database.pool import FAILURES, Pool, pooled
+from mindscape.errors import Unavailable
 from mindscape.queries import tenants
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
-from mindscape.transports.http.refusals import Refused, forbidden, unauthorized, unavailable
+from mindscape.transports.http.refusals import Refused, forbidden, not_checked, unauthorized, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +172,10 @@ class JwtVerifier:
 
     async def _active_tenant(self, slug: str) -> Any:
         try:
-            async with self._pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+            async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
                 tenant = await tenants.resolve(conn, slug=slug)
-        except TimeoutError:
-            log.warning("no credential-pool connection within %g s to look up tenant %s", CHECK_TIMEOUT_S, slug)
-            raise unavailable("the tenant could not be checked; try again shortly") from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            log.exception("could not look up tenant %s for a JWT", slug)
-            raise unavailable("the tenant could not be checked; try again shortly") from None
+        except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
+            raise not_checked(f"tenant {slug!r}", exc) from None
         if tenant is None:
             raise unauthorized(f"tenant {slug!r} named by the token does not exist")
         if tenant.status != "active":
