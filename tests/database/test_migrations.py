@@ -155,7 +155,7 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
 async def test_upgraded_database_passes_the_runtime_checks(empty: Targets) -> None:
     await migrate.upgrade(empty.owner)
 
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         facts = await check_database(conn)
     finally:
@@ -187,7 +187,7 @@ async def test_upgrade_after_downgrade_reuses_the_existing_roles(empty: Targets)
     assert await revision(empty) == migrate.head_revision()
     assert await schema_exists(empty)
     assert await existing_roles(empty) == roles  # same OIDs: kept, not dropped and recreated
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         await check_database(conn)  # the grants came back with the schema
     finally:
@@ -336,7 +336,7 @@ async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registr
         )
         assert columns == 0
         assert await conn.fetchval("SELECT count(*) FROM mindscape.audit_events WHERE tenant_id = $1", old) == 4
-    runtime = await connect(empty.runtime)
+    runtime = await connect(empty.runtime, pooled=empty.pooled)
     try:
         assert await runtime.fetchval("SELECT count(*) FROM mindscape.tenants") == 3  # as the older code expects
     finally:
@@ -352,7 +352,7 @@ async def test_check_database_refuses_an_older_schema_revision(empty: Targets) -
         # What a database looks like to newer code before `db upgrade`: another revision.
         await conn.execute("UPDATE public.alembic_version SET version_num = '0000'")
 
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         with pytest.raises(StartupError, match="run `mindscape db upgrade`") as caught:
             await check_database(conn)
@@ -365,7 +365,7 @@ async def test_check_database_refuses_a_downgraded_schema(empty: Targets) -> Non
     await migrate.upgrade(empty.owner)
     await migrate.downgrade(empty.owner, "base")
 
-    conn = await connect(empty.runtime)  # the role outlives the downgrade
+    conn = await connect(empty.runtime, pooled=empty.pooled)  # the role outlives the downgrade
     try:
         with pytest.raises(StartupError, match="run `mindscape db upgrade`"):
             await check_database(conn)
