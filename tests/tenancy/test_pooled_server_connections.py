@@ -60,6 +60,7 @@ async def _tool_calls(client_for: ClientFactory, world: World) -> None:
             data(await client.call_tool("recall", {"query": "pooler test", "k": 3}))
 
 
+# 22
 async def test_no_call_leaves_session_state_on_a_server_connection(world: World, client_for: ClientFactory) -> None:
     pooled = world.targets.pooled
     pool = await create_pool(world.targets.runtime, min_size=2, max_size=2, pooled=pooled)
