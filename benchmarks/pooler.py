@@ -216,7 +216,7 @@ async def one_client(server: Any, own: str, other: str, tally: Tally, deadline: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--clients", type=int, default=8, help="clients per tenant")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per row")
     parser.add_argument("--probers", type=int, default=2)

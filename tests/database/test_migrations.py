@@ -480,8 +480,8 @@ def test_db_upgrade_names_the_missing_role_setup_and_runs_once_it_is_done(empty:
         no_owner_role = CliRunner().invoke(app, ["db", "upgrade"], env=env)
         assert no_owner_role.exit_code == 1
         assert no_owner_role.stderr.strip().splitlines() == [
-            "error: the role mindscape_owner does not exist, and on PostgreSQL 16+ the migrator setup_migrator could not "
-            "use it after creating it: as an administrator run `CREATE ROLE mindscape_owner NOLOGIN; GRANT "
+            "error: the role mindscape_owner does not exist, and on PostgreSQL 16+ the migrator setup_migrator "
+            "could not use it after creating it: as an administrator run `CREATE ROLE mindscape_owner NOLOGIN; GRANT "
             "mindscape_owner TO setup_migrator;` first (config/examples/postgres-setup.sql, docs/operations.md: "
             "External PostgreSQL)"
         ]

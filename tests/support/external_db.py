@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import json
 import os
 import secrets
@@ -222,10 +223,8 @@ def stop(base: Path, remove: bool) -> None:
         pidfile = Path(state.get("pgbouncer_pidfile", base / "pgbouncer.pid"))
         if pidfile.exists():
             pid = int(pidfile.read_text().split()[0])
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         if (base / "pgdata" / "postmaster.pid").exists():
             runner = Runner(base)
             runner.run(Path(state["pg_bin"]) / "pg_ctl", "-D", base / "pgdata", "-m", "fast", "-w", "stop")
@@ -235,7 +234,9 @@ def stop(base: Path, remove: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.external_db", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.external_db", description=(__doc__ or "").split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     started = commands.add_parser("start", help="set up and start; prints the export lines")
     started.add_argument("--dir", type=Path, default=DEFAULT_DIR)

@@ -9,9 +9,11 @@ PgBouncer, where the probes land on the very server connections the calls used.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 import pytest
 
@@ -44,10 +46,8 @@ async def _transactions(pool: Pool, world: World, pids: set[int], rng: random.Ra
     for _ in range(ROUNDS):
         ending = rng.choice(("read", "write", "error", "rollback", "cancel"))
         with anyio.move_on_after(0.05 if ending == "cancel" else 10):
-            try:
+            with contextlib.suppress(LookupError, asyncpg.DivisionByZeroError):
                 await one(rng.choice((world.a, world.b)), ending)
-            except (LookupError, asyncpg.DivisionByZeroError):
-                pass
 
 
 async def _tool_calls(client_for: ClientFactory, world: World) -> None:
@@ -79,7 +79,7 @@ async def test_no_call_leaves_session_state_on_a_server_connection(world: World,
                     count += 1
                     probed.add(found.pid)
                     leftovers.extend(f"server connection {found.pid}: {left}" for left in found.leftovers)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     try:
         async with anyio.create_task_group() as tg:
