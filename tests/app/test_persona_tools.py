@@ -263,7 +263,7 @@ async def test_soft_deleted_personas_are_invisible(
     from mindscape.tenancy.transaction import tenant_transaction
 
     caller = await tenant_factory([persona("gone", "Gone"), persona("kept", "Kept")], "del")
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     try:
         async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
             await tx.conn.execute("UPDATE mindscape.personas SET deleted_at = now() WHERE slug = 'gone'")

@@ -164,7 +164,7 @@ def test_memory_import_records_each_memory_with_its_file(targets: Targets, offic
 
 
 async def _events_of(targets: Targets, caller: Caller) -> list[asyncpg.Record]:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     try:
         return await events(pool, caller)
     finally:

@@ -43,7 +43,7 @@ async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
 
 async def sql(targets: Targets, caller: Caller, statement: str, *args: Any) -> list[Any]:
     """Run one statement inside the caller's tenant transaction (as the runtime role)."""
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     try:
         async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=5000) as tx:
             return await tx.conn.fetch(statement, *args)

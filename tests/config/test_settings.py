@@ -214,3 +214,14 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
 
     assert str(caught.value).startswith(f"config file {broken} is not valid TOML: ")
     assert "line 1" in str(caught.value)
+
+
+def test_a_transaction_pooler_needs_a_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINDSCAPE_DATABASE_POOLER", "transaction")
+    with pytest.raises(StartupError, match="database_pooler = transaction needs database_url"):
+        load_settings()
+    monkeypatch.setenv("MINDSCAPE_DATABASE_URL", "postgresql://mindscape_app@pgbouncer:6432/mindscape")
+    assert load_settings().database_pooler == "transaction"
+    monkeypatch.setenv("MINDSCAPE_DATABASE_POOLER", "session")
+    with pytest.raises(StartupError, match="database_pooler"):
+        load_settings()

@@ -155,7 +155,7 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
 async def test_upgraded_database_passes_the_runtime_checks(empty: Targets) -> None:
     await migrate.upgrade(empty.owner)
 
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         facts = await check_database(conn)
     finally:
@@ -187,7 +187,7 @@ async def test_upgrade_after_downgrade_reuses_the_existing_roles(empty: Targets)
     assert await revision(empty) == migrate.head_revision()
     assert await schema_exists(empty)
     assert await existing_roles(empty) == roles  # same OIDs: kept, not dropped and recreated
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         await check_database(conn)  # the grants came back with the schema
     finally:
@@ -336,7 +336,7 @@ async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registr
         )
         assert columns == 0
         assert await conn.fetchval("SELECT count(*) FROM mindscape.audit_events WHERE tenant_id = $1", old) == 4
-    runtime = await connect(empty.runtime)
+    runtime = await connect(empty.runtime, pooled=empty.pooled)
     try:
         assert await runtime.fetchval("SELECT count(*) FROM mindscape.tenants") == 3  # as the older code expects
     finally:
@@ -352,7 +352,7 @@ async def test_check_database_refuses_an_older_schema_revision(empty: Targets) -
         # What a database looks like to newer code before `db upgrade`: another revision.
         await conn.execute("UPDATE public.alembic_version SET version_num = '0000'")
 
-    conn = await connect(empty.runtime)
+    conn = await connect(empty.runtime, pooled=empty.pooled)
     try:
         with pytest.raises(StartupError, match="run `mindscape db upgrade`") as caught:
             await check_database(conn)
@@ -365,7 +365,7 @@ async def test_check_database_refuses_a_downgraded_schema(empty: Targets) -> Non
     await migrate.upgrade(empty.owner)
     await migrate.downgrade(empty.owner, "base")
 
-    conn = await connect(empty.runtime)  # the role outlives the downgrade
+    conn = await connect(empty.runtime, pooled=empty.pooled)  # the role outlives the downgrade
     try:
         with pytest.raises(StartupError, match="run `mindscape db upgrade`"):
             await check_database(conn)
@@ -449,3 +449,60 @@ def test_cli_db_refuses_an_unknown_revision_in_one_line(empty: Targets, args: tu
     assert len(lines) == 1, result.stderr
     assert f"Can't locate revision identified by '{args[-1]}'" in lines[0]
     assert anyio.run(revision, empty) is None
+
+
+# --- the operator setup (config/examples/postgres-setup.sql) -------------------------------
+
+
+async def _as_admin(targets: Targets, *statements: str) -> None:
+    async with owner(targets) as conn:
+        for statement in statements:
+            await conn.execute(statement)
+
+
+def test_db_upgrade_names_the_missing_role_setup_and_runs_once_it_is_done(empty: Targets) -> None:
+    """A CREATEROLE migrator (no superuser) owning the database, as the README's old setup made it.
+
+    On PostgreSQL 16+ the migration would fail halfway (`must be able to SET ROLE
+    "mindscape_owner"`); `db upgrade` says what the administrator must do, step by step, and runs
+    once the documented setup is complete.
+    """
+    migrator = empty.owner.replace("postgres@", "setup_migrator@", 1)
+    anyio.run(
+        _as_admin,
+        empty,
+        "CREATE ROLE setup_migrator LOGIN CREATEROLE",
+        "ALTER DATABASE mindscape OWNER TO setup_migrator",
+        "CREATE EXTENSION vector",
+    )
+    try:
+        env = {"MINDSCAPE_DATABASE_URL": empty.runtime, "MINDSCAPE_OWNER_DATABASE_URL": migrator}
+        no_owner_role = CliRunner().invoke(app, ["db", "upgrade"], env=env)
+        assert no_owner_role.exit_code == 1
+        assert no_owner_role.stderr.strip().splitlines() == [
+            "error: the role mindscape_owner does not exist, and on PostgreSQL 16+ the migrator setup_migrator "
+            "could not use it after creating it: as an administrator run `CREATE ROLE mindscape_owner NOLOGIN; GRANT "
+            "mindscape_owner TO setup_migrator;` first (config/examples/postgres-setup.sql, docs/operations.md: "
+            "External PostgreSQL)"
+        ]
+
+        anyio.run(_as_admin, empty, "CREATE ROLE mindscape_owner NOLOGIN")
+        not_granted = CliRunner().invoke(app, ["db", "upgrade"], env=env)
+        assert not_granted.exit_code == 1
+        assert "cannot SET ROLE mindscape_owner" in not_granted.stderr
+        assert "`GRANT mindscape_owner TO setup_migrator`" in not_granted.stderr
+        assert anyio.run(revision, empty) is None
+
+        anyio.run(_as_admin, empty, "GRANT mindscape_owner TO setup_migrator")
+        upgraded = CliRunner().invoke(app, ["db", "upgrade"], env=env)
+        assert upgraded.exit_code == 0, upgraded.output
+        assert anyio.run(revision, empty) == migrate.head_revision()
+    finally:
+        anyio.run(_make_empty, empty)
+        anyio.run(
+            _as_admin,
+            empty,
+            "ALTER DATABASE mindscape OWNER TO postgres",
+            "DROP OWNED BY setup_migrator CASCADE",
+            "DROP ROLE setup_migrator",
+        )

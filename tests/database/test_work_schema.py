@@ -62,7 +62,7 @@ async def test_downgrade_to_0002_removes_the_work_queue_and_upgrade_restores_it(
     tables, function = await tables_and_function(cluster)
     assert tables >= WORK_TABLES
     assert function
-    conn = await connect(cluster.runtime)
+    conn = await connect(cluster.runtime, pooled=cluster.pooled)
     try:
         assert (await check_database(conn)).revision == migrate.head_revision()
     finally:

@@ -172,7 +172,7 @@ def test_memory_index_command(targets: Targets, tenant_factory: TenantFactory) -
 
     async def seed() -> Caller:
         tenant = await tenant_factory([], "cli")
-        pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+        pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
         try:
             await load_vectors(
                 pool, tenant, spec.key, clustered(np.random.default_rng(8), THRESHOLD + 1, DIMS, np.eye(DIMS))

@@ -18,6 +18,7 @@ from mindscape.cli import app
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
 from mindscape.tenancy.caller import Caller
+from tests.support.tenants import pooler_env
 
 runner = CliRunner()
 
@@ -27,6 +28,7 @@ def cli_env(targets: Targets, **extra: str) -> dict[str, str]:
     return {
         "MINDSCAPE_DATABASE_URL": targets.runtime,
         "MINDSCAPE_OWNER_DATABASE_URL": targets.owner,
+        **pooler_env(targets),
         "COLUMNS": "250",
         **extra,
     }

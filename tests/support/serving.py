@@ -19,6 +19,7 @@ import httpx2
 import pytest
 
 from mindscape.database.targets import Targets
+from tests.support.tenants import pooler_env
 
 
 def free_port() -> int:
@@ -42,7 +43,13 @@ def server_process(
 ) -> Generator[tuple[subprocess.Popen[bytes], str]]:
     """`mindscape serve ARGS --port P` once /healthz answers: the process (to signal it) and its base URL."""
     port = free_port()
-    env = {**os.environ, "MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "INFO", **(env or {})}
+    env = {
+        **os.environ,
+        "MINDSCAPE_DATABASE_URL": targets.runtime,
+        **pooler_env(targets),
+        "MINDSCAPE_LOG_LEVEL": "INFO",
+        **(env or {}),
+    }
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mindscape", "serve", *args, "--port", str(port)],

@@ -80,7 +80,18 @@ TenantFactory = Callable[[list[PersonaIn], str], Awaitable[Caller]]
 
 
 def settings_for(targets: Targets, tenant_slug: str, **extra: object) -> Settings:
-    return Settings.model_validate({"database_url": targets.runtime, "tenant": tenant_slug, **extra})
+    given = {"database_url": targets.runtime, "database_pooler": pooler(targets), "tenant": tenant_slug}
+    return Settings.model_validate(given | extra)
+
+
+def pooler(targets: Targets) -> str:
+    """The database_pooler setting for `targets` (transaction when the tests run through PgBouncer)."""
+    return "transaction" if targets.pooled else "none"
+
+
+def pooler_env(targets: Targets) -> dict[str, str]:
+    """The same for a process started with MINDSCAPE_* variables."""
+    return {"MINDSCAPE_DATABASE_POOLER": pooler(targets)}
 
 
 # `async with client_for(slug, mode="legacy") as c:` (the fixture): an in-memory MCP client bound to a tenant.

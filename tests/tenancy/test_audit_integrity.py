@@ -136,7 +136,7 @@ async def test_trigger_functions_cannot_be_called_or_attached_elsewhere(
 
 
 async def test_security_definer_functions_are_only_the_runtime_lookups(world: World) -> None:
-    conn = await connect(world.targets.runtime)
+    conn = await connect(world.targets.runtime, pooled=world.targets.pooled)
     try:
         rows = await conn.fetch(
             "SELECT p.proname, p.proconfig,"

@@ -75,7 +75,7 @@ def pair(targets: Targets) -> Pair:
     async def seed() -> Pair:
         a = await make_tenant(targets, [persona("ada", "Ada")], "wa")
         b = await make_tenant(targets, [persona("ada", "Ada of B"), persona("zed", "Zed")], "wb")
-        pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+        pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
         try:
             return Pair(targets, await _seed(pool, a, "ada", "A-plan"), await _seed(pool, b, "zed", "B-secret-plan"))
         finally:
@@ -214,7 +214,7 @@ async def test_rows_cannot_be_written_into_another_tenant(pair: Pair, pool: Pool
 
 # 8
 async def test_no_tenant_context_reads_and_writes_nothing(pair: Pair) -> None:
-    conn = await connect(pair.targets.runtime)
+    conn = await connect(pair.targets.runtime, pooled=pair.targets.pooled)
     try:
         for table in WORK_TABLES:
             with pytest.raises(asyncpg.InsufficientPrivilegeError):  # the login role has no privileges
@@ -326,7 +326,7 @@ async def test_claim_never_hands_out_another_tenants_task(
 
 # 21, beyond "leads with tenant_id": every reference is the composite (tenant_id, id) pair
 async def test_work_references_are_composite_tenant_keys(pair: Pair) -> None:
-    conn = await connect(pair.targets.runtime)
+    conn = await connect(pair.targets.runtime, pooled=pair.targets.pooled)
     try:
         rows = await conn.fetch(
             "SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint "

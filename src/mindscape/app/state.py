@@ -65,11 +65,14 @@ async def open_state(
     """`owner_url` (given for the embedded database only) lets the server build large tenants' indexes."""
     if transport == "stdio" and settings.tenant is None:
         raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
-    pool = await create_pool(runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size)
+    pooled = settings.database_pooler == "transaction"
+    pool = await create_pool(
+        runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, pooled=pooled
+    )
     auth_pool: Pool | None = None
     try:
         if transport == "http":
-            auth_pool = await create_pool(runtime_url, min_size=1, max_size=settings.auth_pool_size)
+            auth_pool = await create_pool(runtime_url, min_size=1, max_size=settings.auth_pool_size, pooled=pooled)
         caller: Caller | None = None
         async with pool.acquire() as conn:
             await check_database(conn)

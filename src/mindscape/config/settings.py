@@ -49,6 +49,13 @@ class Settings(BaseSettings):
         default=None,
         description="URL used for migrations and tenant administration. Defaults to database_url.",
     )
+    # PgBouncer in transaction mode hands each transaction whichever server connection is free:
+    # prepared statements and session state do not follow a client (docs/scaling.md: PgBouncer).
+    database_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="What database_url points at: PostgreSQL itself (none) or a transaction-mode pooler "
+        "such as PgBouncer (transaction: no prepared-statement cache, no session state relied upon).",
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where the embedded PostgreSQL keeps its data."
     )
@@ -223,6 +230,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "http_workers > 1 needs http_stateless (--stateless): sessions live in one process's memory, "
                 "so a request that reaches another worker would not find its session"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _pooler_needs_url(self) -> Settings:
+        if self.database_pooler != "none" and self.database_url is None:
+            raise ValueError(
+                "database_pooler = transaction needs database_url (the pooler's URL): the embedded database "
+                "has no pooler in front of it"
             )
         return self
 

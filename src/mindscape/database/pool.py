@@ -2,6 +2,14 @@
 
 Each hook has one job: `init` registers codecs once per connection; `reset` puts a released
 connection back to a pristine session, including the role (`RESET ALL` leaves the role alone).
+
+Through a transaction-mode pooler (`pooled=True`, PgBouncer with `pool_mode = transaction`)
+each transaction may run on another server connection, so two things change: asyncpg's
+statement cache is off (a named prepared statement lives on one server connection; unnamed ones
+are parsed again with every execution, in the same round trip), and nothing is reset on release
+(the reset would reach whichever server connection is free, not the one the client used). Nothing
+needs it: every call sets role, tenant, principal and timeout transaction-locally
+(tenancy/transaction.py), and the server never sets session state.
 """
 
 from __future__ import annotations
@@ -83,10 +91,20 @@ async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     await conn.execute("RESET ROLE;\n" + conn.get_reset_query())
 
 
-async def connect(url: str, **kwargs: Any) -> asyncpg.Connection[asyncpg.Record]:
+async def _no_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg has already rolled back any open transaction, which is all a pooled client can end.
+    del conn
+
+
+def pooler_kwargs(pooled: bool) -> dict[str, Any]:
+    """asyncpg options for a connection through a transaction-mode pooler (or none)."""
+    return {"statement_cache_size": 0} if pooled else {}
+
+
+async def connect(url: str, *, pooled: bool = False, **kwargs: Any) -> asyncpg.Connection[asyncpg.Record]:
     """A single connection, failing with a one-line message that hides the password."""
     try:
-        return await asyncpg.connect(url, **kwargs)
+        return await asyncpg.connect(url, **pooler_kwargs(pooled), **kwargs)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc
 
@@ -101,15 +119,17 @@ async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Co
         await conn.close()
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
+async def create_pool(url: str, *, min_size: int, max_size: int, pooled: bool = False) -> Pool:
+    """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL."""
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
             init=_init,
-            reset=_reset,
+            reset=_no_reset if pooled else _reset,
             server_settings={"application_name": "mindscape"},
+            **pooler_kwargs(pooled),
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc

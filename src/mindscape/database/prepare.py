@@ -17,7 +17,7 @@ async def resolve_targets(settings: Settings) -> Targets:
         return await start_embedded(settings.data_dir)
     runtime = settings.database_url.get_secret_value()
     owner = settings.owner_database_url.get_secret_value() if settings.owner_database_url else runtime
-    return Targets(runtime=runtime, owner=owner, embedded=False)
+    return Targets(runtime=runtime, owner=owner, embedded=False, pooled=settings.database_pooler == "transaction")
 
 
 async def prepare(settings: Settings, *, migrate_embedded: bool = True) -> Targets:

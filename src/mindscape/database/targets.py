@@ -15,6 +15,10 @@ class Targets:
     runtime: str
     owner: str
     embedded: bool
+    # The runtime URL reaches PostgreSQL through a transaction-mode pooler (PgBouncer): runtime
+    # connections keep no prepared statements and rely on no session state. The owner URL
+    # (migrations, DDL, administration) always points at PostgreSQL itself.
+    pooled: bool = False
 
 
 def redact(url: str) -> str:

@@ -58,7 +58,7 @@ async def index_tenants(
     principal = f"cli:{getpass.getuser()}"
     report: list[TenantIndex] = []
     async with AsyncExitStack() as stack:
-        pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+        pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
         stack.push_async_callback(pool.close)
         owner = await stack.enter_async_context(owner_connection(targets.owner)) if build else None
         for t in found:

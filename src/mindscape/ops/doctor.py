@@ -171,7 +171,7 @@ async def database_checks(settings: Settings) -> list[Check]:
     """Reachability, versions, role, schema revision and the configured model's HNSW index."""
     try:
         targets = await resolve_targets(settings)
-        conn = await connect(targets.runtime)
+        conn = await connect(targets.runtime, pooled=targets.pooled)
     except MindscapeError as exc:  # the message already hides the password
         detail = str(exc).removesuffix(f"; {UNREACHABLE_FIX}")
         return [Check("database", "FAIL", detail, "start PostgreSQL or fix database_url (MINDSCAPE_DATABASE_URL)")]

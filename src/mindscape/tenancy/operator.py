@@ -18,7 +18,7 @@ async def operator_session(
     settings: Settings, targets: Targets, tenant_slug: str
 ) -> AsyncGenerator[tuple[Pool, Caller]]:
     """A small runtime pool and the tenant it acts for, after the same checks `serve` makes."""
-    pool = await create_pool(targets.runtime, min_size=1, max_size=2)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=2, pooled=targets.pooled)
     try:
         async with pool.acquire() as conn:
             await check_database(conn)
