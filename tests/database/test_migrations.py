@@ -46,6 +46,7 @@ POLICIES = {
     ("audit_heads", "audit_heads_chain"),
     ("audit_heads", "audit_heads_read"),
     ("audit_pending", "audit_pending_chain"),
+    ("call_rates", "call_rates_owner"),
     ("api_keys", "api_keys_admin"),
 }
 
@@ -133,6 +134,7 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
         ("audit_events", True, True, "mindscape_owner"),
         ("audit_heads", True, True, "mindscape_owner"),
         ("audit_pending", True, True, "mindscape_owner"),
+        ("call_rates", True, True, "mindscape_owner"),
         ("campaign_personas", True, True, "mindscape_owner"),
         ("campaigns", True, True, "mindscape_owner"),
         ("memories", True, True, "mindscape_owner"),

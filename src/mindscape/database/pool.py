@@ -70,7 +70,8 @@ async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Co
         await conn.close()
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
+async def create_pool(url: str, *, min_size: int, max_size: int, application_name: str = "mindscape") -> Pool:
+    """`application_name`: how pg_stat_activity names these connections."""
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -78,7 +79,7 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> Pool:
             max_size=max_size,
             init=_init,
             reset=_reset,
-            server_settings={"application_name": "mindscape"},
+            server_settings={"application_name": application_name},
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}; {UNREACHABLE_FIX}") from exc
