@@ -294,7 +294,9 @@ async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registr
         await conn.execute("GRANT mindscape_owner TO chain_migrator")
         await conn.execute("GRANT SELECT, UPDATE ON public.alembic_version TO chain_migrator")
     try:
-        await migrate.upgrade(empty.owner.replace("postgres@", "chain_migrator@", 1), "0006")
+        # To the head, not just 0006: later migrations must run as this migrator too, and the
+        # runtime checks below need the current schema.
+        await migrate.upgrade(empty.owner.replace("postgres@", "chain_migrator@", 1))
     finally:
         async with owner(empty) as conn:
             await conn.execute("DROP OWNED BY chain_migrator")
