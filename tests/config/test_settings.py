@@ -214,3 +214,21 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
 
     assert str(caught.value).startswith(f"config file {broken} is not valid TOML: ")
     assert "line 1" in str(caught.value)
+
+
+def test_the_quota_backend_is_the_database_unless_a_single_process_asks_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().quota_backend == "database"
+    monkeypatch.setenv("MINDSCAPE_QUOTA_BACKEND", "process")
+    assert load_settings().quota_backend == "process"
+    monkeypatch.setenv("MINDSCAPE_QUOTA_BACKEND", "redis")
+    with pytest.raises(StartupError, match="quota_backend: Input should be 'database' or 'process'"):
+        load_settings()
+
+
+def test_the_read_database_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINDSCAPE_READ_DATABASE_URL", "postgresql://mindscape_app:s3cret@standby.example/app")
+    settings = load_settings()
+    assert settings.read_database_url is not None
+    assert "s3cret" not in repr(settings)
