@@ -180,7 +180,10 @@ class Connection:
 
     @staticmethod
     async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-        status = int((await reader.readline()).split(b" ", 2)[1])
+        parts = (await reader.readline()).split(b" ", 2)
+        if len(parts) < 2:
+            raise ValueError("the connection closed before a status line")  # e.g. the server was killed
+        status = int(parts[1])
         headers: dict[str, str] = {}
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode("latin-1").partition(":")

@@ -29,6 +29,7 @@ from mindscape.models.persona import PersonaIn
 from mindscape.tenancy.caller import Caller
 from tests.support.external import check_at_head, external_targets, skip_for
 from tests.support.openai_stub import stub as stub  # the fixture, for every test module
+from tests.support.replication import Replicated, replicated
 from tests.support.tenants import (
     PERSONAS_A,
     PERSONAS_B,
@@ -79,6 +80,13 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
     anyio.run(migrate.upgrade, found.owner)
     yield found
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def replication(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicated]:
+    """A primary of its own and a streaming hot standby of it (made only for tests that ask)."""
+    with replicated(tmp_path_factory.mktemp("replication")) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")

@@ -225,3 +225,21 @@ def test_a_transaction_pooler_needs_a_database_url(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MINDSCAPE_DATABASE_POOLER", "session")
     with pytest.raises(StartupError, match="database_pooler"):
         load_settings()
+
+
+def test_the_quota_backend_is_the_database_unless_a_single_process_asks_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().quota_backend == "database"
+    monkeypatch.setenv("MINDSCAPE_QUOTA_BACKEND", "process")
+    assert load_settings().quota_backend == "process"
+    monkeypatch.setenv("MINDSCAPE_QUOTA_BACKEND", "redis")
+    with pytest.raises(StartupError, match="quota_backend: Input should be 'database' or 'process'"):
+        load_settings()
+
+
+def test_the_read_database_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINDSCAPE_READ_DATABASE_URL", "postgresql://mindscape_app:s3cret@standby.example/app")
+    settings = load_settings()
+    assert settings.read_database_url is not None
+    assert "s3cret" not in repr(settings)

@@ -38,7 +38,7 @@ async def test_the_runtime_role_can_only_look_up_and_touch_keys_by_handle(pool: 
             await conn.execute(statement)
         # What verification needs still works: a key by its prefix, a touch by its id.
         assert await api_keys.lookup(conn, prefix="000000000000") == []
-        await api_keys.touch(conn, key_id=uuid.uuid4())
+        assert await api_keys.touch_many(conn, key_ids=[uuid.uuid4()], seconds_ago=[0.0]) == 0
 
 
 async def test_a_key_lookup_returns_only_that_key(targets: Targets, pool: Pool, world: World) -> None:

@@ -46,6 +46,7 @@ POLICIES = {
     ("audit_heads", "audit_heads_chain"),
     ("audit_heads", "audit_heads_read"),
     ("audit_pending", "audit_pending_chain"),
+    ("call_rates", "call_rates_owner"),
     ("api_keys", "api_keys_admin"),
 }
 
@@ -133,6 +134,7 @@ async def test_upgrade_on_empty_database_creates_roles_tables_and_policies(empty
         ("audit_events", True, True, "mindscape_owner"),
         ("audit_heads", True, True, "mindscape_owner"),
         ("audit_pending", True, True, "mindscape_owner"),
+        ("call_rates", True, True, "mindscape_owner"),
         ("campaign_personas", True, True, "mindscape_owner"),
         ("campaigns", True, True, "mindscape_owner"),
         ("memories", True, True, "mindscape_owner"),
@@ -292,7 +294,9 @@ async def test_0006_chains_existing_events_and_takes_the_runtime_off_the_registr
         await conn.execute("GRANT mindscape_owner TO chain_migrator")
         await conn.execute("GRANT SELECT, UPDATE ON public.alembic_version TO chain_migrator")
     try:
-        await migrate.upgrade(empty.owner.replace("postgres@", "chain_migrator@", 1), "0006")
+        # To the head, not just 0006: later migrations must run as this migrator too, and the
+        # runtime checks below need the current schema.
+        await migrate.upgrade(empty.owner.replace("postgres@", "chain_migrator@", 1))
     finally:
         async with owner(empty) as conn:
             await conn.execute("DROP OWNED BY chain_migrator")

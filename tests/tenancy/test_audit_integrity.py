@@ -152,6 +152,8 @@ async def test_security_definer_functions_are_only_the_runtime_lookups(world: Wo
         "tenant_settings",
         "api_key_lookup",
         "touch_api_key",
+        "touch_api_keys",
+        "take_calls",
     }
     assert [r["proname"] for r in rows if r["tenant"]] == []
     for r in rows:  # the trigger functions included

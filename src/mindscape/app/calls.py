@@ -2,39 +2,72 @@
 
 Errors are not mapped here: they propagate to MindscapeServer, which turns them into MCP errors
 in one place (app.errors).
+
+A read-only call runs on the replica when `read_database_url` is set (AppState.pool_for): it may
+not see a write committed a moment ago on the primary (docs/scaling.md: Reads from a standby).
+When the replica cannot be reached, the call runs on the primary instead. Work that reads in
+order to write (`primary=True`) always runs on the primary.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 
+import asyncpg
 from mcp.server.mcpserver import Context
 
 from mindscape.app.identity import current_caller
-from mindscape.app.state import AppState
+from mindscape.app.state import REPLICA_RETRY_S, AppState
+from mindscape.database.pool import Pool
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 # The tool being called, set by MindscapeServer.call_tool: the audit trail's `tool` (migration 0006).
 CURRENT_CALL: ContextVar[str] = ContextVar("mindscape_call", default="")
+log = logging.getLogger(__name__)
+# Appended to the descriptions of the reads an agent makes right after its own writes (recall,
+# list_tasks), only when a replica serves reads: every agent pays for these words every turn.
+REPLICA_NOTE = "Read from a replica: a write of the last second or so may not show yet."
+# The replica is not there (down, restarting, its connection lost): a read can run on the primary.
+REPLICA_UNREACHABLE = (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError)
 
 
 @asynccontextmanager
 async def tenant_call(
-    ctx: Context[AppState], *, read_only: bool, caller: Caller | None = None
+    ctx: Context[AppState], *, read_only: bool, caller: Caller | None = None, primary: bool = False
 ) -> AsyncGenerator[TenantTx]:
-    """A transaction as `caller` (default: the request's caller, see identity.current_caller)."""
+    """A transaction as `caller` (default: the request's caller, see identity.current_caller).
+
+    `read_only` without `primary`: on the replica, if there is one.
+    """
     state = ctx.request_context.lifespan_context
-    async with tenant_transaction(
-        state.pool,
-        caller or current_caller(ctx),
-        read_only=read_only,
-        statement_timeout_ms=state.settings.statement_timeout_ms,
-        background=state.background,
-        call=CURRENT_CALL.get(),
-        acquire_timeout_s=state.settings.pool_acquire_timeout_s,
-    ) as tx:
+    who = caller or current_caller(ctx)
+
+    def open_on(pool: Pool) -> AbstractAsyncContextManager[TenantTx]:
+        return tenant_transaction(
+            pool,
+            who,
+            read_only=read_only,
+            statement_timeout_ms=state.settings.statement_timeout_ms,
+            background=state.background,
+            call=CURRENT_CALL.get(),
+            acquire_timeout_s=state.settings.pool_acquire_timeout_s,
+        )
+
+    pool = state.pool_for(read_only=read_only and not primary)
+    async with AsyncExitStack() as stack:
+        try:
+            tx = await stack.enter_async_context(open_on(pool))
+        except REPLICA_UNREACHABLE as exc:
+            if pool is state.pool or state.replica is None:
+                raise
+            state.replica.failed()
+            log.warning(
+                "read replica unreachable (%s); reading from the primary for %g s", type(exc).__name__, REPLICA_RETRY_S
+            )
+            tx = await stack.enter_async_context(open_on(state.pool))
         state.calls.observe(tx.tenant_id, tx.settings)  # keeps the call quota current at no cost
         yield tx

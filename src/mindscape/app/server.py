@@ -210,11 +210,13 @@ def build_server(
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
     semantic: bool = True,
+    replica_reads: bool = False,
 ) -> MindscapeServer:
     """`lifespan_state` opens the pool and resolves the caller (see app.state.open_state).
 
     `token_verifier` and `auth` are for HTTP (see transports.http.app); stdio and in-memory use neither.
-    `semantic` (embeddings.factory.semantic) picks what the instructions and recall promise.
+    `semantic` (embeddings.factory.semantic) picks what the instructions and recall promise;
+    `replica_reads` (read_database_url is set) adds the replica's read-after-write note where it matters.
     """
     server = MindscapeServer(
         "mindscape",
@@ -226,7 +228,7 @@ def build_server(
     )
     server.metrics = ToolMetrics()
     personas.register(server)
-    memory.register(server, semantic=semantic)
+    memory.register(server, semantic=semantic, replica_reads=replica_reads)
     campaigns.register(server)
-    tasks.register(server)
+    tasks.register(server, replica_reads=replica_reads)
     return server

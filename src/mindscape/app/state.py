@@ -3,12 +3,18 @@
 Over HTTP there is no configured tenant: each request's API key names it (identity.current_caller),
 and a second, small pool serves the credential checks and limit lookups alone, so that they never
 wait behind tool calls holding every connection of the main pool.
+
+With `read_database_url`, a third pool on that replica serves read-only tools, resources and
+prompts (app.calls.tenant_call); writes, credential checks, the call counter and key stamps stay
+on `database_url`, the primary.
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from mindscape.config.settings import Settings
-from mindscape.database.checks import check_database
+from mindscape.database.checks import check_database, in_recovery
 from mindscape.database.pool import Pool, create_pool
 from mindscape.embeddings.factory import describe
 from mindscape.embeddings.local import LocalEmbedder
@@ -31,8 +37,11 @@ from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller, resolve_caller
+from mindscape.tenancy.key_usage import KeyUsage
 
 log = logging.getLogger(__name__)
+READ_APPLICATION_NAME = "mindscape-read"  # how the replica's pg_stat_activity names the read pool
+REPLICA_RETRY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,34 @@ class AppState:
     running: ConcurrentCalls  # calls running now, per tenant, in this process
     sessions: OpenSessions  # open HTTP sessions and SSE streams, per tenant, in this process
     auth_pool: Pool | None = None  # HTTP: credential checks and limit lookups; None on stdio
+    replica: ReadReplica | None = None  # read_database_url: read-only calls; None: they use `pool`
+    key_usage: KeyUsage | None = None  # HTTP: API keys' last use, written in batches
 
     @property
     def admission_pool(self) -> Pool:
         """Where credentials and limits are read: the credential pool over HTTP, else the only pool."""
         return self.auth_pool or self.pool
+
+    @property
+    def read_pool(self) -> Pool | None:
+        return self.replica.pool if self.replica is not None else None
+
+    def pool_for(self, *, read_only: bool) -> Pool:
+        """Read-only work goes to the replica when there is one (and it answered lately); the rest to the primary."""
+        if read_only and self.replica is not None and time.monotonic() >= self.replica.skip_until:
+            return self.replica.pool
+        return self.pool
+
+
+@dataclass
+class ReadReplica:
+    """The read_database_url pool. After it failed to answer, reads go to the primary for REPLICA_RETRY_S."""
+
+    pool: Pool
+    skip_until: float = -math.inf
+
+    def failed(self) -> None:
+        self.skip_until = time.monotonic() + REPLICA_RETRY_S
 
 
 @asynccontextmanager
@@ -70,12 +102,28 @@ async def open_state(
         runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, pooled=pooled
     )
     auth_pool: Pool | None = None
+    read_pool: Pool | None = None
     try:
         if transport == "http":
             auth_pool = await create_pool(runtime_url, min_size=1, max_size=settings.auth_pool_size, pooled=pooled)
+        if settings.read_database_url is not None:
+            read_pool = await create_pool(
+                settings.read_database_url.get_secret_value(),
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                application_name=READ_APPLICATION_NAME,
+                pooled=pooled,
+            )
+            async with read_pool.acquire() as conn:
+                await check_database(conn)
         caller: Caller | None = None
         async with pool.acquire() as conn:
             await check_database(conn)
+            if await in_recovery(conn):
+                log.warning(
+                    "database_url is a hot standby: read-only tools, resources and prompts work, tools that write "
+                    "fail, and calls per minute are counted in this process"
+                )
             if transport == "stdio" and settings.tenant is not None:
                 principal = f"stdio:{getpass.getuser()}"
                 caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
@@ -96,6 +144,11 @@ async def open_state(
                 if owner_url is not None:
                     indexer = BackgroundIndexer(owner_url, background, done=sizes.forget)
                     sizes.on_missing_index = indexer
+                key_usage = None
+                stamping = anyio.CancelScope()
+                if auth_pool is not None:
+                    key_usage = KeyUsage(auth_pool, interval_s=settings.api_key_usage_flush_s)
+                    background.start_soon(_stamp_until_cancelled, key_usage, stamping)
                 try:
                     yield AppState(
                         pool=pool,
@@ -108,13 +161,23 @@ async def open_state(
                         running=ConcurrentCalls(),
                         sessions=OpenSessions(),
                         auth_pool=auth_pool,
+                        replica=ReadReplica(read_pool) if read_pool is not None else None,
+                        key_usage=key_usage,
                     )
                 finally:
+                    stamping.cancel()  # its last flush runs shielded, before the pools close
                     if indexer is not None:
                         indexer.cancel()
         finally:
             await embedders.aclose()
     finally:
+        if read_pool is not None:
+            await read_pool.close()
         if auth_pool is not None:
             await auth_pool.close()
         await pool.close()
+
+
+async def _stamp_until_cancelled(key_usage: KeyUsage, scope: anyio.CancelScope) -> None:
+    with scope:
+        await key_usage.run()

@@ -61,7 +61,12 @@ def serve(
             if sock is not None and transport != "stdio":
                 await serve_http(state, sock, host=host, port=port, transport=transport)
             else:
-                await serve_stdio(build_server(lambda: nullcontext(state), semantic=semantic(state.settings)))
+                server = build_server(
+                    lambda: nullcontext(state),
+                    semantic=semantic(state.settings),
+                    replica_reads=state.read_pool is not None,
+                )
+                await serve_stdio(server)
 
     run(main)
 

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         description="What database_url points at: PostgreSQL itself (none) or a transaction-mode pooler "
         "such as PgBouncer (transaction: no prepared-statement cache, no session state relied upon).",
     )
+    read_database_url: SecretStr | None = Field(
+        default=None,
+        description="A hot standby (or any replica) for read-only tools, resources and prompts; "
+        "writes, credential checks and the call counter stay on database_url. Unset: everything on database_url.",
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Where the embedded PostgreSQL keeps its data."
     )
@@ -74,6 +79,12 @@ class Settings(BaseSettings):
     # own, so they never wait behind tool calls that hold every connection of the main pool.
     auth_pool_size: int = Field(
         default=2, ge=1, le=20, description="HTTP: connections for credential checks, apart from the tool pool."
+    )
+    api_key_usage_flush_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="HTTP: how often the keys' last_used_at stamps are written, batched, off the request path.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
@@ -134,7 +145,20 @@ class Settings(BaseSettings):
         default=600,
         ge=0,
         le=1_000_000,
-        description="Tool calls, resource reads and prompt gets per tenant per process.",
+        description="Tool calls, resource reads and prompt gets per tenant per minute (see quota_backend).",
+    )
+    # docs/decisions.md: "Calls per minute are counted in the database by default".
+    quota_backend: Literal["database", "process"] = Field(
+        default="database",
+        description="database: one calls-per-minute budget per tenant shared by every process and replica "
+        "(within processes x batch). process: counted in each process alone (one process only).",
+    )
+    quota_rate_batch: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="database quota: most calls a process takes from a tenant's shared budget at once "
+        "(at most one second's worth of its limit).",
     )
     quota_max_memories: int = Field(default=10_000, ge=0, le=1_000_000_000, description="Memories per tenant.")
     quota_max_sessions: int = Field(

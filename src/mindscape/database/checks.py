@@ -59,3 +59,8 @@ async def check_database(conn: Connection) -> DatabaseFacts:
             "run `mindscape db upgrade`"
         )
     return facts
+
+
+async def in_recovery(conn: Connection) -> bool:
+    """Whether this server is a hot standby (replaying WAL): it answers reads and refuses every write."""
+    return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))

@@ -119,8 +119,11 @@ async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Co
         await conn.close()
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int, pooled: bool = False) -> Pool:
-    """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL."""
+async def create_pool(
+    url: str, *, min_size: int, max_size: int, pooled: bool = False, application_name: str = "mindscape"
+) -> Pool:
+    """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL;
+    `application_name`: how pg_stat_activity names these connections."""
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -128,7 +131,7 @@ async def create_pool(url: str, *, min_size: int, max_size: int, pooled: bool = 
             max_size=max_size,
             init=_init,
             reset=_no_reset if pooled else _reset,
-            server_settings={"application_name": "mindscape"},
+            server_settings={"application_name": application_name},
             **pooler_kwargs(pooled),
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

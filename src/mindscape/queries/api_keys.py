@@ -104,10 +104,11 @@ async def lookup(conn: Connection, *, prefix: str) -> list[KeyRecord]:
     return [KeyRecord.model_validate(dict(row)) for row in await conn.fetch(LOOKUP, prefix)]
 
 
-# At most one write per key per minute (inside the function): a busy agent must not turn every
-# request into an UPDATE.
-TOUCH = "SELECT mindscape.touch_api_key($1)"
+# Many keys' last use at once (migration 0008), written by tenancy.key_usage off the request path.
+# On a hot standby nothing can be written: the CASE skips the call there (NULL instead of a count).
+TOUCH_MANY = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE mindscape.touch_api_keys($1, $2) END"
 
 
-async def touch(conn: Connection, *, key_id: UUID) -> None:
-    await conn.execute(TOUCH, key_id)
+async def touch_many(conn: Connection, *, key_ids: list[UUID], seconds_ago: list[float]) -> int | None:
+    """Stamp each key's last use (`seconds_ago` before now); how many changed, or None on a standby."""
+    return await conn.fetchval(TOUCH_MANY, key_ids, seconds_ago)

@@ -1,6 +1,10 @@
 """The calls-per-minute check every transport makes before running a tool, resource or prompt,
 and the per-process cache of each tenant's limits that every admission check reads.
 
+Calls are counted by `quota_backend`: "database" (the default) in one budget per tenant shared
+by every process and replica (quotas.shared_rate, within processes x batch calls), "process"
+in this process alone (quotas.rate: behind N processes a tenant gets up to N times its limit).
+
 The tenant's limits are cached per process: every tenant transaction already reads the tenant's
 settings (tenant_context's one context statement) and refreshes the cache for free; a tenant
 not seen for CACHE_TTL_S is looked up once (a read, never a write) on its next call. Over HTTP
@@ -21,6 +25,7 @@ from mindscape.errors import QuotaExceeded
 from mindscape.queries import tenants
 from mindscape.quotas.limits import Limits, TenantQuotas, effective_own, tenant_quotas
 from mindscape.quotas.rate import CallLimiter
+from mindscape.quotas.shared_rate import SharedCallLimiter
 
 log = logging.getLogger(__name__)
 CACHE_TTL_S = 30.0
@@ -30,12 +35,17 @@ LIMIT = "calls_per_minute"
 
 class CallQuota:
     def __init__(self, settings: Settings, pool: Pool) -> None:
-        """`pool`: where a tenant's limits are read when the cache has none (over HTTP, the credential pool)."""
+        """`pool`: where a tenant's limits are read when the cache has none, and where the shared
+        counter lives (over HTTP, the credential pool; always on the primary)."""
         self._settings = settings
         self._default = settings.quota_calls_per_minute
         self._pool = pool
         self._known: dict[UUID, tuple[TenantQuotas, float]] = {}  # tenant -> (its overrides, when seen)
-        self.limiter = CallLimiter()
+        self.limiter: CallLimiter | SharedCallLimiter = (
+            SharedCallLimiter(pool, batch_max=settings.quota_rate_batch)
+            if settings.quota_backend == "database"
+            else CallLimiter()
+        )
 
     def observe(self, tenant_id: UUID, tenant_settings: dict[str, Any]) -> None:
         """Remember the tenant's limits from settings a transaction has just read."""
@@ -47,7 +57,12 @@ class CallQuota:
         per_minute = self._default if own is None else own
         if per_minute == 0:
             return
-        wait = self.limiter.acquire(tenant_id, per_minute)
+        limiter = self.limiter
+        wait = (
+            await limiter.acquire(tenant_id, per_minute)
+            if isinstance(limiter, SharedCallLimiter)
+            else limiter.acquire(tenant_id, per_minute)
+        )
         if wait is not None:
             retry_after = max(1, math.ceil(wait))
             raise QuotaExceeded(

@@ -7,6 +7,7 @@ set per tenant the way an operator sets it, before the server first sees the ten
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import httpx2
 import pytest
@@ -19,7 +20,7 @@ from mindscape.ops import tenants as tenant_ops
 from mindscape.tenancy.keys import PREFIX, parse
 from tests.support.http import INITIALIZE, MCP_HEADERS, Keys, mcp_client, seed_keys
 from tests.support.results import data
-from tests.support.serving import running_server
+from tests.support.serving import running_server, server_process
 
 LIMIT = 2
 CALL = {
@@ -131,3 +132,30 @@ async def test_sse_posts_past_calls_per_minute_get_429(targets: Targets, sse_url
     async with Client(transport_b, mode="legacy", cache=None) as b:  # pyright: ignore[reportArgumentType]
         for _ in range(LIMIT + 1):
             assert data(await b.call_tool("get_persona", {"slug": "zed"}))["name"] == "Zed"
+
+
+SHARED_LIMIT = 3  # one call every 20 s: the burst below regains none unless the machine stalls
+
+
+@pytest.mark.anyio
+async def test_two_stateless_replicas_share_one_budget(
+    targets: Targets, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """quota_backend = "database" (the default): alternating between two processes, the tenant gets its
+    limit once, within the documented processes x batch (batch 1 at this limit); counted per process
+    it would get it twice."""
+    keys = await seed_keys(targets, "qr")
+    await tenant_ops.tenant_quota(
+        Settings(), targets, slug=keys.a_slug, changes={"calls_per_minute": SHARED_LIMIT}, reset=False
+    )
+    logs = tmp_path_factory.mktemp("quota-replicas")
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {keys.a_write}"}
+    with ExitStack() as stack:
+        urls = [
+            stack.enter_context(server_process(targets, logs / f"{n}.log", "--transport", "http", "--stateless"))[1]
+            for n in range(2)
+        ]
+        statuses = [httpx2.post(f"{urls[i % 2]}/mcp", json=CALL, headers=headers).status_code for i in range(12)]
+    allowed = sum(status != 429 for status in statuses)
+    assert statuses.count(429) == 12 - allowed
+    assert SHARED_LIMIT <= allowed <= SHARED_LIMIT + 2  # 2 processes x batch 1

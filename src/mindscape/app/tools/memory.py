@@ -12,7 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from mindscape.app.calls import tenant_call
+from mindscape.app.calls import REPLICA_NOTE, tenant_call
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
@@ -92,7 +92,8 @@ async def _backfill(ctx: Context[AppState], caller: Caller) -> int:
     state = ctx.request_context.lifespan_context
 
     def open_tx(read_only: bool) -> AbstractAsyncContextManager[TenantTx]:
-        return tenant_call(ctx, read_only=read_only, caller=caller)
+        # On the primary: what it reads (the pending memories) it writes next; a replica may lag.
+        return tenant_call(ctx, read_only=read_only, caller=caller, primary=True)
 
     # The model the tenant uses now (store() just observed it), not the one this call embedded with.
     return await writes.backfill(open_tx, state.embedders, state.embedders.model_for(caller.tenant_id))
@@ -205,8 +206,10 @@ DESCRIPTIONS = {
 }
 
 
-def register(server: MCPServer[AppState], *, semantic: bool = True) -> None:
+def register(server: MCPServer[AppState], *, semantic: bool = True, replica_reads: bool = False) -> None:
     remember_text, recall_text = DESCRIPTIONS[semantic]
+    if replica_reads:
+        recall_text = f"{recall_text} {REPLICA_NOTE}"
     server.add_tool(remember, title="Remember", description=remember_text, annotations=WRITE)
     server.add_tool(recall, title="Recall memories", description=recall_text, annotations=READ)
     server.add_tool(forget, title="Forget a memory", annotations=DELETE)

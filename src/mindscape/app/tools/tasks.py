@@ -1,6 +1,7 @@
 """Tasks: create_task, get_task, list_tasks, update_task, claim_next_task and task://."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
+import inspect
 import uuid
 from typing import Annotated, Literal
 
@@ -9,7 +10,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
-from mindscape.app.calls import tenant_call
+from mindscape.app.calls import REPLICA_NOTE, tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
 from mindscape.app.tools.campaigns import CampaignId, Version
@@ -193,10 +194,11 @@ async def task_resource(id: str, ctx: Context[AppState]) -> str:
     )
 
 
-def register(server: MCPServer[AppState]) -> None:
+def register(server: MCPServer[AppState], *, replica_reads: bool = False) -> None:
     server.add_tool(create_task, title="Create task", annotations=CREATE)
     server.add_tool(get_task, title="Get task", annotations=READ)
-    server.add_tool(list_tasks, title="List tasks", annotations=READ)
+    listing = f"{inspect.getdoc(list_tasks)} {REPLICA_NOTE}" if replica_reads else None
+    server.add_tool(list_tasks, title="List tasks", description=listing, annotations=READ)
     server.add_tool(update_task, title="Update task", annotations=UPDATE)
     server.add_tool(claim_next_task, title="Claim next task", annotations=CLAIM)
     server.resource("task://{id}", name="task", mime_type="application/json")(task_resource)

@@ -59,10 +59,14 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
     server = build_server(
         lambda: nullcontext(state),
         token_verifier=BearerVerifier(
-            state.admission_pool, JwtVerifier(jwt_config, state.admission_pool) if jwt_config else None
+            state.admission_pool,
+            JwtVerifier(jwt_config, state.admission_pool) if jwt_config else None,
+            usage=state.key_usage,
+            standby=state.read_pool,
         ),
         auth=resource.auth_settings() if resource else key_auth_settings(base_url),
         semantic=semantic(state.settings),
+        replica_reads=state.read_pool is not None,
     )
     head = migrate.head_revision()
 
@@ -72,8 +76,8 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
 
     @server.custom_route("/readyz", methods=["GET"])
     async def readyz(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
-        reason = await not_ready(state.pool, head)
-        return PlainTextResponse(reason or "ready", status_code=503 if reason else 200)
+        status, text = await readiness(state, head)
+        return PlainTextResponse(text, status_code=status)
 
     # Unauthenticated like /healthz, for the scraper; it shows tool names and counts, never tenant
     # data, but operators should still keep it off the public internet (docs/http.md).
@@ -116,6 +120,27 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         protected=("/sse", "/messages/") if transport == "sse" else ("/mcp",),
     )
     return app
+
+
+async def readiness(state: AppState, head: str) -> tuple[int, str]:
+    """The /readyz answer: 200 while the server can serve, else 503 with the reason.
+
+    With a read replica it can serve while either database answers (reads fall back to the
+    primary; keys are checked on the replica when the primary is down), so one of them down is
+    200 "degraded", not an outage a load balancer would spread to every replica. A schema at the
+    wrong revision on either is 503: a deployment to finish, not something to serve through.
+    """
+    primary = await not_ready(state.pool, head)
+    if state.read_pool is None:
+        return (503, primary) if primary else (200, "ready")
+    replica = await not_ready(state.read_pool, head)
+    if primary is None and replica is None:
+        return 200, "ready"
+    problems = "; ".join(f"{name}: {why}" for name, why in (("primary", primary), ("read replica", replica)) if why)
+    wrong_schema = any(why is not None and why.startswith("schema") for why in (primary, replica))
+    if wrong_schema or (primary is not None and replica is not None):
+        return 503, problems
+    return 200, f"ready, degraded: {problems}"
 
 
 async def not_ready(pool: Pool, head: str) -> str | None:

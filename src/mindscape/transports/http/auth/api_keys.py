@@ -15,14 +15,17 @@ app.state), never the pool that tool calls hold: a tenant running long calls on 
 connection cannot make another tenant's credential check wait. A check that cannot get a
 connection within CHECK_TIMEOUT_S is answered 503 rather than left hanging.
 
+Verifying a key never writes: its last use is noted in memory and stamped later, in batches
+(tenancy.key_usage), so keys verify on a hot standby too. With `read_database_url` set, a key
+the primary cannot check (unreachable) is checked on the replica instead, so read-only tools keep
+working while the primary is down; a revocation reaches the replica with its replication delay.
+
 Only the public prefix of a key is ever logged or kept in the AccessToken, never the secret.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from uuid import UUID
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -33,24 +36,23 @@ from mindscape.errors import Unavailable
 from mindscape.models.api_key import KeyRecord
 from mindscape.queries import api_keys
 from mindscape.tenancy import keys
+from mindscape.tenancy.key_usage import KeyUsage
 from mindscape.transports.http.auth.jwt import JwtVerifier
 from mindscape.transports.http.refusals import Refused, forbidden, not_checked, unauthorized
 
 log = logging.getLogger(__name__)
-TOUCH_INTERVAL_S = 60.0
 CHECK_TIMEOUT_S = 5.0  # waiting for a credential-pool connection, at most
 
 
 class ApiKeyVerifier:
     """The SDK's TokenVerifier protocol, backed by mindscape.api_keys (read as the runtime role)."""
 
-    def __init__(self, pool: Pool) -> None:
-        """`pool`: the credential pool (app.state.AppState.admission_pool)."""
+    def __init__(self, pool: Pool, *, usage: KeyUsage | None = None, standby: Pool | None = None) -> None:
+        """`pool`: the credential pool (app.state.AppState.admission_pool); `usage`: where each use is
+        noted; `standby`: the replica's pool, asked when the primary cannot be reached."""
         self._pool = pool
-        # last_used_at has minute precision (api_keys.TOUCH writes at most once a minute), so a
-        # key this process touched less than a minute ago skips the statement: one round trip
-        # less on nearly every request.
-        self._touched: dict[UUID, float] = {}
+        self._usage = usage
+        self._standby = standby
 
     async def verify_token(self, token: str) -> AccessToken:
         parsed = keys.parse(token)
@@ -59,22 +61,26 @@ class ApiKeyVerifier:
             raise unauthorized("the bearer token is not an API key (msk_<prefix>_<secret>)")
         prefix, secret = parsed
         try:
-            async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
-                # keys.matches compares hashes in constant time (hmac.compare_digest).
-                found = [r for r in await api_keys.lookup(conn, prefix=prefix) if keys.matches(secret, r.key_hash)]
-                record = found[0] if len(found) == 1 else None
-                refusal = _refusal(prefix, record)
-                if refusal is not None or record is None:
-                    refused = refusal or unauthorized("unknown key or wrong secret")
-                    log.info("refused API key %s: %s", prefix, refused.description)
-                    raise refused
-                now = time.monotonic()
-                if now - self._touched.get(record.id, -TOUCH_INTERVAL_S) >= TOUCH_INTERVAL_S:
-                    await api_keys.touch(conn, key_id=record.id)
-                    self._touched[record.id] = now
-        except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
-            # Fail closed: without the database no key can be checked.
-            raise not_checked(f"API key {prefix}", exc) from None
+            found = await self._lookup(self._pool, prefix)
+        except (*FAILURES, Unavailable) as exc:
+            if self._standby is None:
+                # Fail closed: without the database no key can be checked.
+                raise not_checked(f"API key {prefix}", exc) from None
+            log.warning("checking API key %s on the read replica: the primary did not answer", prefix)
+            try:
+                found = await self._lookup(self._standby, prefix)
+            except (*FAILURES, Unavailable) as again:
+                raise not_checked(f"API key {prefix}", again) from None
+        # keys.matches compares hashes in constant time (hmac.compare_digest).
+        matching = [r for r in found if keys.matches(secret, r.key_hash)]
+        record = matching[0] if len(matching) == 1 else None
+        refusal = _refusal(prefix, record)
+        if refusal is not None or record is None:
+            refused = refusal or unauthorized("unknown key or wrong secret")
+            log.info("refused API key %s: %s", prefix, refused.description)
+            raise refused
+        if self._usage is not None:
+            self._usage.note(record.id)
         principal = f"key:{prefix}"
         return AccessToken(
             token=f"{keys.PREFIX}{prefix}",  # the public part only: the secret stays out of memory dumps
@@ -89,12 +95,24 @@ class ApiKeyVerifier:
             },
         )
 
+    @staticmethod
+    async def _lookup(pool: Pool, prefix: str) -> list[KeyRecord]:
+        async with pooled(pool, wait_s=CHECK_TIMEOUT_S) as conn:  # ServerBusy when none comes in time
+            return await api_keys.lookup(conn, prefix=prefix)
+
 
 class BearerVerifier:
     """API keys always; JWTs too when a JwtVerifier is given (OAuth resource-server mode)."""
 
-    def __init__(self, pool: Pool, jwt: JwtVerifier | None = None) -> None:
-        self._keys = ApiKeyVerifier(pool)
+    def __init__(
+        self,
+        pool: Pool,
+        jwt: JwtVerifier | None = None,
+        *,
+        usage: KeyUsage | None = None,
+        standby: Pool | None = None,
+    ) -> None:
+        self._keys = ApiKeyVerifier(pool, usage=usage, standby=standby)
         self._jwt = jwt
 
     async def verify_token(self, token: str) -> AccessToken:
