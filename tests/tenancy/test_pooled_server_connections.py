@@ -1,11 +1,11 @@
 """Nothing a call does outlives its transaction on the server connection (isolation checklist 22).
 
-The pool sends no reset on release (database/pool.py), and behind PgBouncer in transaction mode
-(`database_pooler = "transaction"`) a reset would reach whichever server connection is free
-anyway, so the server must never leave session state behind: the next transaction on that
-connection may be another tenant's. Against the embedded database the probes reuse the pool's
-own connections; `.ci/run` runs it through PgBouncer too, where the probes land on the very
-server connections the calls used.
+Behind PgBouncer in transaction mode (`database_pooler = "transaction"`) the pool's reset on
+release reaches whichever server connection is free, so the server must never leave session
+state behind: the next transaction on that server connection may be another tenant's. Against
+the embedded database the probes take the pool's own connections after their reset; `.ci/run`
+runs it through PgBouncer too, where the probes land on the very server connections the calls
+used.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The asyncpg pool every runtime query goes through.
 
-Each hook has one job: `init` registers codecs once per connection; `reset` does nothing
-beyond asyncpg's rollback of an open transaction. Nothing needs more: every call sets role,
-tenant, principal and timeout transaction-locally (tenancy/transaction.py), and the server never
-sets session state, so a session reset would only add a round trip per call (see `_no_reset`).
+Each hook has one job: `init` registers codecs once per connection; `reset` puts a released
+connection back to a pristine session, including the role (`RESET ALL` leaves the role alone).
 
 Through a transaction-mode pooler (`pooled=True`, PgBouncer with `pool_mode = transaction`)
-each transaction may run on another server connection, so asyncpg's statement cache is off (a
-named prepared statement lives on one server connection; unnamed ones are parsed again with
-every execution, in the same round trip).
+each transaction may run on another server connection, so two things change: asyncpg's
+statement cache is off (a named prepared statement lives on one server connection; unnamed ones
+are parsed again with every execution, in the same round trip), and nothing is reset on release
+(the reset would reach whichever server connection is free, not the one the client used). Nothing
+needs it: every call sets role, tenant, principal and timeout transaction-locally
+(tenancy/transaction.py), and the server never sets session state.
 """
 
 from __future__ import annotations
@@ -85,16 +86,13 @@ async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         await register_vector(conn, schema=schema)
 
 
-async def _no_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """The pool's release step after asyncpg's own, which rolls back any open transaction.
+async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg has already rolled back any open transaction; one round trip for the rest.
+    await conn.execute("RESET ROLE;\n" + conn.get_reset_query())
 
-    asyncpg's default reset (RESET ALL, UNLISTEN, advisory unlock, CLOSE ALL) would cost a round
-    trip per call that competes with the next one, and protect nothing: the server keeps no
-    session state. Role, tenant, principal, call, timeout and planner settings are
-    transaction-local (`set_config(..., true)`), locks are transaction locks, nothing LISTENs.
-    tests/tenancy/test_pooled_server_connections.py probes released connections for any
-    leftover, directly and through PgBouncer (isolation checklist item 22).
-    """
+
+async def _no_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    # asyncpg has already rolled back any open transaction, which is all a pooled client can end.
     del conn
 
 
@@ -132,7 +130,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=_init,
-            reset=_no_reset,
+            reset=_no_reset if pooled else _reset,
             server_settings={"application_name": application_name},
             **pooler_kwargs(pooled),
         )
