@@ -11,6 +11,7 @@ on `database_url`, the primary.
 
 from __future__ import annotations
 
+import gc
 import getpass
 import logging
 import math
@@ -181,3 +182,11 @@ async def open_state(
 async def _stamp_until_cancelled(key_usage: KeyUsage, scope: anyio.CancelScope) -> None:
     with scope:
         await key_usage.run()
+
+
+def freeze_startup_objects() -> None:
+    """Called once a serving process has started: what start-up allocated (modules, the SDK, the
+    state) lives as long as the process, so the collector stops re-scanning it at every full
+    collection (`gc.freeze`, ~16 us per call measured). Not in open_state: a test process opens
+    many states, and frozen cycles are never collected."""
+    gc.freeze()

@@ -33,7 +33,7 @@ def serve(
     """Serve MCP over stdio for one tenant, or over HTTP for every tenant with an API key."""
     # Imported here: the MCP SDK takes seconds to import, and only `serve` needs it.
     from mindscape.app.server import build_server
-    from mindscape.app.state import open_state
+    from mindscape.app.state import freeze_startup_objects, open_state
     from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
     from mindscape.transports.http.listen import bind
@@ -58,6 +58,7 @@ def serve(
         served_as = "stdio" if transport == "stdio" else "http"  # SSE, like HTTP, takes the tenant from the key
         owner = targets.owner if targets.embedded else None  # the embedded server builds tenants' indexes itself
         async with open_state(settings, targets.runtime, transport=served_as, owner_url=owner) as state:
+            freeze_startup_objects()
             if sock is not None and transport != "stdio":
                 await serve_http(state, sock, host=host, port=port, transport=transport)
             else:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from mindscape.errors import InvalidArgument
 
-# Each term costs the keyword query a scan of the tenant's rows for its document frequency and
-# another for its matches, ~30 ms per term at 10,000 memories, whether the word is common or rare
-# (benchmarks/query_bounds.py; a quoted phrase or a hyphenated run of words is one term and costs
-# one). 16 keeps the worst recall near half a second there, and admits every LoCoMo question
-# (at most 11 content words). Stop words cost nothing (PostgreSQL drops them) and do not count.
+# Each term costs the keyword query a pass over the rows holding any term (its frequency, its
+# share of each row's coverage): ~15-20 ms per common word at 10,000 memories, a few ms per rare
+# one (benchmarks/query_bounds.py; a quoted phrase or a hyphenated run of words is one term). 16
+# keeps the worst recall near a third of a second there, and admits every LoCoMo question (at
+# most 11 content words). Stop words cost nothing (PostgreSQL drops them) and do not count.
 MAX_TERMS = 16
 # PostgreSQL's `english` text search stop words (tsearch_data/english.stop): terms made only of one
 # of these become empty tsqueries, which the SQL skips before any scan.

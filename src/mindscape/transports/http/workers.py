@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from mindscape.app.state import open_state
+from mindscape.app.state import freeze_startup_objects, open_state
 from mindscape.config.settings import Settings
 from mindscape.errors import MindscapeError
 from mindscape.transports.http.app import build_http_app
@@ -56,6 +56,7 @@ class WorkerApp:
                 state = await stack.enter_async_context(open_state(self._settings, self._runtime_url, transport="http"))
                 app = build_http_app(state, host=self._host, port=self._port)
                 await stack.enter_async_context(app.router.lifespan_context(app))
+                freeze_startup_objects()
             except MindscapeError as exc:  # anticipated (e.g. the database went away): one line
                 log.error("worker could not start: %s", exc)
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
