@@ -201,10 +201,15 @@ class World:
         return {i for t in self.tenants for i in t.known_ids()}
 
 
-def task_update_refusal(task: TaskState, expected_version: int, status: str | None, lease: int | None) -> str | None:
+def task_update_refusal(
+    task: TaskState, expected_version: int, status: str | None, lease: int | None, principal: str
+) -> str | None:
     """Why update_task refuses these changes (None: it applies them). Mirrors queries.tasks.update."""
     if task.version != expected_version:
         return "version conflict"
+    # The claimant rule: the machine's leases (5 minutes or more) never run out during a run.
+    if task.status == "in_progress" and task.claimed_by not in (None, principal):
+        return "only its claimant may update it"
     target = status or task.status
     if target != task.status and target not in TASK_TRANSITIONS[task.status]:
         return "cannot move task"

@@ -245,7 +245,7 @@ def update_task(world: World, actor: Actor, pick: Picker) -> Step:
     persona = pick.choice(sorted(me.personas)) if pick.chance(10) else None
     if all(v is None for v in (status, title, result, priority, lease, persona)):
         title = f"plain retitled {me.marker}"
-    refusal = task_update_refusal(t, version, status, lease)
+    refusal = task_update_refusal(t, version, status, lease, actor.principal)
 
     def expect(answer: Answer) -> bool:
         if refusal is not None:
