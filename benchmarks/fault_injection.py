@@ -377,7 +377,6 @@ async def measure(cluster: Cluster, url: str, slug: str, key: str, args: argpars
             f"| {counted['bare']} | {counted['other']} | {seconds(first_success(run.answers, fault.back))} "
             f"| {seconds(first_success(run.probes, fault.back))} |"
         )
-    load = os.getloadavg()
     bad = lost + duplicates + update_lost + update_dup + kinds["bare"]
     others = Counter(a.text[:160] for a in everything if a.kind in ("other", "bare"))
     lines = [
@@ -410,9 +409,9 @@ async def measure(cluster: Cluster, url: str, slug: str, key: str, args: argpars
     if others:
         lines += ["Other answers:", "", *(f"- {n} x `{text}`" for text, n in others.most_common(8)), ""]
     lines.append(
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work, load average "
-        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at the end; PostgreSQL, the server and the "
-        "clients share this machine."
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work; load average (1/5/15 "
+        f"min) {args.load_start} at the start, {load_average()} at the end; PostgreSQL, the server and the clients "
+        "share this machine."
     )
     return "\n".join(lines), bad == 0
 
@@ -459,6 +458,10 @@ def wait_ready(url: str) -> None:
     raise SystemExit(f"{url} did not become ready")
 
 
+def load_average() -> str:
+    return " / ".join(f"{n:.2f}" for n in os.getloadavg())
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8, help="concurrent writers")
@@ -473,6 +476,7 @@ def main() -> int:
     if os.environ.get(REAPED) != "1":  # run again under the reaper (see the module's docstring)
         env = {**os.environ, REAPED: "1"}
         return subprocess.run([sys.executable, str(REAPER), sys.executable, *sys.argv], env=env, check=False).returncode
+    args.load_start = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="mindscape-faults-")).resolve()
     tmp.chmod(0o755)
     try:
