@@ -453,9 +453,15 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> str
         f"Errors the writers saw and retried: {errors}.",
         "",
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, HAProxy {haproxy_version()}; every process "
-        "(PostgreSQL, both replicas, HAProxy, the clients) shares this machine.",
+        "(PostgreSQL, both replicas, HAProxy, the clients) shares this machine. Load average (1/5/15 min) at the "
+        f"start {args.load_start}, at the end {load_average()}.",
     ]
     return "\n".join(lines)
+
+
+def load_average() -> str:
+    """The machine's load: its other work makes the timings noisy, so it is printed next to them."""
+    return " / ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def haproxy_version() -> str:
@@ -488,6 +494,7 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> int:
     args = parse_args()
+    args.load_start = load_average()
     signal.signal(signal.SIGTERM, on_sigterm)
     tmp = Path(tempfile.mkdtemp(prefix="mindscape-scale-")).resolve()
     tmp.chmod(0o755)

@@ -64,6 +64,13 @@ class Unavailable(MindscapeError):
     retry_after = 2
 
 
+class DatabaseUnreachable(Unavailable):
+    """No connection could be opened: refused, or the socket file gone (the server is down or restarting)."""
+
+    def __init__(self) -> None:
+        super().__init__("the database cannot be reached (it may be restarting)")
+
+
 class ServerBusy(Unavailable):
     retry_after = 1
 

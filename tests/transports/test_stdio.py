@@ -13,8 +13,10 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import TextContent
 
+from mindscape.app.calls import REPLICA_NOTE
 from tests.support.inspector import inspector_cli
-from tests.support.tenants import World
+from tests.support.replication import Replicated
+from tests.support.tenants import PERSONAS_A, World, make_tenant
 
 
 def server_env(world: World, tenant: str) -> dict[str, str]:
@@ -47,6 +49,22 @@ async def test_stdio_subprocess_end_to_end(world: World) -> None:
     assert foreign.is_error
     assert listed.structured_content is not None
     assert [p["slug"] for p in listed.structured_content["personas"]] == ["basil", "cora"]
+
+
+@pytest.mark.anyio
+async def test_with_a_read_replica_the_tools_that_read_after_writes_say_reads_may_lag(
+    replication: Replicated, world: World
+) -> None:
+    """`serve` over stdio with read_database_url: recall and list_tasks carry the read-after-write note."""
+    tenant = await make_tenant(replication.primary, PERSONAS_A, "stdio-replica")
+    await replication.catch_up()
+    env = server_env(world, tenant.tenant_slug) | {
+        "MINDSCAPE_DATABASE_URL": replication.primary.runtime,
+        "MINDSCAPE_READ_DATABASE_URL": replication.standby_runtime,
+    }
+    async with Client(StdioServerParameters(command=SERVE[0], args=SERVE[1:], env=env), mode="legacy") as client:
+        noted = sorted(t.name for t in (await client.list_tools()).tools if REPLICA_NOTE in (t.description or ""))
+    assert noted == ["list_tasks", "recall"]
 
 
 def test_raw_peer_gets_answers_after_garbage(world: World) -> None:

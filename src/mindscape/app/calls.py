@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context
 from mindscape.app.identity import current_caller
 from mindscape.app.state import REPLICA_RETRY_S, AppState
 from mindscape.database.pool import Pool
-from mindscape.errors import ServerBusy, ShuttingDown, Unavailable
+from mindscape.errors import DatabaseUnreachable
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 # list_tasks), only when a replica serves reads: every agent pays for these words every turn.
 REPLICA_NOTE = "Read from a replica: a write of the last second or so may not show yet."
 # The replica is not there (down, restarting, its connection lost): a read can run on the primary.
-# database.pool.acquire reports a socket error while connecting as Unavailable; a busy replica
-# pool (ServerBusy) or a stopping server (ShuttingDown) is not the replica's absence.
+# A connection that cannot be opened at all reaches us as DatabaseUnreachable (database.pool.acquire);
+# a busy replica (ServerBusy) is not unreachable and does not send its reads to the primary.
 REPLICA_UNREACHABLE = (
+    DatabaseUnreachable,
     OSError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
-    Unavailable,
 )
 
 
@@ -71,7 +71,7 @@ async def tenant_call(
         try:
             tx = await stack.enter_async_context(open_on(pool))
         except REPLICA_UNREACHABLE as exc:
-            if pool is state.pool or state.replica is None or isinstance(exc, ServerBusy | ShuttingDown):
+            if pool is state.pool or state.replica is None:
                 raise
             state.replica.failed()
             log.warning(

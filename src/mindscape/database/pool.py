@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pgvector.asyncpg import register_vector
 
 from mindscape.database.targets import redact
-from mindscape.errors import ServerBusy, ShuttingDown, StartupError, Unavailable
+from mindscape.errors import DatabaseUnreachable, ServerBusy, ShuttingDown, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ async def acquire(pool: Pool, *, wait_s: float | None) -> PooledConnection:
     """A connection from `pool`, waiting at most `wait_s` seconds (None: as long as it takes).
 
     Waiting longer is ServerBusy, a closed pool (the server is stopping) ShuttingDown and a socket
-    error while connecting Unavailable: all temporary, so the caller can say "retry" instead of
-    queueing without bound or failing obscurely. (Connection refusals the server itself sends,
+    error while connecting DatabaseUnreachable: all Unavailable (temporary), so the caller can say
+    "retry" instead of queueing without bound or failing obscurely. (Connection refusals the server itself sends,
     e.g. 57P03 "starting up", stay asyncpg's errors: app.errors reads their SQLSTATE.)
     """
     if pool.is_closing():
@@ -155,7 +155,7 @@ async def acquire(pool: Pool, *, wait_s: float | None) -> PooledConnection:
         assert wait_s is not None
         raise ServerBusy(wait_s) from None
     except OSError as exc:  # while connecting: refused, or the socket file gone (the server is down)
-        raise Unavailable("the database cannot be reached (it may be restarting)") from exc
+        raise DatabaseUnreachable() from exc
 
 
 @asynccontextmanager

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from mcp import Client
 
+from mindscape.app.calls import REPLICA_NOTE
 from mindscape.tenancy.caller import Caller
 from tests.support.http import mcp_client, new_key
 from tests.support.replication import Replicated
@@ -36,6 +38,7 @@ async def test_a_server_on_the_standby_alone_answers_read_tools_with_api_keys(
     with server_process(replication.primary, log, "--transport", "http", "--stateless", env=standby_only) as (_, url):
         assert httpx2.get(f"{url}/readyz").status_code == 200
         async with mcp_client(url, key, "auto") as client:
+            assert not await replica_noted(client)  # no read_database_url: nothing lags, no agent pays for the words
             assert data(await client.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
             assert data(await client.call_tool("list_personas", {}))["personas"]
             assert (await client.call_tool("remember", {"content": "a standby stores nothing"})).is_error
@@ -51,6 +54,8 @@ async def test_read_tools_keep_answering_while_the_primary_is_down(
     log = tmp_path / "server.log"
     with server_process(replication.primary, log, "--transport", "http", "--stateless", env=with_replica) as (_, url):
         async with mcp_client(url, key, "auto") as client:
+            # Reads may lag writes here: the tools where an agent reads what it just wrote say so.
+            assert await replica_noted(client) == ["list_tasks", "recall"]
             assert data(await client.call_tool("get_persona", {"slug": "ada"}))["name"] == "Ada Analyst"
         replication.stop_primary()
         try:
@@ -62,3 +67,8 @@ async def test_read_tools_keep_answering_while_the_primary_is_down(
         finally:
             replication.start_primary()
     assert "checking API key" in log.read_text()
+
+
+async def replica_noted(client: Client) -> list[str]:
+    """The tools whose descriptions carry the read-after-write note of read_database_url."""
+    return sorted(t.name for t in (await client.list_tools()).tools if REPLICA_NOTE in (t.description or ""))
