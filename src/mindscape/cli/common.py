@@ -8,7 +8,6 @@ results go to stdout: a table (`print_table`, which never cuts an id) or, with `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sys
@@ -60,15 +59,10 @@ def load(config: Path | None, **flags: Any) -> Settings:
     return settings
 
 
-def event_loop_options() -> dict[str, Any]:
-    """uvloop where it is installed (not on Windows): ~50 us less per call over stdio (issue 15)."""
-    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
-
-
 def run(main: Callable[[], Awaitable[T]]) -> T:
     """Run an async command; anticipated failures become one line on stderr and exit code 1."""
     try:
-        return anyio.run(main, backend_options=event_loop_options())
+        return anyio.run(main)
     except MindscapeError as exc:
         fail(exc)
     except asyncpg.PostgresError as exc:  # the operator's own database said no: show what it said
