@@ -37,7 +37,7 @@ from mindscape.embeddings.base import ModelSpec
 from mindscape.embeddings.hashing import HashingEmbedder
 from mindscape.memory.context import CONTEXT_WEIGHT
 from mindscape.tenancy.caller import Caller
-from tests.support.cli import cli_env, one_line, owner_fetch, stored_memories, write_jsonl
+from tests.support.cli import cli_env, interruptible, one_line, owner_fetch, stored_memories, write_jsonl
 from tests.support.cli import mindscape as run_cli
 from tests.support.openai_stub import Reply, Stub, stub_vector
 from tests.support.tenants import World, settings_for
@@ -609,6 +609,7 @@ def test_reembed_interrupted_with_ctrl_c_keeps_stored_batches_and_resumes(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 120  # a hang guard, not an assertion

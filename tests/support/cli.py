@@ -7,6 +7,7 @@ environment, as an operator would set them. Also: reading what the CLI wrote, as
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ from mindscape.tenancy.caller import Caller
 from tests.support.tenants import pooler_env
 
 runner = CliRunner()
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a command a test sends Ctrl-C: SIGINT at its default and not blocked, as
+    in a terminal, whatever the test process inherited or an earlier test left (a child inherits
+    an ignored or blocked SIGINT, and would never see the Ctrl-C)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_env(targets: Targets, **extra: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,13 +78,37 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         fail(first)
 
 
-def run_interruptible(main: Callable[[], Awaitable[T]], interrupted: str) -> T:
-    """`run`, with Ctrl-C reported in one line (`interrupted`) and exit code 130 instead of a traceback."""
+def run_interruptible(main: Callable[[], Awaitable[T]], interrupted: str, *, between_batches: bool = False) -> T:
+    """`run`, with Ctrl-C reported in one line (`interrupted`) and exit code 130 instead of a traceback.
+
+    `between_batches`: for commands whose work is a series of committed batches (backfill,
+    reembed). Ctrl-C then raises KeyboardInterrupt where the program is, as Python does by default,
+    instead of asyncio.Runner's cancellation of the main task, which a shielded section (a
+    transaction's end) could absorb: under load a reembed went on to the end after Ctrl-C. What
+    the batches committed stays; the batch in flight is not stored.
+    """
+    previous = signal.signal(signal.SIGINT, _keyboard_interrupt) if between_batches else None
     try:
         return run(main)
     except KeyboardInterrupt:
-        err.print(Text.assemble(("interrupted:", "red"), " ", interrupted), soft_wrap=True)
-        raise typer.Exit(130) from None
+        _report_interrupt(interrupted)
+    except BaseExceptionGroup as group:  # raised inside a task group
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
+        _report_interrupt(interrupted)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _keyboard_interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
+
+
+def _report_interrupt(interrupted: str) -> NoReturn:
+    err.print(Text.assemble(("interrupted:", "red"), " ", interrupted), soft_wrap=True)
+    raise typer.Exit(130) from None
 
 
 def row(*cells: str) -> list[Text]:

@@ -110,7 +110,9 @@ def memory_backfill(tenant: TenantOption, batch: BatchOption = 64, config: Confi
         )
         await _index_after(settings, targets, tenant)
 
-    run_interruptible(main, "the batches stored so far are kept; run the same command again to continue")
+    run_interruptible(
+        main, "the batches stored so far are kept; run the same command again to continue", between_batches=True
+    )
 
 
 @memory_app.command("reembed")
@@ -154,7 +156,9 @@ def memory_reembed(
         out.print(Text("\n".join(lines)), soft_wrap=True)
         await _index_after(settings, targets, tenant)
 
-    run_interruptible(main, "the batches stored so far are kept; run the same command again to continue")
+    run_interruptible(
+        main, "the batches stored so far are kept; run the same command again to continue", between_batches=True
+    )
 
 
 @memory_app.command("index")
