@@ -126,7 +126,9 @@ async def open_state(
                 )
             if transport == "stdio" and settings.tenant is not None:
                 principal = f"stdio:{getpass.getuser()}"
-                caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
+                caller = await resolve_caller(
+                    conn, tenant_slug=settings.tenant, principal=principal, persona=settings.persona
+                )
             calls = CallQuota(settings, auth_pool or pool)
             if caller is not None:
                 # Known before the first call, so no call waits on this lookup (and replies stay in order).

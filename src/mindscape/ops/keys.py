@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+import asyncpg
+
 from mindscape.database.pool import owner_connection
 from mindscape.database.targets import Targets
 from mindscape.errors import InvalidArgument, NotFound
@@ -17,20 +19,32 @@ from mindscape.tenancy import keys
 
 
 async def create_key(
-    targets: Targets, *, tenant_slug: str, name: str, scope: Scope, lifetime: timedelta | None
+    targets: Targets,
+    *,
+    tenant_slug: str,
+    name: str,
+    scope: Scope,
+    lifetime: timedelta | None,
+    persona: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key for one tenant and scope, and its token."""
+    """A new key for one tenant and scope (acting as `persona`, if given), and its token."""
     new = keys.generate()
     async with owner_connection(targets.owner) as conn:
-        created = await api_keys.create(
-            conn,
-            tenant_slug=tenant_slug,
-            name=name,
-            scope=scope,
-            prefix=new.prefix,
-            key_hash=new.key_hash,
-            lifetime=lifetime,
-        )
+        try:
+            created = await api_keys.create(
+                conn,
+                tenant_slug=tenant_slug,
+                name=name,
+                scope=scope,
+                prefix=new.prefix,
+                key_hash=new.key_hash,
+                lifetime=lifetime,
+                persona=persona,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(
+                f"tenant {tenant_slug!r} has no persona {persona!r}; import it first (`mindscape persona import`)"
+            ) from None
     if created is None:
         raise lookups.tenant_not_found(tenant_slug)
     return created, new.token
