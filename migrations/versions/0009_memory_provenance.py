@@ -91,8 +91,10 @@ DEDUP = (
     f" (tenant_id, persona_id, content_sha256, visibility, {PRIVATE_OWNER}) NULLS NOT DISTINCT"
     " WHERE valid_to IS NULL"
 )
-# What the runtime role may change on a memory: never its provenance, content or tenant.
-UPDATABLE = "kind, metadata, importance, expires_at, updated_at, visibility, valid_to, superseded_by, version"
+# What the runtime role may change on a memory: never its provenance, content, persona or tenant.
+UPDATABLE = (
+    "kind, metadata, importance, expires_at, created_at, updated_at, visibility, valid_to, superseded_by, version"
+)
 
 COLUMNS = [
     # Rows written before provenance existed say so.

@@ -12,7 +12,10 @@ from uuid import UUID
 from mindscape.database.pool import Connection
 from mindscape.models.api_key import ApiKey, KeyRecord, Scope
 
-_COLUMNS = "k.id, t.slug AS tenant_slug, k.name, k.scope, k.prefix, k.persona, k.created_at, k.expires_at, k.revoked_at, k.last_used_at"
+_COLUMNS = (
+    "k.id, t.slug AS tenant_slug, k.name, k.scope, k.prefix, k.persona, k.created_at, k.expires_at,"
+    " k.revoked_at, k.last_used_at"
+)
 
 CREATE = f"""
 WITH new AS (
