@@ -97,7 +97,7 @@ async def test_concurrent_supersedes_one_wins(office: Caller, client_for: Client
             )
 
         with anyio.fail_after(60):
-            async with anyio.create_task_group() as group:
+            async with anyio.create_task_group() as group:  # noqa: SIM117 (the lock ends first)
                 async with tenant_transaction(pool, office, read_only=False, statement_timeout_ms=5000) as tx:
                     await tx.conn.execute(
                         "SELECT 1 FROM mindscape.memories WHERE id = $1 FOR UPDATE", uuid.UUID(old["id"])
