@@ -18,7 +18,7 @@ from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.memory import remember, sql
 from tests.support.principals import client_as
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory
+from tests.support.tenants import ClientFactory, set_quota
 
 pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", prefix="ver")]
 
@@ -85,13 +85,18 @@ async def test_as_of_at_the_boundaries(office: Caller, client_for: ClientFactory
     assert "as_of" in naive
 
 
-async def test_concurrent_supersedes_one_wins(office: Caller, client_for: ClientFactory, pool: Pool) -> None:
-    """Both supersedes wait on the old row; the first to take it wins, the other gets a conflict naming it."""
-    async with client_for(office.tenant_slug) as client:
-        old = await remember(client, "The release is on Monday")
+async def test_concurrent_supersedes_one_wins(
+    office: Caller, client_for: ClientFactory, pool: Pool, targets: Targets
+) -> None:
+    """Both supersedes (two sessions) wait on the old row; the first to take it wins, the other gets a
+    conflict naming the winner."""
+    # Without a memory limit no advisory lock serialises the two writers before they reach the row.
+    await set_quota(targets, office.tenant_slug, max_memories=0)
+    async with client_for(office.tenant_slug) as first, client_for(office.tenant_slug) as second:
+        old = await remember(first, "The release is on Monday")
         results: dict[str, Any] = {}
 
-        async def supersede(day: str) -> None:
+        async def supersede(client: Any, day: str) -> None:
             results[day] = await client.call_tool(
                 "remember", {"content": f"The release is on {day}", "supersedes": old["id"]}
             )
@@ -102,19 +107,31 @@ async def test_concurrent_supersedes_one_wins(office: Caller, client_for: Client
                     await tx.conn.execute(
                         "SELECT 1 FROM mindscape.memories WHERE id = $1 FOR UPDATE", uuid.UUID(old["id"])
                     )
-                    group.start_soon(supersede, "Tuesday")
-                    group.start_soon(supersede, "Wednesday")
-                    await anyio.sleep(1.0)  # both are now waiting for the row lock held here
+                    group.start_soon(supersede, first, "Tuesday")
+                    group.start_soon(supersede, second, "Wednesday")
+                    await _until_waiting(pool, 2)  # both have inserted their version and wait for the row
                 # Committed: the lock is released while both calls still wait.
         won = [day for day, r in results.items() if not r.is_error]
         lost = [day for day, r in results.items() if r.is_error]
-        chain = await _history(client, old["id"])
+        chain = await _history(first, old["id"])
     assert len(won) == 1
     assert len(lost) == 1
     winner = results[won[0]].structured_content["id"]
     message = error_text(results[lost[0]])
     assert f"the current version is {winner}" in message
     assert [v["id"] for v in chain["versions"]] == [old["id"], winner]
+
+
+async def _until_waiting(pool: Pool, sessions: int) -> None:
+    async with pool.acquire() as conn:
+        for _ in range(400):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%SET valid_to%'"
+            )
+            if waiting >= sessions:
+                return
+            await anyio.sleep(0.025)
+    raise AssertionError(f"{sessions} supersedes never waited for the row lock together")
 
 
 async def test_update_memory_with_expected_version(office: Caller, client_for: ClientFactory) -> None:
