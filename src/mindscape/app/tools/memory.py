@@ -10,7 +10,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, WithJsonSchema
 
 from mindscape.app.calls import REPLICA_NOTE, tenant_call
 from mindscape.app.identity import current_caller
@@ -57,6 +57,12 @@ History = Annotated[bool, Field(description="Include superseded versions.")]
 Vis = Annotated[Visibility | None, Field(description="tenant (default), persona (yours) or private (you).")]
 Days = Annotated[int | None, Field(ge=1, le=3650, description="Forget it after this many days.")]
 Importance = Annotated[float | None, Field(ge=0, le=1, description="0 (trivial) to 1 (vital).")]
+# Metadata in full is checked on arrival; its published schema stays one line (the tool list is paid every turn).
+MetaFilter = Annotated[
+    Metadata | None,
+    WithJsonSchema({"type": "object", "description": "Only memories whose metadata contains this."}),
+]
+MetaNew = Annotated[Metadata | None, WithJsonSchema({"type": "object", "description": "Replaces the metadata."})]
 MAX_COUNT = 1000  # list_memories counts exactly up to here, then says "more than"
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -220,7 +226,7 @@ async def update_memory(
     expected_version: Annotated[int, Field(ge=1, le=2_147_483_647, description="The version you last read.")],
     ctx: Context[AppState],
     kind: Kind | None = None,
-    metadata: Annotated[Metadata | None, Field(description="Replaces the metadata.")] = None,
+    metadata: MetaNew = None,
     importance: Importance = None,
     visibility: Vis = None,
     expires_in_days: Days = None,
@@ -253,7 +259,7 @@ async def list_memories(
     ctx: Context[AppState],
     persona: PersonaSlug = None,
     kinds: Kinds = None,
-    metadata: Annotated[Metadata | None, Field(description="Only memories whose metadata contains this.")] = None,
+    metadata: MetaFilter = None,
     written_by: WrittenBy = None,
     task: TaskRef = None,
     since: Since = None,
