@@ -27,7 +27,7 @@ DIGESTS = " UNION ALL ".join(
     ]
     + ["SELECT 'tenants', id, md5(x::text) FROM mindscape.tenants x WHERE id = ANY($1::uuid[])"]
 )
-PERSONAS = "SELECT tenant_id, slug, name, tags FROM mindscape.personas WHERE tenant_id = ANY($1::uuid[])"
+PERSONAS = "SELECT tenant_id, id, slug, name, tags FROM mindscape.personas WHERE tenant_id = ANY($1::uuid[])"
 MEMORIES = """
 SELECT m.tenant_id, m.id, m.content, m.kind, p.slug AS persona, m.metadata::text AS metadata,
        (SELECT count(*) FROM mindscape.memory_embeddings e
@@ -63,6 +63,7 @@ class TenantRows:
     campaigns: dict[UUID, tuple[Any, ...]] = field(default_factory=dict[UUID, tuple[Any, ...]])
     tasks: dict[UUID, tuple[Any, ...]] = field(default_factory=dict[UUID, tuple[Any, ...]])
     audit: list[tuple[str, list[str]]] = field(default_factory=list[tuple[str, list[str]]])
+    persona_ids: set[str] = field(default_factory=set[str])
 
 
 async def digests(conn: asyncpg.Connection[asyncpg.Record], tenant_ids: list[UUID]) -> Digests:
@@ -81,6 +82,7 @@ async def read_rows(conn: asyncpg.Connection[asyncpg.Record], tenant_ids: list[U
     rows = {t: TenantRows() for t in tenant_ids}
     for r in await conn.fetch(PERSONAS, tenant_ids):
         rows[r["tenant_id"]].personas[r["slug"]] = (r["name"], list(r["tags"]))
+        rows[r["tenant_id"]].persona_ids.add(str(r["id"]))
     for r in await conn.fetch(MEMORIES, tenant_ids):
         memory = (r["content"], r["persona"], r["kind"], _json(r["metadata"]), r["embeddings"])
         rows[r["tenant_id"]].memories[r["id"]] = memory
@@ -139,7 +141,9 @@ def differences(tenant: TenantState, rows: TenantRows, operator_principals: set[
     }
     found += _dict_diff("task", rows.tasks, tasks)
     # The audit trail: written by this tenant's principals (or the operator's import), about its own rows.
-    own = tenant.known_ids() | set(tenant.personas)
+    # The operator's persona import is audited by persona id (0006): the ids of the personas stored
+    # for this tenant, whose slugs and names were just compared with the model.
+    own = tenant.known_ids() | set(tenant.personas) | rows.persona_ids
     principals = set(tenant.principals) | operator_principals
     for principal, targets in rows.audit:
         if principal not in principals or not set(targets) <= own:
