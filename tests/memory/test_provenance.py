@@ -48,7 +48,7 @@ async def test_provenance_is_recorded_not_taken_from_arguments(
     )
     assert [(e["principal"], e["tool"], e["outcome"]) for e in events] == [(f"key:{A}", "remember", "created")]
     detail = events[0]["detail"]
-    detail = detail if isinstance(detail, dict) else json.loads(detail)
+    detail: dict[str, Any] = json.loads(detail) if isinstance(detail, str) else detail
     assert detail["client"] == "mcp"
     assert detail["written_via"] == "tool"
     assert detail["visibility"] == "tenant"

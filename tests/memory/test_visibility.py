@@ -17,15 +17,18 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp.types import TextContent, TextResourceContents
 
+from mindscape.app.state import open_state
 from mindscape.config.settings import Settings
 from mindscape.database.pool import Pool
 from mindscape.database.targets import Targets
+from mindscape.errors import StartupError
 from mindscape.memory.bulk_import import import_memories
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
+from tests.support.memory import client_with
 from tests.support.principals import KeyClient, client_as
 from tests.support.results import data, error_text
-from tests.support.tenants import ClientFactory
+from tests.support.tenants import ClientFactory, settings_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", "basil", prefix="vis")]
 
@@ -168,3 +171,17 @@ def _quiet() -> Any:
     from rich.progress import Progress
 
     return Progress(disable=True)
+
+
+async def test_stdio_persona_binding(office: Caller, targets: Targets) -> None:
+    """`serve --persona` binds a stdio agent; a persona the tenant lacks stops the server at startup."""
+    async with client_with(targets, office.tenant_slug, persona="basil") as basil:
+        stored = data(await basil.call_tool("remember", {"content": "Basil's queue notes", "visibility": "persona"}))
+        mine = data(await basil.call_tool("list_memories", {}))["memories"]
+    async with client_with(targets, office.tenant_slug) as unbound:
+        theirs = data(await unbound.call_tool("list_memories", {}))["memories"]
+    assert [(m["id"], m["persona"], m["visibility"]) for m in mine] == [(stored["id"], "basil", "persona")]
+    assert theirs == []
+    with pytest.raises(StartupError, match="no such persona"):
+        async with open_state(settings_for(targets, office.tenant_slug, persona="nobody"), targets.runtime):
+            pass
