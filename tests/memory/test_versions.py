@@ -34,7 +34,7 @@ async def _history(client: Any, memory_id: str) -> dict[str, Any]:
     return json.loads(content.text)
 
 
-async def test_a_chain_of_versions(office: Caller, client_for: ClientFactory) -> None:
+async def test_a_chain_of_versions(office: Caller, client_for: ClientFactory, targets: Targets) -> None:
     async with client_for(office.tenant_slug) as client:
         v1 = await remember(client, "The office wifi password is alpha", kind="fact", persona="ada")
         v2 = await remember(client, "The office wifi password is bravo", supersedes=v1["id"])
@@ -59,6 +59,14 @@ async def test_a_chain_of_versions(office: Caller, client_for: ClientFactory) ->
     assert versions[2]["valid_to"] is None
     assert versions[0]["valid_to"] == versions[1]["valid_from"]
     assert versions[1]["valid_to"] == versions[2]["valid_from"]
+    events = await sql(
+        targets,
+        office,
+        "SELECT outcome, detail->>'superseded_by' AS successor FROM mindscape.audit_events"
+        " WHERE $1 = ANY(target_ids) ORDER BY seq",
+        v1["id"],
+    )
+    assert [(e["outcome"], e["successor"]) for e in events] == [("created", None), ("superseded", v2["id"])]
 
 
 async def test_as_of_at_the_boundaries(office: Caller, client_for: ClientFactory) -> None:
