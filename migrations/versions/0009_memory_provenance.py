@@ -15,9 +15,10 @@ Visibility (`tenant`, `persona`, `private`) is part of the memories policy: a pr
 visible only when `app.principal` is its writer, a persona one only when the transaction is bound
 to its persona (`app.persona`, from the credential or `serve --persona`), unless `app.all_memories`
 is on (operator commands only: backfill and re-embedding must see every row). Embeddings follow
-their memory's visibility through the same policy. The dedup key now covers visibility (and the
-writer of a private memory) and current versions only, so an invisible row can never collide with
-an insert (which would leak its existence through ON CONFLICT).
+their memory's visibility through the same policy, over a copy of the memory's visibility,
+writer and persona kept on each embedding (checked on write, followed by a trigger). The dedup
+key now covers visibility (and the writer of a private memory) and current versions only, so an
+invisible row can never collide with an insert (which would leak its existence through ON CONFLICT).
 
 Facts that change: `valid_from`/`valid_to`, `superseded_by` (the next version; SET NULL when that
 version is deleted, so no pointer dangles) and `version` (optimistic updates by update_memory).
@@ -81,10 +82,27 @@ VISIBLE = (
     " OR (visibility = 'persona' AND persona_id = (SELECT mindscape.app_persona_id()))"
     " OR (SELECT mindscape.app_sees_all()))"
 )
-EMBEDDING_VISIBLE = (
+# Embeddings carry a copy of their memory's visibility, writer and persona, so that the same
+# policy reads them without a join: an EXISTS in the read policy cost a scan of the tenant's
+# memories on every approximate search (benchmarks/recall_predicates.py). The copy is checked on
+# every insert and update (the EXISTS below) and follows visibility changes (a trigger).
+EMBEDDING_CONSISTENT = (
     "EXISTS (SELECT 1 FROM mindscape.memories m"
-    " WHERE m.tenant_id = memory_embeddings.tenant_id AND m.id = memory_embeddings.memory_id)"
+    " WHERE m.tenant_id = memory_embeddings.tenant_id AND m.id = memory_embeddings.memory_id"
+    " AND m.visibility = memory_embeddings.visibility AND m.written_by = memory_embeddings.written_by"
+    " AND m.persona_id IS NOT DISTINCT FROM memory_embeddings.persona_id)"
 )
+FOLLOW = """
+CREATE FUNCTION mindscape.memory_embeddings_follow() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  UPDATE mindscape.memory_embeddings e SET visibility = NEW.visibility
+  WHERE e.tenant_id = NEW.tenant_id AND e.memory_id = NEW.id;
+  RETURN NULL;
+END
+$$
+"""
 PRIVATE_OWNER = "(CASE WHEN visibility = 'private' THEN written_by ELSE '' END)"
 DEDUP = (
     "CREATE UNIQUE INDEX memories_dedup ON mindscape.memories"
@@ -232,11 +250,29 @@ def upgrade() -> None:
     op.execute("REVOKE UPDATE ON mindscape.memories FROM mindscape_tenant")
     op.execute(f"GRANT UPDATE ({UPDATABLE}) ON mindscape.memories TO mindscape_tenant")
 
+    op.execute(
+        "ALTER TABLE mindscape.memory_embeddings ADD COLUMN visibility text NOT NULL DEFAULT 'tenant',"
+        " ADD COLUMN written_by text, ADD COLUMN persona_id uuid"
+    )
+    # Row-level security binds the owner too (FORCE): lifted for this copy inside the transaction.
+    op.execute("ALTER TABLE mindscape.memory_embeddings NO FORCE ROW LEVEL SECURITY")
+    op.execute(
+        "UPDATE mindscape.memory_embeddings e SET written_by = m.written_by, persona_id = m.persona_id"
+        " FROM mindscape.memories m WHERE m.tenant_id = e.tenant_id AND m.id = e.memory_id"
+    )
+    op.execute("ALTER TABLE mindscape.memory_embeddings FORCE ROW LEVEL SECURITY")
     op.execute("DROP POLICY memory_embeddings_tenant ON mindscape.memory_embeddings")
     op.execute(
         "CREATE POLICY memory_embeddings_tenant ON mindscape.memory_embeddings TO mindscape_tenant"
-        f" USING (tenant_id = {TENANT} AND {EMBEDDING_VISIBLE})"
-        f" WITH CHECK (tenant_id = {TENANT} AND {EMBEDDING_VISIBLE})"
+        f" USING (tenant_id = {TENANT} AND {VISIBLE})"
+        f" WITH CHECK (tenant_id = {TENANT} AND {VISIBLE} AND {EMBEDDING_CONSISTENT})"
+    )
+    op.execute("GRANT UPDATE (visibility) ON mindscape.memory_embeddings TO mindscape_tenant")
+    op.execute(FOLLOW)
+    op.execute("REVOKE EXECUTE ON FUNCTION mindscape.memory_embeddings_follow() FROM PUBLIC")
+    op.execute(
+        "CREATE TRIGGER memories_visibility AFTER UPDATE OF visibility ON mindscape.memories FOR EACH ROW"
+        " WHEN (OLD.visibility IS DISTINCT FROM NEW.visibility) EXECUTE FUNCTION mindscape.memory_embeddings_follow()"
     )
 
     op.execute(_memories_audit(audit))
@@ -265,10 +301,16 @@ def downgrade() -> None:
     op.execute("ALTER TABLE mindscape.api_keys DROP COLUMN persona")
 
     op.execute(audit.TRIGGER_FUNCTIONS["memories"].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute("DROP TRIGGER memories_visibility ON mindscape.memories")
+    op.execute("DROP FUNCTION mindscape.memory_embeddings_follow()")
+    op.execute("REVOKE UPDATE (visibility) ON mindscape.memory_embeddings FROM mindscape_tenant")
     op.execute("DROP POLICY memory_embeddings_tenant ON mindscape.memory_embeddings")
     op.execute(
         "CREATE POLICY memory_embeddings_tenant ON mindscape.memory_embeddings TO mindscape_tenant"
         f" USING (tenant_id = {TENANT}) WITH CHECK (tenant_id = {TENANT})"
+    )
+    op.execute(
+        "ALTER TABLE mindscape.memory_embeddings DROP COLUMN visibility, DROP COLUMN written_by, DROP COLUMN persona_id"
     )
     op.execute("DROP POLICY memories_writer ON mindscape.memories")
     op.execute("DROP POLICY memories_tenant ON mindscape.memories")

@@ -185,3 +185,15 @@ async def test_stdio_persona_binding(office: Caller, targets: Targets) -> None:
     with pytest.raises(StartupError, match="no such persona"):
         async with open_state(settings_for(targets, office.tenant_slug, persona="nobody"), targets.runtime):
             pass
+
+
+async def test_embeddings_follow_a_change_of_visibility(office: Caller, client_for: ClientFactory, pool: Pool) -> None:
+    async with client_as(client_for, office, A) as a:
+        stored = data(await a.call_tool("remember", {"content": SECRET}))["id"]
+        data(await a.call_tool("update_memory", {"id": stored, "expected_version": 1, "visibility": "private"}))
+    b = Caller(office.tenant_id, office.tenant_slug, f"key:{B}")
+    async with tenant_transaction(pool, b, read_only=True, statement_timeout_ms=5000) as tx:
+        seen = await tx.conn.fetchval(
+            "SELECT count(*) FROM mindscape.memory_embeddings WHERE memory_id = $1", uuid.UUID(stored)
+        )
+    assert seen == 0

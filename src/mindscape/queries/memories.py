@@ -165,10 +165,13 @@ async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMe
     return {where[(row["content_sha256"], row["persona_id"])]: row["id"] for row in inserted}
 
 
+# Each embedding carries its memory's visibility, writer and persona (migration 0009: the
+# embeddings policy reads them without a join, and checks they match on insert).
 STORE_EMBEDDINGS = """
-INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding)
-SELECT $1, $2, r.memory_id, r.embedding
+INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding, visibility, written_by, persona_id)
+SELECT $1, $2, r.memory_id, r.embedding, m.visibility, m.written_by, m.persona_id
 FROM unnest($3::uuid[], $4::vector[]) AS r(memory_id, embedding)
+JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = r.memory_id
 ON CONFLICT DO NOTHING
 """
 
