@@ -106,8 +106,8 @@ async def test_every_write_records_its_events_and_reads_record_none(
     assert details[6] == {"attempts": 1, "reclaimed": False, "lease_seconds": 120}
     assert details[7] == {"fields": ["status", "result"], "from": "in_progress", "to": "done", "version": 3}
     # remember's event carries the memory's provenance (migration 0009): the client the session named.
-    client = {"client": "mcp", "client_version": details[8].get("client_version")}
-    assert details[8] == {"kind": "note", "visibility": "tenant", "written_via": "tool", **client}
+    session = {"client": "mcp", "client_version": details[8].get("client_version")}
+    assert details[8] == {"kind": "note", "visibility": "tenant", "written_via": "tool", **session}
     assert details[8]["client_version"]
     assert details[9:] == [{"fields": [], "version": 1}, {}]
     times = [r["created_at"] for r in rows]
