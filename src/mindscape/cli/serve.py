@@ -17,6 +17,9 @@ from mindscape.errors import MindscapeError
 def serve(
     config: ConfigOption = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve over stdio (or MINDSCAPE_TENANT).")] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="stdio: the persona the agent acts as (or MINDSCAPE_PERSONA).")
+    ] = None,
     transport: Annotated[
         Literal["stdio", "http", "sse"],
         typer.Option(help="stdio: one tenant. http: Streamable HTTP at /mcp, API keys. sse: legacy SSE at /sse."),
@@ -39,7 +42,7 @@ def serve(
     from mindscape.transports.http.listen import bind
     from mindscape.transports.stdio import serve_stdio
 
-    settings = load(config, tenant=tenant, http_stateless=stateless or None, http_workers=workers)
+    settings = load(config, tenant=tenant, persona=persona, http_stateless=stateless or None, http_workers=workers)
     if settings.http_workers > 1 and transport != "http":
         fail(MindscapeError(f"--workers > 1 needs --transport http: {transport} keeps its sessions in memory"))
     try:
