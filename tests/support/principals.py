@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, Tool
 
 from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.tenancy.caller import Caller
@@ -37,7 +37,7 @@ def key_token(caller: Caller, prefix: str, scope: str = "write") -> AccessToken:
 
 
 class KeyClient:
-    """`call_tool` as the key's principal (the only call the claim tests need)."""
+    """`call_tool` and `list_tools` as the key's principal."""
 
     def __init__(self, client: Client, token: AccessToken) -> None:
         self._client = client
@@ -45,6 +45,10 @@ class KeyClient:
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
         return await self._as_key(lambda: self._client.call_tool(name, arguments))
+
+    async def list_tools(self) -> list[Tool]:
+        with acting(self._token):
+            return (await self._client.list_tools()).tools
 
     async def _as_key(self, call: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
         with acting(self._token):
@@ -61,10 +65,15 @@ def acting(token: AccessToken) -> Generator[None]:
 
 
 @asynccontextmanager
-async def client_as(client_for: ClientFactory, caller: Caller, prefix: str) -> AsyncGenerator[KeyClient]:
-    """An in-memory client whose calls come from the API key with public prefix `prefix`."""
-    token = key_token(caller, prefix)
-    manager = client_for(caller.tenant_slug)
+async def client_as(
+    client_for: ClientFactory, caller: Caller, prefix: str, scope: str = "write", **client: Any
+) -> AsyncGenerator[KeyClient]:
+    """An in-memory client whose calls come from the API key with public prefix `prefix`.
+
+    `client`: passed to the client factory (`mode="legacy"`, say).
+    """
+    token = key_token(caller, prefix, scope)
+    manager = client_for(caller.tenant_slug, **client)
     with acting(token):
         client = await manager.__aenter__()
     try:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
@@ -20,6 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, GetPromptResult, Icon, InputRequiredResult, ToolAnnotations
+from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
 from mindscape.app import schemas, validation
@@ -116,7 +117,7 @@ class MindscapeServer(MCPServer[AppState]):
         finally:
             CURRENT_CALL.reset(naming)
             if self._names is None:
-                self._names = frozenset(t.name for t in await self.list_tools())
+                self._names = frozenset(t.name for t in self._tool_manager.list_tools())
             label = name if name in self._names else UNKNOWN_TOOL
             self.metrics.observe(label, time.perf_counter() - started, error=error)
 
@@ -189,6 +190,24 @@ class MindscapeServer(MCPServer[AppState]):
             exc = ValidationError.from_exception_data(name, problems)
             raise InvalidArgument(validation.describe(f"prompt {name}", exc, data=arguments))
 
+    async def list_tools(self) -> list[MCPTool]:
+        """The tools this caller may call: a key or token with only the read scope lists the read tools.
+
+        A write tool called by name anyway is refused by _check_scope, with the scope it needs.
+        """
+        tools = await super().list_tools()
+        if _may_write(get_access_token()):
+            return tools
+        return [t for t in tools if t.name not in self._writer_names()]
+
+    def _writer_names(self) -> frozenset[str]:
+        """Every tool that may write: all but those whose annotations say read_only_hint=True."""
+        if self._writers is None:
+            self._writers = frozenset(
+                t.name for t in self._tool_manager.list_tools() if not (t.annotations and t.annotations.read_only_hint)
+            )
+        return self._writers
+
     async def _check_scope(self, name: str) -> None:
         """Refuse a tool that may write to a caller whose key has the 'read' scope.
 
@@ -197,22 +216,24 @@ class MindscapeServer(MCPServer[AppState]):
         transactions, so even a mislabelled tool could not write for a read key.
         """
         token = get_access_token()
-        if token is None or "write" in token.scopes:
+        if token is None or _may_write(token):  # (`is None` again: pyright narrows on it)
             return  # stdio/in-memory (the configured tenant has full rights) or a write key
-        if self._writers is None:
-            self._writers = frozenset(
-                t.name for t in await self.list_tools() if not (t.annotations and t.annotations.read_only_hint)
-            )
-        if name in self._writers and "key_id" not in (token.claims or {}):  # a JWT (transports.http.auth.jwt)
+        writers = self._writer_names()
+        if name in writers and "key_id" not in (token.claims or {}):  # a JWT (transports.http.auth.jwt)
             raise ToolError(
                 f"{name} changes data, and this token has only the 'mindscape:read' scope; "
                 "get a token with the 'mindscape:write' scope from your authorization server"
             )
-        if name in self._writers:
+        if name in writers:
             raise ToolError(
                 f"{name} changes data, and this API key has only the 'read' scope; "
                 "use a key with the 'write' scope (`mindscape key create --scope write`)"
             )
+
+
+def _may_write(token: AccessToken | None) -> bool:
+    """stdio and in-memory (no token: the configured tenant has full rights), or a key or token with 'write'."""
+    return token is None or "write" in token.scopes
 
 
 def build_server(

@@ -112,4 +112,6 @@ def register(server: MCPServer[AppState]) -> None:
     server.add_tool(get_campaign, title="Get campaign", annotations=READ)
     server.add_tool(list_campaigns, title="List campaigns", annotations=READ)
     server.add_tool(update_campaign, title="Update campaign", annotations=UPDATE)
-    server.resource("campaign://{id}", name="campaign", mime_type="application/json")(campaign_resource)
+    server.resource("campaign://{id}", name="campaign", title="Campaign", mime_type="application/json")(
+        campaign_resource
+    )

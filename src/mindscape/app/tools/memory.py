@@ -196,4 +196,4 @@ def register(server: MCPServer[AppState], *, semantic: bool = True, replica_read
     server.add_tool(remember, title="Remember", description=remember_text, annotations=WRITE)
     server.add_tool(recall, title="Recall", description=recall_text, annotations=READ)
     server.add_tool(forget, title="Forget", annotations=DELETE)
-    server.resource("memory://{id}", name="memory", mime_type="application/json")(memory_resource)
+    server.resource("memory://{id}", name="memory", title="Memory", mime_type="application/json")(memory_resource)

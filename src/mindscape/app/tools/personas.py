@@ -136,5 +136,5 @@ async def _persona_memories(
 def register(server: MCPServer[AppState]) -> None:
     server.add_tool(get_persona, title="Get persona", annotations=READ)
     server.add_tool(list_personas, title="List personas", annotations=READ)
-    server.resource("persona://{slug}", name="persona", mime_type="application/json")(persona_resource)
+    server.resource("persona://{slug}", name="persona", title="Persona", mime_type="application/json")(persona_resource)
     server.prompt(name="persona", title="Act as a persona")(persona_prompt)

@@ -182,4 +182,4 @@ def register(server: MCPServer[AppState], *, replica_reads: bool = False) -> Non
     server.add_tool(list_tasks, title="List tasks", description=listing, annotations=READ)
     server.add_tool(update_task, title="Update task", annotations=UPDATE)
     server.add_tool(claim_next_task, title="Claim next task", annotations=CLAIM)
-    server.resource("task://{id}", name="task", mime_type="application/json")(task_resource)
+    server.resource("task://{id}", name="task", title="Task", mime_type="application/json")(task_resource)
