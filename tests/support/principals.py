@@ -66,14 +66,14 @@ def acting(token: AccessToken) -> Generator[None]:
 
 @asynccontextmanager
 async def client_as(
-    client_for: ClientFactory, caller: Caller, prefix: str, scope: str = "write", **client: Any
+    client_for: ClientFactory, caller: Caller, prefix: str, scope: str = "write", **options: Any
 ) -> AsyncGenerator[KeyClient]:
     """An in-memory client whose calls come from the API key with public prefix `prefix`.
 
-    `client`: passed to the client factory (`mode="legacy"`, say).
+    `options`: passed to the client factory (`mode="legacy"`, say).
     """
     token = key_token(caller, prefix, scope)
-    manager = client_for(caller.tenant_slug, **client)
+    manager = client_for(caller.tenant_slug, **options)
     with acting(token):
         client = await manager.__aenter__()
     try:
