@@ -14,16 +14,25 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, GetPromptResult, Icon, InputRequiredResult, ToolAnnotations
+from mcp.types import (
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    GetPromptResult,
+    Icon,
+    InputRequiredResult,
+    ToolAnnotations,
+)
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mindscape.app import schemas, validation
+from mindscape.app import completions, schemas, validation
 from mindscape.app.call_quota import admitted
 from mindscape.app.calls import CURRENT_CALL
 from mindscape.app.errors import mcp_error
@@ -176,6 +185,26 @@ class MindscapeServer(MCPServer[AppState]):
                 raise
             raise mapped from exc
 
+    def enable_completions(self) -> None:
+        """completion/complete (app.completions), with the request's context: the SDK's @completion()
+        decorator passes none, and completions read the caller's tenant."""
+
+        async def handler(ctx: ServerRequestContext[AppState], params: CompleteRequestParams) -> CompleteResult:
+            context: Context[AppState, Any] = Context(request_context=ctx, mcp_server=self)
+            try:
+                validation.check_text("the value to complete", params.argument.value)
+                async with admitted(context):
+                    return CompleteResult(completion=await completions.complete(context, params.ref, params.argument))
+            except MCPError:
+                raise
+            except Exception as exc:
+                mapped = mcp_error("completion", exc, name=f"completion of {params.argument.name}")
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+        self._lowlevel_server.add_request_handler("completion/complete", CompleteRequestParams, handler)
+
     def _check_prompt_arguments(self, name: str, arguments: dict[str, Any]) -> None:
         """Unknown and missing names and unstorable values, refused like a tool's (InvalidArgument)."""
         prompt = self._prompt_manager.get_prompt(name)
@@ -263,4 +292,5 @@ def build_server(
     memory.register(server, semantic=semantic, replica_reads=replica_reads)
     campaigns.register(server)
     tasks.register(server, replica_reads=replica_reads)
+    server.enable_completions()
     return server
