@@ -32,7 +32,7 @@ from mcp.types import (
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mindscape.app import completions, schemas, validation
+from mindscape.app import completions, links, schemas, validation
 from mindscape.app.call_quota import admitted
 from mindscape.app.calls import CURRENT_CALL
 from mindscape.app.errors import mcp_error
@@ -122,6 +122,8 @@ class MindscapeServer(MCPServer[AppState]):
         try:
             result = await self._call_checked(name, arguments, context)
             error = isinstance(result, CallToolResult) and result.is_error
+            if isinstance(result, CallToolResult) and not error and links.supported(_protocol(context)):
+                result.content = [*result.content, *links.resource_links(name, result.structured_content)]
             return result
         finally:
             CURRENT_CALL.reset(naming)
@@ -258,6 +260,14 @@ class MindscapeServer(MCPServer[AppState]):
                 f"{name} changes data, and this API key has only the 'read' scope; "
                 "use a key with the 'write' scope (`mindscape key create --scope write`)"
             )
+
+
+def _protocol(context: Context[AppState, Any] | None) -> str | None:
+    """The protocol revision of the request being handled; None outside a request."""
+    try:
+        return context.request_context.protocol_version if context is not None else None
+    except ValueError:  # a Context built outside a request
+        return None
 
 
 def _may_write(token: AccessToken | None) -> bool:
