@@ -32,7 +32,7 @@ from mcp.types import (
 from mcp.types import Tool as MCPTool
 from pydantic import AnyUrl, ValidationError
 
-from mindscape.app import completions, links, schemas, validation
+from mindscape.app import completions, links, schemas, tracing, validation
 from mindscape.app.call_quota import admitted
 from mindscape.app.calls import CURRENT_CALL
 from mindscape.app.errors import mcp_error
@@ -115,22 +115,29 @@ class MindscapeServer(MCPServer[AppState]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
-        # Every call is measured here, refusals included, so /metrics sees what agents see.
+        # Every call is measured and traced here, refusals included, so /metrics and traces see what agents see.
         started = time.perf_counter()
         error = True
         naming = CURRENT_CALL.set(name)  # the tenant transaction tells the audit triggers
-        try:
-            result = await self._call_checked(name, arguments, context)
-            error = isinstance(result, CallToolResult) and result.is_error
-            if isinstance(result, CallToolResult) and not error and links.supported(_protocol(context)):
-                result.content = [*result.content, *links.resource_links(name, result.structured_content)]
-            return result
-        finally:
-            CURRENT_CALL.reset(naming)
-            if self._names is None:
-                self._names = frozenset(t.name for t in self._tool_manager.list_tools())
-            label = name if name in self._names else UNKNOWN_TOOL
-            self.metrics.observe(label, time.perf_counter() - started, error=error)
+        if self._names is None:
+            self._names = frozenset(t.name for t in self._tool_manager.list_tools())
+        label = name if name in self._names else UNKNOWN_TOOL
+        with tracing.tool_span(label, tracing.mark_request(context)) as span:
+            outcome: tracing.Outcome = "failed"
+            try:
+                result = await self._call_checked(name, arguments, context)
+                error = isinstance(result, CallToolResult) and result.is_error
+                outcome = "error" if error else "ok"
+                if isinstance(result, CallToolResult) and not error and links.supported(_protocol(context)):
+                    result.content = [*result.content, *links.resource_links(name, result.structured_content)]
+                return result
+            except ToolError:
+                outcome = "error"  # the SDK answers it as an isError result
+                raise
+            finally:
+                CURRENT_CALL.reset(naming)
+                tracing.outcome(span, outcome)
+                self.metrics.observe(label, time.perf_counter() - started, error=error)
 
     async def _call_checked(
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
@@ -160,6 +167,7 @@ class MindscapeServer(MCPServer[AppState]):
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[AppState, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        tracing.mark_request(context)
         try:
             validation.check_text("the resource URI", str(uri))
             async with admitted(context):
@@ -175,6 +183,7 @@ class MindscapeServer(MCPServer[AppState]):
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[AppState, Any] | None = None
     ) -> GetPromptResult | InputRequiredResult:
+        tracing.mark_request(context)
         try:
             self._check_prompt_arguments(name, arguments or {})
             async with admitted(context):
@@ -193,6 +202,7 @@ class MindscapeServer(MCPServer[AppState]):
 
         async def handler(ctx: ServerRequestContext[AppState], params: CompleteRequestParams) -> CompleteResult:
             context: Context[AppState, Any] = Context(request_context=ctx, mcp_server=self)
+            tracing.mark_request(context)
             try:
                 validation.check_text("the value to complete", params.argument.value)
                 async with admitted(context):
