@@ -34,3 +34,15 @@ async def test_a_write_key_and_stdio_list_every_tool(office: Caller, client_for:
     assert by_key == by_stdio
     assert by_key > READ_TOOLS
     assert {"remember", "forget", "create_task", "update_task", "claim_next_task"} <= by_key
+
+
+async def test_listings_are_cached_privately_for_a_while_and_records_not(
+    office: Caller, client_for: ClientFactory
+) -> None:
+    async with client_for(office.tenant_slug, mode="auto") as client:
+        tools = await client.list_tools()
+        templates = await client.list_resource_templates()
+        persona = await client.read_resource("persona://ada")
+    assert (tools.ttl_ms, tools.cache_scope) == (300_000, "private")  # the list depends on the credential
+    assert (templates.ttl_ms, templates.cache_scope) == (300_000, "private")
+    assert (persona.ttl_ms, persona.cache_scope) == (0, "private")

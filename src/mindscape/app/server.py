@@ -14,6 +14,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
@@ -58,6 +59,19 @@ def instructions(semantic: bool = True) -> str:
 
 
 INSTRUCTIONS = instructions()
+
+# Freshness hints for cacheable results (protocol 2026-07-28). Every one is private: tools/list
+# depends on the credential's scope, and records on the tenant. The lists change only when the
+# server is upgraded or reconfigured; a record may change at any moment.
+LISTS = CacheHint(ttl_ms=300_000, scope="private")
+CACHE_HINTS: dict[CacheableMethod, CacheHint] = {
+    "tools/list": LISTS,
+    "prompts/list": LISTS,
+    "resources/list": LISTS,
+    "resources/templates/list": LISTS,
+    "server/discover": LISTS,
+    "resources/read": CacheHint(ttl_ms=0, scope="private"),
+}
 
 
 def _one_line_paragraphs(text: str) -> str:
@@ -306,6 +320,7 @@ def build_server(
         lifespan=lambda _server: lifespan_state(),
         token_verifier=token_verifier,
         auth=auth,
+        cache_hints=CACHE_HINTS,
     )
     server.metrics = ToolMetrics()
     personas.register(server)
