@@ -108,6 +108,7 @@ class MindscapeServer(MCPServer[AppState]):
         tool = self._tool_manager.get_tool(name or fn.__name__)
         assert tool is not None
         validation.make_strict(tool)
+        self._writers = self._names = None  # computed again, with this tool, when next needed
         tool.parameters = schemas.published_input(tool.parameters)
         if tool.fn_metadata.output_schema is not None:
             tool.fn_metadata.output_schema = schemas.published_output(tool.fn_metadata.output_schema)
