@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, Tool
 
 from mindscape.app.identity import PERSONA, PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.tenancy.caller import Caller
@@ -45,7 +45,7 @@ def key_token(caller: Caller, prefix: str, scope: str = "write", persona: str | 
 
 
 class KeyClient:
-    """Tool calls, resource reads and prompt gets as the key's principal."""
+    """Tool calls, tool lists, resource reads and prompt gets as the key's principal."""
 
     def __init__(self, client: Client, token: AccessToken) -> None:
         self._client = client
@@ -59,6 +59,10 @@ class KeyClient:
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> GetPromptResult:
         return await self._as_key(lambda: self._client.get_prompt(name, arguments))
+
+    async def list_tools(self) -> list[Tool]:
+        with acting(self._token):
+            return (await self._client.list_tools()).tools
 
     async def _as_key(self, call: Callable[[], Awaitable[T]]) -> T:
         with acting(self._token):
@@ -76,12 +80,17 @@ def acting(token: AccessToken) -> Generator[None]:
 
 @asynccontextmanager
 async def client_as(
-    client_for: ClientFactory, caller: Caller, prefix: str, persona: str | None = None
+    client_for: ClientFactory,
+    caller: Caller,
+    prefix: str,
+    scope: str = "write",
+    persona: str | None = None,
+    **options: Any,
 ) -> AsyncGenerator[KeyClient]:
     """An in-memory client whose calls come from the API key with public prefix `prefix` (bound to
-    `persona`, if given)."""
-    token = key_token(caller, prefix, persona=persona)
-    manager = client_for(caller.tenant_slug)
+    `persona`, if given). `options`: passed to the client factory (`mode="legacy"`, say)."""
+    token = key_token(caller, prefix, scope, persona=persona)
+    manager = client_for(caller.tenant_slug, **options)
     with acting(token):
         client = await manager.__aenter__()
     try:

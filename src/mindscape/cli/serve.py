@@ -37,6 +37,7 @@ def serve(
     # Imported here: the MCP SDK takes seconds to import, and only `serve` needs it.
     from mindscape.app.server import build_server
     from mindscape.app.state import freeze_startup_objects, open_state
+    from mindscape.app.tracing import start as start_tracing
     from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
     from mindscape.transports.http.listen import bind
@@ -65,6 +66,7 @@ def serve(
             if sock is not None and transport != "stdio":
                 await serve_http(state, sock, host=host, port=port, transport=transport)
             else:
+                start_tracing(state.settings)
                 server = build_server(
                     lambda: nullcontext(state),
                     semantic=semantic(state.settings),

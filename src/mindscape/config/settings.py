@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         description="HTTP: how often the keys' last_used_at stamps are written, batched, off the request path.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP collector base URL (traces go to <url>/v1/traces). Unset: the standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else no traces.",
+    )
 
     # HTTP transport: DNS-rebinding protection is always on; these are the Host and Origin
     # header values it lets through ("host:*" and "scheme://host:*" allow any port).

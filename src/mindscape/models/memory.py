@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
 
 Kind = Literal["fact", "event", "preference", "instruction", "note"]
 Visibility = Literal["tenant", "persona", "private"]
@@ -84,7 +84,14 @@ class MemoryHistory(Memory):
 
 
 MetaScalar = str | int | float | bool | None
-MetaValue = MetaScalar | list[MetaScalar]
+# Published as "anything but an object; in a list, anything but an object or a list": the values
+# pydantic's six-branch anyOf accepts, in a third of the characters (tests/app/test_tool_list.py
+# checks they agree). Validation stays pydantic's.
+META_VALUE_SCHEMA: dict[str, Any] = {
+    "not": {"type": "object"},
+    "items": {"not": {"anyOf": [{"type": "object"}, {"type": "array"}]}},
+}
+MetaValue = Annotated[MetaScalar | list[MetaScalar], WithJsonSchema(META_VALUE_SCHEMA)]
 MAX_METADATA_BYTES = 4096
 
 
