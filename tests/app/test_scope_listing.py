@@ -12,7 +12,16 @@ from tests.support.tenants import ClientFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.office("ada", prefix="scopes")]
 
-READ_TOOLS = {"get_persona", "list_personas", "recall", "get_campaign", "list_campaigns", "get_task", "list_tasks"}
+READ_TOOLS = {
+    "get_persona",
+    "list_personas",
+    "recall",
+    "list_memories",
+    "get_campaign",
+    "list_campaigns",
+    "get_task",
+    "list_tasks",
+}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -33,7 +42,7 @@ async def test_a_write_key_and_stdio_list_every_tool(office: Caller, client_for:
         by_stdio = {tool.name for tool in (await configured.list_tools()).tools}
     assert by_key == by_stdio
     assert by_key > READ_TOOLS
-    assert {"remember", "forget", "create_task", "update_task", "claim_next_task"} <= by_key
+    assert {"remember", "forget", "update_memory", "create_task", "update_task", "claim_next_task"} <= by_key
 
 
 async def test_listings_are_cached_privately_for_a_while_and_records_not(
