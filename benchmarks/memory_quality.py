@@ -12,6 +12,10 @@ Snowball stemming), exact dense cosine with the same model (fastembed directly),
 reciprocal rank fusion (k = 60, 30 candidates each: the common way to fuse two rankings, and how
 the server fused them before it mixed the scores themselves; docs/memory-ranking.md).
 
+Knowledge update: facts are stored, then superseded (`remember(supersedes=id)`) in a tenant that
+also holds one LoCoMo conversation as distractors; recall must rank the current version first and
+never return a superseded one by default (`--updates-only` runs just this check).
+
 Also measured: the min_similarity floor (hybrid recall@10 and how many off-topic queries still
 get an answer, per floor), recall latency over stdio, remember latency, import rate with
 embedding, model load time and server memory.
@@ -94,6 +98,38 @@ OFF_TOPIC = (
 )
 FLOORS = (-1.0, 0.2, 0.25, 0.3, 0.35)
 REMEMBER_SAMPLES = 60
+# Knowledge update: (first version, the version that supersedes it, a question about the fact). The
+# old version often shares more words with the question than the new one does.
+UPDATES = (
+    ("Maya lives in Lisbon.", "Maya moved to Oslo last spring; that is her home now.", "Where does Maya live?"),
+    ("The team standup is at 9:00.", "Standup moved to 9:30 starting this week.", "What time is the team standup?"),
+    ("Omar's favourite food is sushi.", "Omar says ramen is now his favourite food.", "What is Omar's favourite food?"),
+    ("The wifi password is tulip42.", "The wifi password was changed to maple77.", "What is the wifi password?"),
+    ("Priya works at Acme Corp.", "Priya left Acme and joined Globex as an engineer.", "Where does Priya work?"),
+    ("The project deadline is March 3.", "The deadline was pushed back to April 14.", "When is the project deadline?"),
+    ("Leo drives a red Honda.", "Leo sold the Honda and now drives a blue Tesla.", "What car does Leo drive?"),
+    (
+        "The office is on the 4th floor.",
+        "We relocated: the office is now on the 7th floor.",
+        "Which floor is the office on?",
+    ),
+    ("Anna is vegetarian.", "Anna went vegan in January.", "What diet does Anna follow?"),
+    ("The budget for Q3 is 50k.", "Q3 budget was raised to 80k.", "What is the Q3 budget?"),
+    ("Sam's phone number is 555-0101.", "Sam has a new number: 555-0199.", "What is Sam's phone number?"),
+    ("The book club meets on Tuesdays.", "Book club now meets Thursday evenings.", "When does the book club meet?"),
+    ("Nina's manager is Carlos.", "Carlos moved teams; Nina now reports to Mei.", "Who is Nina's manager?"),
+    ("The server runs Ubuntu 20.04.", "The server was upgraded to Debian 12.", "Which OS does the server run?"),
+    (
+        "Jake is learning Spanish.",
+        "Jake dropped Spanish and is learning Japanese instead.",
+        "Which language is Jake learning?",
+    ),
+    ("The gym opens at 6am.", "New hours: the gym opens at 5:30am.", "When does the gym open?"),
+    ("Lena's dog is called Biscuit.", "Lena renamed her dog to Pepper.", "What is Lena's dog called?"),
+    ("The meeting room is Orion.", "Meetings are held in Lyra from now on.", "Which meeting room do we use?"),
+    ("Tom's shirt size is M.", "Tom needs size L shirts now.", "What is Tom's shirt size?"),
+    ("Rent is due on the 1st.", "The landlord changed it: rent is due on the 5th.", "When is rent due?"),
+)
 STARTED = time.perf_counter()
 
 Message = dict[str, Any]
@@ -331,7 +367,7 @@ def baselines(conv: Conversation, model: Model) -> dict[str, list[list[str]]]:
 async def seed(data_dir: Path, convs: list[Conversation]) -> Targets:
     targets = await start_embedded(data_dir)
     await migrate.upgrade(targets.owner)
-    for conv in [*convs, Conversation("remember", [], [])]:
+    for conv in [*convs, Conversation("remember", [], []), Conversation("updates", [], [])]:
         conv.tenant = f"locomo-{conv.name}"
         await tenant_ops.create_tenant(targets, slug=conv.tenant, name=f"LoCoMo {conv.name}")
     return targets
@@ -412,6 +448,70 @@ def rss_kb(pid: int) -> tuple[int, int]:
 
 
 @dataclass
+class Updates:
+    """Knowledge update, per mode: the rank of the current version (None: absent) and superseded hits."""
+
+    ranks: dict[str, list[int | None]] = field(default_factory=lambda: {})
+    stale: dict[str, int] = field(default_factory=lambda: {})
+    history_both: int = 0
+    as_of_old_first: int = 0
+    facts: int = 0
+
+
+def measure_updates(conv: Conversation, env: dict[str, str], tmp: Path) -> Updates:
+    """Store each fact, supersede it, then ask: by default, with include_superseded, and as of before."""
+    session = open_session("updates", env, tmp)
+    found = Updates(facts=len(UPDATES))
+    try:
+        old_ids: list[str] = []
+        for old, _, _ in UPDATES:
+            _, first = call(session, "remember", {"content": old, "kind": "fact"})
+            old_ids.append(cast(str, first["id"]))
+        time.sleep(0.05)
+        before = datetime.now(UTC)
+        time.sleep(0.05)
+        current: list[tuple[str, str]] = []
+        for old_id, (_, new, _) in zip(old_ids, UPDATES, strict=True):
+            _, second = call(session, "remember", {"content": new, "supersedes": old_id})
+            current.append((old_id, cast(str, second["id"])))
+        for (old_id, new_id), (_, _, question) in zip(current, UPDATES, strict=True):
+            for mode in MODES:
+                _, result = call(session, "recall", {"query": question, "k": 10, "mode": mode})
+                ids = [cast(str, m["id"]) for m in cast(list[Message], result["memories"])]
+                found.ranks.setdefault(mode, []).append(ids.index(new_id) + 1 if new_id in ids else None)
+                found.stale[mode] = found.stale.get(mode, 0) + (old_id in ids)
+            _, history = call(session, "recall", {"query": question, "k": 10, "include_superseded": True})
+            seen = {cast(str, m["id"]) for m in cast(list[Message], history["memories"])}
+            found.history_both += {old_id, new_id} <= seen
+            _, then = call(session, "recall", {"query": question, "k": 10, "as_of": before.isoformat()})
+            top = [cast(str, m["id"]) for m in cast(list[Message], then["memories"])][:1]
+            found.as_of_old_first += top == [old_id]
+    finally:
+        session.close()
+    return found
+
+
+def updates_report(found: Updates) -> list[str]:
+    n = found.facts
+    lines = [
+        f"## Knowledge update ({n} facts superseded once, beside {{distractors}} LoCoMo turns)",
+        "",
+        "| mode | current version first | current in top 10 | superseded returned (default) |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode, ranks in found.ranks.items():
+        first = sum(1 for r in ranks if r == 1)
+        top = sum(1 for r in ranks if r is not None)
+        lines.append(f"| {mode} | {first}/{n} | {top}/{n} | {found.stale[mode]} |")
+    lines += [
+        "",
+        f"With `include_superseded: true` both versions come back for {found.history_both}/{n} questions; "
+        f"`as_of` a moment before the updates ranks the old version first for {found.as_of_old_first}/{n}.",
+    ]
+    return lines
+
+
+@dataclass
 class Results:
     # (method, question index within the run) -> top dia_ids
     rankings: dict[str, list[list[str]]] = field(default_factory=lambda: {})
@@ -430,6 +530,8 @@ class Results:
     imported: int = 0
     ceiling: Ceiling | None = None
     rss: list[tuple[int, int]] = field(default_factory=lambda: [])
+    updates: Updates | None = None
+    distractors: int = 0
 
 
 def dia_ids(result: Message) -> list[str]:
@@ -602,7 +704,9 @@ def report(res: Results, args: argparse.Namespace, model: Model, default_floor: 
     ]
     if args.provider == "openai-stub":
         lines.append("Embeddings are computed in the benchmark process (the stub endpoint), not in the server's RSS.")
-    return "\n".join(lines)
+    if res.updates is not None:
+        lines += ["", *updates_report(res.updates)]
+    return "\n".join(lines).replace("{distractors}", str(res.distractors))
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -626,6 +730,7 @@ def parse_args() -> argparse.Namespace:
         help="store each turn with the previous turn of its session as metadata.context (default: on)",
     )
     parser.add_argument("--questions", type=int, default=0, help="ask only the first N questions of each (0: all)")
+    parser.add_argument("--updates-only", action="store_true", help="only the knowledge update check")
     return parser.parse_args()
 
 
@@ -654,6 +759,15 @@ def run(args: argparse.Namespace, tmp: Path) -> str:
     targets = asyncio.run(seed(tmp, convs))
     res = Results()
     default_floor = Settings(database_url=None).memory_min_similarity
+    log("knowledge update: distractors, then facts stored and superseded")
+    distractors = Conversation("updates", convs[0].turns, [])
+    distractors.tenant = "locomo-updates"
+    updates_env = server_env(targets, tmp, distractors.tenant, provider)
+    import_turns(distractors, updates_env, tmp, context=args.context)
+    res.updates = measure_updates(distractors, updates_env, tmp)
+    res.distractors = len(distractors.turns)
+    if args.updates_only:
+        return "\n".join(updates_report(res.updates)).replace("{distractors}", str(res.distractors))
     for conv in convs:
         env = server_env(targets, tmp, conv.tenant, provider)
         log(f"{conv.name}: importing {len(conv.turns)} turns")

@@ -27,3 +27,14 @@ async def test_no_description_keeps_docstring_indentation() -> None:
     }
     assert indented == {}
     assert "\n\n`recall`" in (listed["prompt persona"] or "")  # paragraphs survive
+
+
+async def test_every_tool_prompt_and_resource_has_a_short_title() -> None:
+    server = build_server(lambda: nullcontext(cast(AppState, None)))
+    titled: dict[str, str | None] = {}
+    titled |= {f"tool {t.name}": t.title for t in await server.list_tools()}
+    titled |= {f"prompt {p.name}": p.title for p in await server.list_prompts()}
+    titled |= {f"resource {r.name}": r.title for r in await server.list_resource_templates()}
+    titled |= {f"resource {r.name}": r.title for r in await server.list_resources()}
+    assert len(titled) >= 19
+    assert {name: title for name, title in titled.items() if not title or len(title) > 20} == {}

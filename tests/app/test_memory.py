@@ -188,7 +188,7 @@ async def test_forget_and_the_memory_resource(office: Caller, client_for: Client
     content = read.contents[0]
     assert isinstance(content, TextResourceContents)
     assert '"content": "Parking is on level 2"' in content.text
-    assert forgotten == {"id": stored["id"], "forgotten": True}
+    assert forgotten == {"id": stored["id"], "forgotten": True, "versions": 1}
     assert "already forgotten" in again
     left = await sql(
         targets,

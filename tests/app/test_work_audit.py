@@ -105,7 +105,11 @@ async def test_every_write_records_its_events_and_reads_record_none(
     assert details[4] == {"fields": ["status"], "from": "draft", "to": "active", "version": 2}
     assert details[6] == {"attempts": 1, "reclaimed": False, "lease_seconds": 120}
     assert details[7] == {"fields": ["status", "result"], "from": "in_progress", "to": "done", "version": 3}
-    assert details[8:] == [{"kind": "note"}, {"fields": []}, {}]
+    # remember's event carries the memory's provenance (migration 0009): the client the session named.
+    session = {"client": "mcp", "client_version": details[8].get("client_version")}
+    assert details[8] == {"kind": "note", "visibility": "tenant", "written_via": "tool", **session}
+    assert details[8]["client_version"]
+    assert details[9:] == [{"fields": [], "version": 1}, {}]
     times = [r["created_at"] for r in rows]
     assert times == sorted(times)
 
@@ -157,8 +161,8 @@ def test_memory_import_records_each_memory_with_its_file(targets: Targets, offic
     rows = anyio.run(_events_of, targets, office)
     imported = [r for r in rows if r["tool"] == "memory_import"]
     assert [(r["outcome"], r["detail"]) for r in imported] == [
-        ("created", {"kind": "note", "source": str(source)}),
-        ("created", {"kind": "note", "source": str(source)}),
+        ("created", {"kind": "note", "source": str(source), "visibility": "tenant", "written_via": "import"}),
+        ("created", {"kind": "note", "source": str(source), "visibility": "tenant", "written_via": "import"}),
     ]
     assert {r["principal"] for r in imported} == {f"cli:{USER}"}
 

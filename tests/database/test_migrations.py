@@ -37,6 +37,7 @@ POLICIES = {
     ("tenants", "tenants_own_row"),
     ("personas", "personas_tenant"),
     ("memories", "memories_tenant"),
+    ("memories", "memories_writer"),
     ("memory_embeddings", "memory_embeddings_tenant"),
     ("campaigns", "campaigns_tenant"),
     ("campaign_personas", "campaign_personas_tenant"),
@@ -177,6 +178,22 @@ async def test_downgrade_to_base_drops_the_schema_and_keeps_the_roles(empty: Tar
     assert not await schema_exists(empty)
     assert await existing_roles(empty) == roles
     assert set(roles) == set(ROLES)
+
+
+async def test_0009_downgrades_and_upgrades_again(empty: Targets) -> None:
+    """Provenance, visibility and versions come off (every memory tenant-visible again) and back."""
+    await migrate.upgrade(empty.owner)
+    await migrate.downgrade(empty.owner, "0008")
+    assert await revision(empty) == "0008"
+    async with owner(empty) as conn:
+        columns = await conn.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'mindscape.memories'::regclass AND attnum > 0"
+        )
+        lookup = await conn.fetchval("SELECT pg_get_function_result('mindscape.api_key_lookup(text)'::regprocedure)")
+    assert "written_by" not in {c["attname"] for c in columns}
+    assert "persona" not in lookup
+    await migrate.upgrade(empty.owner)
+    assert await revision(empty) == migrate.head_revision()
 
 
 async def test_upgrade_after_downgrade_reuses_the_existing_roles(empty: Targets) -> None:

@@ -11,33 +11,41 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp import Client
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, GetPromptResult, ReadResourceResult, Tool
 
-from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
+from mindscape.app.identity import PERSONA, PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.tenancy.caller import Caller
 from tests.support.tenants import ClientFactory
 
+T = TypeVar("T")
 
-def key_token(caller: Caller, prefix: str, scope: str = "write") -> AccessToken:
-    """The AccessToken ApiKeyVerifier builds for a key `msk_<prefix>_...` of the caller's tenant."""
+
+def key_token(caller: Caller, prefix: str, scope: str = "write", persona: str | None = None) -> AccessToken:
+    """The AccessToken ApiKeyVerifier builds for a key `msk_<prefix>_...` of the caller's tenant
+    (created with `--persona` when `persona` is given)."""
     principal = f"key:{prefix}"
     return AccessToken(
         token=f"msk_{prefix}",
         client_id=principal,
         subject=principal,
         scopes=["read", "write"] if scope == "write" else ["read"],
-        claims={TENANT_ID: str(caller.tenant_id), TENANT_SLUG: caller.tenant_slug, PRINCIPAL: principal},
+        claims={
+            TENANT_ID: str(caller.tenant_id),
+            TENANT_SLUG: caller.tenant_slug,
+            PRINCIPAL: principal,
+            PERSONA: persona,
+        },
     )
 
 
 class KeyClient:
-    """`call_tool` as the key's principal (the only call the claim tests need)."""
+    """Tool calls, tool lists, resource reads and prompt gets as the key's principal."""
 
     def __init__(self, client: Client, token: AccessToken) -> None:
         self._client = client
@@ -46,7 +54,17 @@ class KeyClient:
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
         return await self._as_key(lambda: self._client.call_tool(name, arguments))
 
-    async def _as_key(self, call: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
+    async def read_resource(self, uri: str) -> ReadResourceResult:
+        return await self._as_key(lambda: self._client.read_resource(uri))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> GetPromptResult:
+        return await self._as_key(lambda: self._client.get_prompt(name, arguments))
+
+    async def list_tools(self) -> list[Tool]:
+        with acting(self._token):
+            return (await self._client.list_tools()).tools
+
+    async def _as_key(self, call: Callable[[], Awaitable[T]]) -> T:
         with acting(self._token):
             return await call()
 
@@ -61,10 +79,18 @@ def acting(token: AccessToken) -> Generator[None]:
 
 
 @asynccontextmanager
-async def client_as(client_for: ClientFactory, caller: Caller, prefix: str) -> AsyncGenerator[KeyClient]:
-    """An in-memory client whose calls come from the API key with public prefix `prefix`."""
-    token = key_token(caller, prefix)
-    manager = client_for(caller.tenant_slug)
+async def client_as(
+    client_for: ClientFactory,
+    caller: Caller,
+    prefix: str,
+    scope: str = "write",
+    persona: str | None = None,
+    **options: Any,
+) -> AsyncGenerator[KeyClient]:
+    """An in-memory client whose calls come from the API key with public prefix `prefix` (bound to
+    `persona`, if given). `options`: passed to the client factory (`mode="legacy"`, say)."""
+    token = key_token(caller, prefix, scope, persona=persona)
+    manager = client_for(caller.tenant_slug, **options)
     with acting(token):
         client = await manager.__aenter__()
     try:

@@ -357,7 +357,7 @@ async def test_prepared_statement_reused_across_tenants(world: World) -> None:
         statement = await conn.prepare(query)
         for caller in (world.a, world.b):
             async with conn.transaction(readonly=True):
-                await conn.fetchrow(SET_CONTEXT, str(caller.tenant_id), "test", "5000", "", "")
+                await conn.fetchrow(SET_CONTEXT, str(caller.tenant_id), "test", "5000", "", "", "", "", "", "")
                 seen.append({r["tenant_id"] for r in await statement.fetch()})
                 assert {r["tenant_id"] for r in await conn.fetch(query)} == seen[-1]  # asyncpg's cached copy
     finally:

@@ -87,7 +87,7 @@ async def test_rls_on_memory_tables(pool: Pool, tenant_factory: TenantFactory) -
     changed = await as_tenant_fetch(
         pool,
         a,
-        "WITH u AS (UPDATE mindscape.memories SET content = 'hacked' WHERE id = $1 RETURNING 1),"
+        "WITH u AS (UPDATE mindscape.memories SET metadata = '{\"hacked\": true}' WHERE id = $1 RETURNING 1),"
         " d AS (DELETE FROM mindscape.memory_embeddings WHERE memory_id = $1 RETURNING 1)"
         " SELECT (SELECT count(*) FROM u) AS u, (SELECT count(*) FROM d) AS d",
         b_memory,
@@ -111,10 +111,14 @@ async def test_rls_on_memory_tables(pool: Pool, tenant_factory: TenantFactory) -
         "INSERT INTO mindscape.memories (tenant_id, persona_id, content, content_sha256)"
         " VALUES ($1, $2, 'x', sha256('x'::bytea))"
     )
+    # Since 0009 an embedding must belong to a memory the caller can see: the policy refuses one for
+    # a memory that is not there (or not visible) before the foreign key is checked. Either way, B's
+    # memory and no memory at all get the same error.
+    refused = (asyncpg.ForeignKeyViolationError, asyncpg.InsufficientPrivilegeError)
     for statement, foreign in ((embed_for, b_memory), (remember_for, b_persona)):
         errors: list[str] = []
         for target in (foreign, uuid.uuid4()):
-            with pytest.raises(asyncpg.ForeignKeyViolationError) as caught:
+            with pytest.raises(refused) as caught:
                 await as_tenant_fetch(pool, a, statement, a.tenant_id, target)
             errors.append(str(caught.value).replace(str(target), "X"))
         assert errors[0] == errors[1]

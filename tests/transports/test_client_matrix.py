@@ -39,7 +39,7 @@ from tests.support.tenants import PERSONAS_A, make_tenant
 
 ALL_TOOLS = sorted(
     [
-        *("get_persona", "list_personas", "remember", "recall", "forget"),
+        *("get_persona", "list_personas", "remember", "recall", "forget", "update_memory", "list_memories"),
         *("create_campaign", "get_campaign", "list_campaigns", "update_campaign"),
         *("create_task", "get_task", "list_tasks", "update_task", "claim_next_task"),
     ]

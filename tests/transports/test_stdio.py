@@ -29,7 +29,7 @@ def server_env(world: World, tenant: str) -> dict[str, str]:
 
 SERVE = [sys.executable, "-m", "mindscape", "serve"]
 PERSONA_TOOLS = ["get_persona", "list_personas"]
-MEMORY_TOOLS = ["remember", "recall", "forget"]
+MEMORY_TOOLS = ["remember", "recall", "forget", "update_memory", "list_memories"]
 CAMPAIGN_TOOLS = ["create_campaign", "get_campaign", "list_campaigns", "update_campaign"]
 TASK_TOOLS = ["create_task", "get_task", "list_tasks", "update_task", "claim_next_task"]
 ALL_TOOLS = sorted([*PERSONA_TOOLS, *MEMORY_TOOLS, *CAMPAIGN_TOOLS, *TASK_TOOLS])

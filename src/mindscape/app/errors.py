@@ -56,7 +56,7 @@ from mindscape.errors import (
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["tool", "resource", "prompt"]
+Kind = Literal["tool", "resource", "prompt", "completion"]
 Reason = Literal[
     "database_unavailable", "server_busy", "shutting_down", "statement_timeout", "conflict", "issuer_unavailable"
 ]

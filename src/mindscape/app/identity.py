@@ -7,6 +7,7 @@ request, never by a tool argument.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 TENANT_ID = "mindscape_tenant_id"
 TENANT_SLUG = "mindscape_tenant_slug"
 PRINCIPAL = "mindscape_principal"  # `key:<prefix>` or `jwt:<iss>#<sub>`
+PERSONA = "mindscape_persona"  # the persona slug the credential is bound to, if any
 
 
 def caller_from_token(token: AccessToken) -> Caller:
@@ -36,16 +38,35 @@ def caller_from_token(token: AccessToken) -> Caller:
         tenant_slug=str(claims[TENANT_SLUG]),
         principal=str(claims.get(PRINCIPAL) or token.subject or token.client_id),
         scope=scope,
+        persona=str(claims[PERSONA]) if claims.get(PERSONA) else None,
     )
 
 
 def current_caller(ctx: Context[AppState, Any]) -> Caller:
-    """The caller of the request being handled: the verified key's tenant, else the stdio tenant."""
+    """The caller of the request being handled: the verified key's tenant, else the stdio tenant,
+    with the MCP client the session named (recorded as provenance of what it writes)."""
     token = get_access_token()
     if token is not None:
-        return caller_from_token(token)
-    caller = ctx.request_context.lifespan_context.caller
-    if caller is None:
-        # Unreachable behind the HTTP auth middleware; fail closed if it ever is reached.
-        raise TenantUnavailable("no tenant for this request: an API key (Authorization: Bearer msk_...) is required")
-    return caller
+        caller = caller_from_token(token)
+    else:
+        stdio = ctx.request_context.lifespan_context.caller
+        if stdio is None:
+            # Unreachable behind the HTTP auth middleware; fail closed if it ever is reached.
+            raise TenantUnavailable(
+                "no tenant for this request: an API key (Authorization: Bearer msk_...) is required"
+            )
+        caller = stdio
+    name, version = client_of(ctx)
+    return replace(caller, client_name=name, client_version=version) if name or version else caller
+
+
+def client_of(ctx: Context[AppState, Any]) -> tuple[str | None, str | None]:
+    """(name, version) from the session's client info, when the client sent one."""
+    try:
+        params = ctx.request_context.session.client_params
+    except (AttributeError, ValueError):  # no session (a background task after the reply)
+        return None, None
+    if params is None:
+        return None, None
+    info = params.client_info
+    return info.name or None, info.version or None

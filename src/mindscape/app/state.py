@@ -30,15 +30,16 @@ from mindscape.database.pool import Pool, create_pool
 from mindscape.embeddings.factory import describe
 from mindscape.embeddings.local import LocalEmbedder
 from mindscape.embeddings.registry import Embedders
-from mindscape.errors import StartupError
+from mindscape.errors import NotFound, StartupError
 from mindscape.memory.indexing import BackgroundIndexer
 from mindscape.memory.recall import TenantSizes
-from mindscape.queries import tenants
+from mindscape.queries import lookups, tenants
 from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller, resolve_caller
 from mindscape.tenancy.key_usage import KeyUsage
+from mindscape.tenancy.transaction import tenant_transaction
 
 log = logging.getLogger(__name__)
 READ_APPLICATION_NAME = "mindscape-read"  # how the replica's pg_stat_activity names the read pool
@@ -127,7 +128,11 @@ async def open_state(
                 )
             if transport == "stdio" and settings.tenant is not None:
                 principal = f"stdio:{getpass.getuser()}"
-                caller = await resolve_caller(conn, tenant_slug=settings.tenant, principal=principal)
+                caller = await resolve_caller(
+                    conn, tenant_slug=settings.tenant, principal=principal, persona=settings.persona
+                )
+                if caller.persona is not None:
+                    await _check_persona(pool, caller, settings)
             calls = CallQuota(settings, auth_pool or pool)
             if caller is not None:
                 # Known before the first call, so no call waits on this lookup (and replies stay in order).
@@ -182,6 +187,19 @@ async def open_state(
 async def _stamp_until_cancelled(key_usage: KeyUsage, scope: anyio.CancelScope) -> None:
     with scope:
         await key_usage.run()
+
+
+async def _check_persona(pool: Pool, caller: Caller, settings: Settings) -> None:
+    """`--persona` must name a persona of the tenant: a typo would silently hide its memories."""
+    timeout = settings.statement_timeout_ms
+    async with tenant_transaction(pool, caller, read_only=True, statement_timeout_ms=timeout) as tx:
+        try:
+            await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=caller.persona)
+        except NotFound:
+            raise StartupError(
+                f"--persona {caller.persona!r}: tenant {caller.tenant_slug!r} has no such persona; "
+                f"`mindscape persona list --tenant {caller.tenant_slug}` shows them"
+            ) from None
 
 
 def freeze_startup_objects() -> None:

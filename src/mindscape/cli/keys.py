@@ -72,6 +72,9 @@ def create(
     scope: Annotated[Scope, typer.Option("--scope", help="read: read tools only. write: every tool.")],
     expires: ExpiresOption = None,
     name: Annotated[str, typer.Option("--name", help="A label for operators, e.g. the agent's name.")] = "",
+    persona: Annotated[
+        str | None, typer.Option("--persona", help="The persona the key acts as (sees its persona memories).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key for one tenant and scope; prints it once."""
@@ -82,7 +85,9 @@ def create(
 
     async def main() -> tuple[ApiKey, str]:
         targets = await prepare(settings)
-        return await key_ops.create_key(targets, tenant_slug=tenant, name=name.strip(), scope=scope, lifetime=lifetime)
+        return await key_ops.create_key(
+            targets, tenant_slug=tenant, name=name.strip(), scope=scope, lifetime=lifetime, persona=persona
+        )
 
     _show_once(run(main), "created")
 

@@ -17,6 +17,9 @@ from mindscape.errors import MindscapeError
 def serve(
     config: ConfigOption = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant slug to serve over stdio (or MINDSCAPE_TENANT).")] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="stdio: the persona the agent acts as (or MINDSCAPE_PERSONA).")
+    ] = None,
     transport: Annotated[
         Literal["stdio", "http", "sse"],
         typer.Option(help="stdio: one tenant. http: Streamable HTTP at /mcp, API keys. sse: legacy SSE at /sse."),
@@ -34,12 +37,13 @@ def serve(
     # Imported here: the MCP SDK takes seconds to import, and only `serve` needs it.
     from mindscape.app.server import build_server
     from mindscape.app.state import freeze_startup_objects, open_state
+    from mindscape.app.tracing import start as start_tracing
     from mindscape.embeddings.factory import semantic
     from mindscape.transports.http.app import serve_http
     from mindscape.transports.http.listen import bind
     from mindscape.transports.stdio import serve_stdio
 
-    settings = load(config, tenant=tenant, http_stateless=stateless or None, http_workers=workers)
+    settings = load(config, tenant=tenant, persona=persona, http_stateless=stateless or None, http_workers=workers)
     if settings.http_workers > 1 and transport != "http":
         fail(MindscapeError(f"--workers > 1 needs --transport http: {transport} keeps its sessions in memory"))
     try:
@@ -62,6 +66,7 @@ def serve(
             if sock is not None and transport != "stdio":
                 await serve_http(state, sock, host=host, port=port, transport=transport)
             else:
+                start_tracing(state.settings)
                 server = build_server(
                     lambda: nullcontext(state),
                     semantic=semantic(state.settings),

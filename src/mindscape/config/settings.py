@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         default_factory=default_data_dir, description="Where the embedded PostgreSQL keeps its data."
     )
     tenant: str | None = Field(default=None, description="Tenant slug served over stdio.")
+    persona: str | None = Field(
+        default=None, pattern=SLUG_PATTERN, description="stdio: the persona the agent acts as (persona visibility)."
+    )
     statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     pool_min_size: int = Field(default=1, ge=0, le=100)
     pool_max_size: int = Field(default=10, ge=1, le=100)
@@ -87,6 +90,12 @@ class Settings(BaseSettings):
         description="HTTP: how often the keys' last_used_at stamps are written, batched, off the request path.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP collector base URL (traces go to <url>/v1/traces). Unset: the standard "
+        "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else no traces.",
+    )
 
     # HTTP transport: DNS-rebinding protection is always on; these are the Host and Origin
     # header values it lets through ("host:*" and "scheme://host:*" allow any port).
@@ -132,6 +141,11 @@ class Settings(BaseSettings):
         default="mindscape_tenant",
         pattern=TENANT_CLAIM_PATTERN,
         description="Claim with the tenant slug (a.b: nested).",
+    )
+    oauth_persona_claim: str = Field(
+        default="mindscape_persona",
+        pattern=TENANT_CLAIM_PATTERN,
+        description="Claim with the persona slug the token acts as, if any (a.b: nested).",
     )
     oauth_algorithms: list[str] | None = Field(default=None, description="Accepted `alg` values; default by key type.")
     oauth_leeway_s: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")

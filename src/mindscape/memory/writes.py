@@ -7,6 +7,7 @@ after its reply) or `mindscape memory backfill` embeds the pending rows.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -15,14 +16,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from mindscape.embeddings.base import EmbeddingError, ModelSpec, ModelUnavailable
 from mindscape.embeddings.registry import Embedders
-from mindscape.errors import InvalidArgument
-from mindscape.memory.context import embed_with_context
-from mindscape.models.memory import Remembered
+from mindscape.errors import InvalidArgument, NotFound
+from mindscape.memory.context import context_of, embed_with_context
+from mindscape.models.memory import Memory, Remembered, Visibility
 from mindscape.queries import lookups, memories
 from mindscape.quotas.limits import Limit
 from mindscape.quotas.memories import check_content_size
+from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
 
 log = logging.getLogger(__name__)
@@ -64,28 +68,117 @@ async def persona_id(tx: TenantTx, slug: str | None) -> UUID | None:
     return await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug)
 
 
+@dataclass(frozen=True)
+class Versioning:
+    """Where a new memory sits: who may see it, the task it came from, the version it replaces."""
+
+    visibility: Visibility | None = None  # None: tenant, or the superseded version's
+    task_id: UUID | None = None
+    supersedes: UUID | None = None
+
+
+def memory_not_found(memory_id: UUID) -> NotFound:
+    return NotFound(f"no memory with id {memory_id} in this workspace (forgotten, or not visible to you)")
+
+
+def superseded_conflict(memory_id: UUID, current: UUID | None) -> InvalidArgument:
+    """The memory is no longer the current version: name the one that is."""
+    facts = {"conflict": {"id": str(memory_id), "current_version_id": str(current) if current else None}}
+    where = f"the current version is {current}: read it (memory://{current}) and supersede or update that one"
+    if current is None:
+        where = "its chain has no current version any more"
+    return InvalidArgument(f"conflict: memory {memory_id} was already superseded; {where}. {json.dumps(facts)}")
+
+
+async def current_version(tx: TenantTx, memory_id: UUID) -> UUID | None:
+    """The newest visible version of `memory_id`'s chain, if it is still current."""
+    ids = await memories.chain(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
+    if not ids:
+        return None
+    head = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=ids[-1])
+    return ids[-1] if head is not None and head["valid_to"] is None else None
+
+
+def check_visibility(caller: Caller, visibility: str, persona: str | None) -> None:
+    """Clear words before the policy would refuse: persona visibility belongs to a bound persona."""
+    if visibility != "persona":
+        return
+    if caller.persona is None:
+        raise InvalidArgument(
+            "visibility 'persona' needs a persona binding, and this credential acts as no persona "
+            "(an API key created with --persona, a JWT persona claim, or serve --persona); use 'tenant' or 'private'"
+        )
+    if persona != caller.persona:
+        raise InvalidArgument(
+            f"visibility 'persona' is for memories of your own persona {caller.persona!r}; "
+            f"pass persona={caller.persona!r} or omit it"
+        )
+
+
 async def store(
     tx: TenantTx,
     embedders: Embedders,
     prepared: Prepared,
     *,
+    caller: Caller,
     persona: str | None,
-    kind: str,
+    kind: str | None,
     metadata: dict[str, Any],
     importance: float | None,
     expires_in_days: int | None,
+    versioning: Versioning | None = None,
 ) -> Remembered:
+    """Store one memory; with `versioning.supersedes`, as the next version of that memory, whose
+    persona, kind and visibility it keeps unless given, closing the old one in this transaction."""
+    how = versioning or Versioning()
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
-    memory_id, duplicate = await memories.insert(
-        tx.conn,
-        tenant_id=tx.tenant_id,
-        persona_id=await persona_id(tx, persona),
-        kind=kind,
-        content=prepared.content,
-        metadata=metadata,
-        importance=importance,
-        expires_at=expires_at,
-    )
+    old: dict[str, Any] | None = None
+    the_persona = await persona_id(tx, persona)
+    visibility: str | None = how.visibility
+    if how.supersedes is not None:
+        old = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=how.supersedes)
+        if old is None:
+            raise memory_not_found(how.supersedes)
+        if old["valid_to"] is not None:
+            raise superseded_conflict(how.supersedes, await current_version(tx, how.supersedes))
+        the_persona = the_persona if persona is not None else old["persona_id"]
+        kind = kind or old["kind"]
+        visibility = visibility or old["visibility"]
+    visibility = visibility or "tenant"
+    if visibility == "persona":
+        if persona is None and old is None and caller.persona is not None:
+            persona = caller.persona  # a persona memory of the persona the caller acts as
+            the_persona = await persona_id(tx, persona)
+        slug = persona if persona is not None else await lookups.persona_slug(tx.conn, the_persona)
+        check_visibility(caller, visibility, slug)
+    try:
+        memory_id, duplicate = await memories.insert(
+            tx.conn,
+            tenant_id=tx.tenant_id,
+            persona_id=the_persona,
+            kind=kind or "note",
+            content=prepared.content,
+            metadata=metadata,
+            importance=importance,
+            expires_at=expires_at,
+            visibility=visibility,
+            task_id=how.task_id,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        if how.task_id is not None and "task" in (exc.constraint_name or ""):
+            raise NotFound(f"no task with id {how.task_id} in this workspace; list_tasks shows the ids") from None
+        raise
+    if old is not None and how.supersedes is not None:
+        if duplicate:
+            same = memory_id == how.supersedes
+            raise InvalidArgument(
+                f"memory {how.supersedes} already says exactly this; change its metadata with update_memory"
+                if same
+                else f"this content is already stored as current memory {memory_id}; forget or supersede that one"
+            )
+        if not await memories.supersede(tx.conn, tenant_id=tx.tenant_id, old_id=how.supersedes, new_id=memory_id):
+            # Another supersede of the same memory committed while this one waited for its row.
+            raise superseded_conflict(how.supersedes, await current_version(tx, how.supersedes))
     active = embedders.observe(tx.tenant_id, tx.settings)
     if prepared.vector is not None and prepared.spec == active:
         await memories.store_embeddings(
@@ -98,7 +191,12 @@ async def store(
     if not ready:
         embedders.mark(tx.tenant_id, active, clean=False)
         note = "stored; embedding is pending (provider unavailable), keyword recall finds it now"
-    return Remembered(id=memory_id, duplicate=duplicate, embedding="ready" if ready else "pending", note=note)
+    return Remembered(
+        id=memory_id,
+        duplicate=duplicate,
+        embedding="ready" if ready else "pending",
+        note=note,
+    )
 
 
 async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, batch: int = BACKFILL_BATCH) -> int:
@@ -127,3 +225,52 @@ async def backfill_quietly(run: Callable[[], Awaitable[int]]) -> None:
         log.warning("background backfill stopped (%s); `mindscape memory backfill` retries it", exc)
     except Exception:
         log.warning("background backfill failed; `mindscape memory backfill` retries it", exc_info=True)
+
+
+async def update(
+    tx: TenantTx, caller: Caller, memory_id: UUID, expected_version: int, changes: memories.MemoryChanges
+) -> Memory:
+    """Correct the current version of a memory in place (never its content: that is a new version)."""
+    old = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
+    if old is None:
+        raise memory_not_found(memory_id)
+    if old["valid_to"] is not None:
+        raise superseded_conflict(memory_id, await current_version(tx, memory_id))
+    if old["version"] != expected_version:
+        raise version_conflict(memory_id, old["version"], expected_version)
+    if changes.metadata is not None and context_of(changes.metadata) != context_of(old["metadata"]):
+        raise InvalidArgument(
+            "metadata.context is embedded with the content, so changing it makes a new version: "
+            f"remember(content, metadata, supersedes={memory_id})"
+        )
+    if changes.visibility == "private" and old["written_by"] != caller.principal:
+        raise InvalidArgument(f"only its writer ({old['written_by']}) can make memory {memory_id} private")
+    if changes.visibility == "persona":
+        check_visibility(caller, "persona", await lookups.persona_slug(tx.conn, old["persona_id"]))
+    try:
+        done = await memories.update(
+            tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id, expected_version=expected_version, changes=changes
+        )
+    except asyncpg.UniqueViolationError:
+        raise InvalidArgument(
+            f"the same content is already stored with visibility {changes.visibility!r}; forget one of the two"
+        ) from None
+    if not done:  # changed between the read and the update: say what it is now
+        now = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
+        if now is None:
+            raise memory_not_found(memory_id)
+        if now["valid_to"] is not None:
+            raise superseded_conflict(memory_id, await current_version(tx, memory_id))
+        raise version_conflict(memory_id, now["version"], expected_version)
+    updated = await memories.get(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
+    if updated is None:
+        raise memory_not_found(memory_id)
+    return updated
+
+
+def version_conflict(memory_id: UUID, current: int, expected: int) -> InvalidArgument:
+    facts = {"conflict": {"id": str(memory_id), "current_version": current}}
+    return InvalidArgument(
+        f"version conflict: memory {memory_id} is at version {current}, not {expected}: it changed since you "
+        f"read it. Re-read it (memory://{memory_id}), then retry with expected_version={current}. {json.dumps(facts)}"
+    )

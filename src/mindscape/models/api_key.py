@@ -17,6 +17,7 @@ class ApiKey(BaseModel):
     name: str
     scope: Scope
     prefix: str
+    persona: str | None = None
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -34,3 +35,4 @@ class KeyRecord(BaseModel):
     key_hash: bytes
     expired: bool
     revoked: bool
+    persona: str | None = None

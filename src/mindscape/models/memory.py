@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
 
 Kind = Literal["fact", "event", "preference", "instruction", "note"]
+Visibility = Literal["tenant", "persona", "private"]
+Source = Literal["tool", "import", "reembed", "operator", "legacy"]
 Mode = Literal["hybrid", "semantic", "keyword"]
 EmbeddingState = Literal["ready", "pending"]
 
@@ -32,6 +34,19 @@ class Memory(BaseModel):
     importance: float | None
     created_at: datetime
     expires_at: datetime | None
+    visibility: Visibility = "tenant"
+    # Provenance, recorded by the server (never taken from arguments).
+    written_by: str = Field(
+        default="unknown", description="Principal that wrote it (API key, JWT subject, stdio user)."
+    )
+    client_name: str | None = None
+    client_version: str | None = None
+    source: Source = "tool"
+    task: UUID | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = Field(default=None, description="Set when a newer version superseded it.")
+    superseded_by: UUID | None = None
+    version: int = 1
 
 
 class RecalledMemory(Memory):
@@ -52,10 +67,31 @@ class Recall(BaseModel):
 class Forgotten(BaseModel):
     id: UUID
     forgotten: bool
+    versions: int = Field(default=1, description="Versions of its chain deleted with it.")
+
+
+class MemoryPage(BaseModel):
+    memories: list[Memory]
+    total: int = Field(description="Memories matching the filter (exact up to total_exact=false's bound).")
+    total_exact: bool
+    next_cursor: str | None = None
+
+
+class MemoryHistory(Memory):
+    """A memory with its version chain, oldest first (itself included)."""
+
+    versions: list[Memory]
 
 
 MetaScalar = str | int | float | bool | None
-MetaValue = MetaScalar | list[MetaScalar]
+# Published as "anything but an object; in a list, anything but an object or a list": the values
+# pydantic's six-branch anyOf accepts, in a third of the characters (tests/app/test_tool_list.py
+# checks they agree). Validation stays pydantic's.
+META_VALUE_SCHEMA: dict[str, Any] = {
+    "not": {"type": "object"},
+    "items": {"not": {"anyOf": [{"type": "object"}, {"type": "array"}]}},
+}
+MetaValue = Annotated[MetaScalar | list[MetaScalar], WithJsonSchema(META_VALUE_SCHEMA)]
 MAX_METADATA_BYTES = 4096
 
 

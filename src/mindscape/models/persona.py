@@ -11,7 +11,8 @@ from mindscape.models.json_limits import json_depth
 
 
 class Persona(BaseModel):
-    """A persona: who an agent should be, as data."""
+    # A persona: who an agent should be, as data. (A comment: a docstring would be published in
+    # get_persona's output schema, app.schemas.)
 
     slug: str
     name: str
@@ -41,19 +42,19 @@ TAG_PATTERN = r"^[^\s,][^,]{0,63}$"
 
 
 class TraitFilter(BaseModel):
-    """Match personas whose trait at `path` equals `equals`."""
-
+    # Matches personas whose trait at `path` equals `equals`. (A comment: a docstring would be
+    # published in list_personas' input schema.)
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(
         pattern=TRAIT_PATH_PATTERN,
         max_length=400,
-        description="Dot-separated path in the traits tree, e.g. 'communication.tone'.",
+        description="e.g. 'communication.tone'",
     )
-    equals: Annotated[str, Field(max_length=200)] | int | float | bool = Field(description="Value at that path.")
+    equals: Annotated[str, Field(max_length=200)] | int | float | bool
 
 
-Tag = Annotated[str, Field(pattern=TAG_PATTERN, description="A tag: 1-64 characters, no comma.")]
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]  # 1-64 characters, no comma
 
 
 class PersonaIn(BaseModel):

@@ -8,18 +8,29 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+from mindscape.config.settings import Settings
 from mindscape.database.pool import owner_connection
 from mindscape.database.targets import Targets
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.api_key import ApiKey, Scope
 from mindscape.queries import api_keys, lookups
 from mindscape.tenancy import keys
+from mindscape.tenancy.operator import operator_session
+from mindscape.tenancy.transaction import tenant_transaction
 
 
 async def create_key(
-    targets: Targets, *, tenant_slug: str, name: str, scope: Scope, lifetime: timedelta | None
+    targets: Targets,
+    *,
+    tenant_slug: str,
+    name: str,
+    scope: Scope,
+    lifetime: timedelta | None,
+    persona: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key for one tenant and scope, and its token."""
+    """A new key for one tenant and scope (acting as `persona`, if given), and its token."""
+    if persona is not None:
+        await _check_persona(targets, tenant_slug, persona)
     new = keys.generate()
     async with owner_connection(targets.owner) as conn:
         created = await api_keys.create(
@@ -30,6 +41,7 @@ async def create_key(
             prefix=new.prefix,
             key_hash=new.key_hash,
             lifetime=lifetime,
+            persona=persona,
         )
     if created is None:
         raise lookups.tenant_not_found(tenant_slug)
@@ -80,3 +92,17 @@ async def rotate_key(targets: Targets, *, key_id: UUID, lifetime: timedelta | No
     if rotated is None:
         raise NotFound(f"no active API key {key_id}; `mindscape key list` shows the keys and their status")
     return rotated, new.token
+
+
+async def _check_persona(targets: Targets, tenant_slug: str, persona: str) -> None:
+    """The persona a key acts as must be one of its tenant's (read through the tenant's own policy)."""
+    async with (
+        operator_session(Settings(database_url=None), targets, tenant_slug) as (pool, caller),
+        tenant_transaction(pool, caller, read_only=True, statement_timeout_ms=5000) as tx,
+    ):
+        try:
+            await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona)
+        except NotFound:
+            raise NotFound(
+                f"tenant {tenant_slug!r} has no persona {persona!r}; import it first (`mindscape persona import`)"
+            ) from None

@@ -13,13 +13,14 @@ from mindscape.database.pool import Connection
 from mindscape.models.api_key import ApiKey, KeyRecord, Scope
 
 _COLUMNS = (
-    "k.id, t.slug AS tenant_slug, k.name, k.scope, k.prefix, k.created_at, k.expires_at, k.revoked_at, k.last_used_at"
+    "k.id, t.slug AS tenant_slug, k.name, k.scope, k.prefix, k.persona, k.created_at, k.expires_at,"
+    " k.revoked_at, k.last_used_at"
 )
 
 CREATE = f"""
 WITH new AS (
-    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at)
-    SELECT t.id, $2, $3, $4, $5, now() + $6::interval FROM mindscape.tenants t WHERE t.slug = $1
+    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at, persona)
+    SELECT t.id, $2, $3, $4, $5, now() + $6::interval, $7 FROM mindscape.tenants t WHERE t.slug = $1
     RETURNING *
 )
 SELECT {_COLUMNS} FROM new k JOIN mindscape.tenants t ON t.id = k.tenant_id
@@ -35,9 +36,11 @@ async def create(
     prefix: str,
     key_hash: bytes,
     lifetime: timedelta | None,
+    persona: str | None = None,
 ) -> ApiKey | None:
-    """The new key, or None when the tenant does not exist."""
-    row = await conn.fetchrow(CREATE, tenant_slug, name, scope, prefix, key_hash, lifetime)
+    """The new key, or None when the tenant does not exist. `persona` must be a persona of the
+    tenant (a foreign key): the key then acts as that persona."""
+    row = await conn.fetchrow(CREATE, tenant_slug, name, scope, prefix, key_hash, lifetime, persona)
     return ApiKey.model_validate(dict(row)) if row else None
 
 
@@ -74,9 +77,9 @@ WITH old AS (
 ), revoked AS (
     UPDATE mindscape.api_keys k SET revoked_at = now() FROM old WHERE k.id = old.id RETURNING k.id
 ), new AS (
-    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at)
+    INSERT INTO mindscape.api_keys (tenant_id, name, scope, prefix, key_hash, expires_at, persona)
     SELECT old.tenant_id, old.name, old.scope, $2, $3,
-           now() + coalesce($4::interval, old.expires_at - old.created_at)
+           now() + coalesce($4::interval, old.expires_at - old.created_at), old.persona
     FROM old JOIN revoked ON revoked.id = old.id
     RETURNING *
 )
@@ -94,7 +97,7 @@ async def rotate(
 
 # Runtime role: expiry is judged by the database clock, the same one that wrote created_at.
 LOOKUP = """
-SELECT id, tenant_id, tenant_slug, tenant_active, scope, key_hash, expired, revoked
+SELECT id, tenant_id, tenant_slug, tenant_active, scope, key_hash, expired, revoked, persona
 FROM mindscape.api_key_lookup($1)
 """
 

@@ -57,3 +57,13 @@ async def tenant_by_slug(conn: Connection, *, slug: str) -> Tenant:
     if found is None:
         raise tenant_not_found(slug)
     return found
+
+
+PERSONA_SLUG = "SELECT slug FROM mindscape.personas WHERE id = $1"
+
+
+async def persona_slug(conn: Connection, persona_id: UUID | None) -> str | None:
+    """The slug of a persona id (row-level security limits it to the transaction's tenant)."""
+    if persona_id is None:
+        return None
+    return await conn.fetchval(PERSONA_SLUG, persona_id)

@@ -1,7 +1,12 @@
 """Memory SQL: writes, candidate searches (vector and full text) and reads.
 
-Every search query shares the filter block below, whose parameters are always $1..$6:
-$1 tenant, $2 persona id, $3 kinds, $4 metadata containment, $5 since, $6 until.
+Every search query shares the filter block below, whose parameters are always $1..$10:
+$1 tenant, $2 persona id, $3 kinds, $4 metadata containment, $5 since, $6 until, $7 as of (NULL:
+now), $8 include superseded versions, $9 written by (principal), $10 task id.
+
+Which memories a caller may see at all (visibility: tenant, persona, private) is not here: it is
+row-level security on `app.principal` and `app.persona` (migration 0009). The filter block only
+narrows what the policy shows: by default to the versions valid now.
 """
 
 from __future__ import annotations
@@ -27,9 +32,24 @@ class Filters:
     metadata: dict[str, Any] | None = None
     since: datetime | None = None
     until: datetime | None = None
+    as_of: datetime | None = None
+    include_superseded: bool = False
+    written_by: str | None = None
+    task_id: UUID | None = None
 
     def params(self, tenant_id: UUID) -> tuple[Any, ...]:
-        return (tenant_id, self.persona_id, self.kinds, self.metadata, self.since, self.until)
+        return (
+            tenant_id,
+            self.persona_id,
+            self.kinds,
+            self.metadata,
+            self.since,
+            self.until,
+            self.as_of,
+            self.include_superseded,
+            self.written_by,
+            self.task_id,
+        )
 
 
 FILTERS = """
@@ -39,13 +59,24 @@ FILTERS = """
   AND ($5::timestamptz IS NULL OR m.created_at >= $5)
   AND ($6::timestamptz IS NULL OR m.created_at < $6)
   AND (m.expires_at IS NULL OR m.expires_at > now())
+  AND ($8::boolean OR (m.valid_from <= coalesce($7::timestamptz, now())
+                       AND (m.valid_to IS NULL OR m.valid_to > coalesce($7::timestamptz, now()))))
+  AND ($9::text IS NULL OR m.written_by = $9)
+  AND ($10::uuid IS NULL OR m.task_id = $10)
 """
 
-INSERT = """
+# The dedup key (migration 0009): current versions only, per visibility, and per writer for a
+# private memory. written_by and the client come from the transaction's context (column defaults).
+DEDUP = (
+    "(tenant_id, persona_id, content_sha256, visibility,"
+    " (CASE WHEN visibility = 'private' THEN written_by ELSE '' END)) WHERE valid_to IS NULL"
+)
+INSERT = f"""
 INSERT INTO mindscape.memories AS m
-    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT ON CONSTRAINT memories_dedup
+    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, visibility, task_id,
+     source)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'tool')
+ON CONFLICT {DEDUP}
 DO UPDATE SET expires_at = EXCLUDED.expires_at, updated_at = now()
 RETURNING m.id, (m.xmax = 0) AS created
 """
@@ -65,22 +96,38 @@ async def insert(
     metadata: dict[str, Any],
     importance: float | None,
     expires_at: datetime | None,
+    visibility: str = "tenant",
+    task_id: UUID | None = None,
 ) -> tuple[UUID, bool]:
-    """(id, duplicate). Storing the same content for the same persona again renews its expiry only."""
+    """(id, duplicate). Storing the same content for the same persona and visibility again renews its
+    expiry only."""
     row = await conn.fetchrow(
-        INSERT, tenant_id, persona_id, kind, content, content_hash(content), metadata, importance, expires_at
+        INSERT,
+        tenant_id,
+        persona_id,
+        kind,
+        content,
+        content_hash(content),
+        metadata,
+        importance,
+        expires_at,
+        visibility,
+        task_id,
     )
     assert row is not None
     return row["id"], not row["created"]
 
 
-INSERT_MANY = """
+# Imported memories are tenant-visible, valid from their creation time.
+INSERT_MANY = f"""
 INSERT INTO mindscape.memories
-    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, created_at)
-SELECT $1, r.persona_id, r.kind, r.content, r.sha, r.metadata, r.importance, NULL, coalesce(r.created_at, now())
+    (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, created_at, valid_from,
+     source)
+SELECT $1, r.persona_id, r.kind, r.content, r.sha, r.metadata, r.importance, NULL, coalesce(r.created_at, now()),
+       coalesce(r.created_at, now()), 'import'
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::real[], $8::timestamptz[])
      AS r(persona_id, kind, content, sha, metadata, importance, created_at)
-ON CONFLICT ON CONSTRAINT memories_dedup DO NOTHING
+ON CONFLICT {DEDUP} DO NOTHING
 RETURNING id, content_sha256, persona_id
 """
 
@@ -118,10 +165,13 @@ async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMe
     return {where[(row["content_sha256"], row["persona_id"])]: row["id"] for row in inserted}
 
 
+# Each embedding carries its memory's visibility, writer and persona (migration 0009: the
+# embeddings policy reads them without a join, and checks they match on insert).
 STORE_EMBEDDINGS = """
-INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding)
-SELECT $1, $2, r.memory_id, r.embedding
+INSERT INTO mindscape.memory_embeddings (tenant_id, model, memory_id, embedding, visibility, written_by, persona_id)
+SELECT $1, $2, r.memory_id, r.embedding, m.visibility, m.written_by, m.persona_id
 FROM unnest($3::uuid[], $4::vector[]) AS r(memory_id, embedding)
+JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = r.memory_id
 ON CONFLICT DO NOTHING
 """
 
@@ -188,15 +238,15 @@ async def count_embedded(conn: Connection, *, tenant_id: UUID, model: str, cap: 
 # the tenant's rows are scanned through the primary key and every match is ranked exactly.
 SEMANTIC_EXACT = (
     """
-SELECT e.memory_id, e.embedding <=> $8 AS distance
+SELECT e.memory_id, e.embedding <=> $12 AS distance
 FROM mindscape.memory_embeddings e
 JOIN mindscape.memories m ON m.tenant_id = e.tenant_id AND m.id = e.memory_id
-WHERE e.tenant_id = $1 AND e.model = $7
+WHERE e.tenant_id = $1 AND e.model = $11
 """
     + FILTERS
     + """
-ORDER BY e.embedding <=> $8
-LIMIT $9
+ORDER BY e.embedding <=> $12
+LIMIT $13
 """
 )
 
@@ -206,11 +256,11 @@ LIMIT $9
 # {dims} is a validated integer type modifier, not a value: it must match the index expression.
 SEMANTIC_HNSW_TEMPLATE = """
 SELECT c.memory_id, c.distance FROM (
-  SELECT e.memory_id, e.embedding::vector({dims}) <=> $8::vector({dims}) AS distance
+  SELECT e.memory_id, e.embedding::vector({dims}) <=> $12::vector({dims}) AS distance
   FROM mindscape.memory_embeddings e
-  WHERE e.tenant_id = $1 AND e.model = $7
-  ORDER BY e.embedding::vector({dims}) <=> $8::vector({dims})
-  LIMIT $9
+  WHERE e.tenant_id = $1 AND e.model = $11
+  ORDER BY e.embedding::vector({dims}) <=> $12::vector({dims})
+  LIMIT $13
 ) c
 JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = c.memory_id
 WHERE true {filters}
@@ -221,11 +271,11 @@ ORDER BY c.distance
 # only this query matches: l2_normalize does not change cosine distance.
 SEMANTIC_OWN_TEMPLATE = """
 SELECT c.memory_id, c.distance FROM (
-  SELECT e.memory_id, l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $8::vector({dims}) AS distance
+  SELECT e.memory_id, l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $12::vector({dims}) AS distance
   FROM mindscape.memory_embeddings e
-  WHERE e.tenant_id = $1 AND e.model = $7
-  ORDER BY l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $8::vector({dims})
-  LIMIT $9
+  WHERE e.tenant_id = $1 AND e.model = $11
+  ORDER BY l2_normalize(e.embedding::vector({dims}))::vector({dims}) <=> $12::vector({dims})
+  LIMIT $13
 ) c
 JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = c.memory_id
 WHERE true {filters}
@@ -296,29 +346,29 @@ async def semantic_candidates(
 # in `hits` (every row holding the term is there), and each eligible hit's coverage is summed
 # over the terms in place. Reading the table once per term (for its frequency, then again for its
 # matches) and grouping one row per memory and term cost ~30 ms a term at 10,000 memories
-# (benchmarks/query_bounds.py has both). The corpus count stops at $9 rows, and a frequency at
+# (benchmarks/query_bounds.py has both). The corpus count stops at $13 rows, and a frequency at
 # the corpus count: a term that common scores ~0 anyway.
-# Returned: the $10 best matches, plus any of the memories $14 that match (recall's semantic
-# candidates, so that both signals are known for each). With a model ($11) and query vector
-# ($12), each one's cosine similarity comes along (NULL when it has no embedding yet), for the
+# Returned: the $14 best matches, plus any of the memories $18 that match (recall's semantic
+# candidates, so that both signals are known for each). With a model ($15) and query vector
+# ($16), each one's cosine similarity comes along (NULL when it has no embedding yet), for the
 # min_similarity floor and the fusion. Coverage is rounded so that equal shares tie exactly (the
 # sum's order varies), and the newest memory comes first.
 KEYWORD = (
     """
 WITH terms AS MATERIALIZED (
-  SELECT DISTINCT tq FROM unnest($7::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
+  SELECT DISTINCT tq FROM unnest($11::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
   WHERE numnode(tq) > 0
 ), anyterm AS MATERIALIZED (
   SELECT string_agg('(' || tq::text || ')', ' | ')::tsquery AS q FROM terms
 ), corpus AS MATERIALIZED (
-  SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 LIMIT $9) capped
+  SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 LIMIT $13) capped
 ), hits AS MATERIALIZED (
   SELECT m.id, m.created_at, m.search, m.context_search,
          (true"""
     + FILTERS
     + """
           AND NOT EXISTS (
-            SELECT 1 FROM unnest($8::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
+            SELECT 1 FROM unnest($12::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
           )) AS eligible
   FROM mindscape.memories m, anyterm
   WHERE m.tenant_id = $1 AND (m.search @@ anyterm.q OR m.context_search @@ anyterm.q)
@@ -331,19 +381,19 @@ WITH terms AS MATERIALIZED (
 ), matched AS MATERIALIZED (
   SELECT h.id, h.created_at,
          round((
-           (SELECT sum(w.idf * ((h.search @@ w.tq)::int + $13::float8 * (h.context_search @@ w.tq)::int))
+           (SELECT sum(w.idf * ((h.search @@ w.tq)::int + $17::float8 * (h.context_search @@ w.tq)::int))
             FROM weights w)
            / total.idf)::numeric, 12)::float8 AS coverage
   FROM hits h, total
   WHERE h.eligible
 ), picked AS (
-  (SELECT id, coverage, created_at FROM matched ORDER BY coverage DESC, created_at DESC LIMIT $10)
+  (SELECT id, coverage, created_at FROM matched ORDER BY coverage DESC, created_at DESC LIMIT $14)
   UNION
-  SELECT id, coverage, created_at FROM matched WHERE id = ANY($14::uuid[])
+  SELECT id, coverage, created_at FROM matched WHERE id = ANY($18::uuid[])
 )
-SELECT p.id, p.coverage, 1 - (e.embedding <=> $12::vector) AS similarity
+SELECT p.id, p.coverage, 1 - (e.embedding <=> $16::vector) AS similarity
 FROM picked p
-LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $11 AND e.memory_id = p.id
+LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $15 AND e.memory_id = p.id
 ORDER BY p.coverage DESC, p.created_at DESC
 """
 )
@@ -408,7 +458,9 @@ async def containing_excluded(
 
 
 _MEMORY_COLUMNS = """
-SELECT m.id, m.content, m.kind, p.slug AS persona, m.metadata, m.importance, m.created_at, m.expires_at
+SELECT m.id, m.content, m.kind, p.slug AS persona, m.metadata, m.importance, m.created_at, m.expires_at,
+       m.visibility, m.written_by, m.client_name, m.client_version, m.source, m.task_id AS task,
+       m.valid_from, m.valid_to, m.superseded_by, m.version
 FROM mindscape.memories m
 LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
 """
@@ -420,7 +472,7 @@ RECENT = (
     + FILTERS
     + """
 ORDER BY m.created_at DESC
-LIMIT $7
+LIMIT $11
 """
 )
 
@@ -440,19 +492,164 @@ async def recent(conn: Connection, *, tenant_id: UUID, filters: Filters, limit: 
     return [Memory.model_validate(dict(r)) for r in rows]
 
 
-DELETE = "DELETE FROM mindscape.memories WHERE tenant_id = $1 AND id = $2"
+# Facts that change: a version chain is linked by `superseded_by` (old -> new). A memory has at
+# most one successor, and only a current version (valid_to IS NULL) can be superseded, so a chain
+# is a line. Only versions the caller may see are walked (row-level security).
+CHAIN = """
+WITH RECURSIVE back AS (
+  SELECT m.id, 0 AS depth FROM mindscape.memories m WHERE m.tenant_id = $1 AND m.id = $2
+  UNION ALL
+  SELECT p.id, b.depth - 1 FROM back b
+  JOIN mindscape.memories p ON p.tenant_id = $1 AND p.superseded_by = b.id
+  WHERE b.depth > -10000
+), fwd AS (
+  SELECT m.id, m.superseded_by, 0 AS depth FROM mindscape.memories m WHERE m.tenant_id = $1 AND m.id = $2
+  UNION ALL
+  SELECT n.id, n.superseded_by, f.depth + 1 FROM fwd f
+  JOIN mindscape.memories n ON n.tenant_id = $1 AND n.id = f.superseded_by
+  WHERE f.depth < 10000
+)
+SELECT id FROM (SELECT id, depth FROM back UNION SELECT id, depth FROM fwd) c ORDER BY depth
+"""
 
 
-async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> bool:
-    """Delete one memory and (by cascade) its embeddings; False when there is no such memory."""
-    return await conn.execute(DELETE, tenant_id, memory_id) == "DELETE 1"
+async def chain(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> list[UUID]:
+    """The ids of `memory_id`'s version chain, oldest first; empty when there is no such memory."""
+    return [r["id"] for r in await conn.fetch(CHAIN, tenant_id, memory_id)]
+
+
+async def versions(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> list[Memory]:
+    """`memory_id`'s version chain as memories, oldest first."""
+    ids = await chain(conn, tenant_id=tenant_id, memory_id=memory_id)
+    found = await fetch(conn, tenant_id=tenant_id, ids=ids)
+    return [found[i] for i in ids if i in found]
+
+
+# Closes the old version in the new one's transaction: valid_to is the transaction's time, the
+# new version's valid_from. `valid_to IS NULL` makes a concurrent second supersede of the same
+# memory wait for the first and then match nothing (the row it re-reads is closed).
+SUPERSEDE = """
+UPDATE mindscape.memories SET valid_to = now(), superseded_by = $3, version = version + 1, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND valid_to IS NULL
+RETURNING id
+"""
+STATE = (
+    "SELECT id, version, valid_to, superseded_by, visibility, written_by, persona_id, metadata, kind, importance"
+    ", content_sha256, expires_at FROM mindscape.memories WHERE tenant_id = $1 AND id = $2"
+)
+
+
+async def supersede(conn: Connection, *, tenant_id: UUID, old_id: UUID, new_id: UUID) -> bool:
+    """Close `old_id` as superseded by `new_id`; False when it is not (or no longer) current."""
+    return await conn.fetchval(SUPERSEDE, tenant_id, old_id, new_id) is not None
+
+
+async def state(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> dict[str, Any] | None:
+    """The columns supersede and update decide on, or None when the caller cannot see such a memory."""
+    row = await conn.fetchrow(STATE, tenant_id, memory_id)
+    return dict(row) if row else None
+
+
+UPDATE = """
+UPDATE mindscape.memories SET
+    kind = coalesce($4, kind),
+    metadata = coalesce($5, metadata),
+    importance = CASE WHEN $8 THEN NULL ELSE coalesce($6, importance) END,
+    visibility = coalesce($7, visibility),
+    expires_at = CASE WHEN $9 THEN NULL WHEN $10::int IS NOT NULL THEN now() + make_interval(days => $10)
+                      ELSE expires_at END,
+    version = version + 1,
+    updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND version = $3 AND valid_to IS NULL
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class MemoryChanges:
+    kind: str | None = None
+    metadata: dict[str, Any] | None = None
+    importance: float | None = None
+    visibility: str | None = None
+    clear_importance: bool = False
+    clear_expiry: bool = False
+    expires_in_days: int | None = None
+
+
+async def update(
+    conn: Connection, *, tenant_id: UUID, memory_id: UUID, expected_version: int, changes: MemoryChanges
+) -> bool:
+    """Apply `changes` to the current version at `expected_version`; False when it is not that."""
+    row = await conn.fetchval(
+        UPDATE,
+        tenant_id,
+        memory_id,
+        expected_version,
+        changes.kind,
+        changes.metadata,
+        changes.importance,
+        changes.visibility,
+        changes.clear_importance,
+        changes.clear_expiry,
+        changes.expires_in_days,
+    )
+    return row is not None
+
+
+# Browse: newest first, a keyset cursor on (created_at, id), and a count that stops at a bound.
+PAGE = (
+    _MEMORY_COLUMNS
+    + "WHERE m.tenant_id = $1"
+    + FILTERS
+    + """
+  AND ($11::timestamptz IS NULL OR (m.created_at, m.id) < ($11, $12::uuid))
+ORDER BY m.created_at DESC, m.id DESC
+LIMIT $13
+"""
+)
+COUNT = "SELECT count(*) FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1" + FILTERS + "LIMIT $11) c"
+
+
+async def page(
+    conn: Connection,
+    *,
+    tenant_id: UUID,
+    filters: Filters,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+) -> list[Memory]:
+    at, last = after if after is not None else (None, None)
+    rows = await conn.fetch(PAGE, *filters.params(tenant_id), at, last, limit)
+    return [Memory.model_validate(dict(r)) for r in rows]
+
+
+async def count(conn: Connection, *, tenant_id: UUID, filters: Filters, cap: int) -> int:
+    """How many memories match, counting at most `cap`."""
+    found: int = await conn.fetchval(COUNT, *filters.params(tenant_id), cap)
+    return found
+
+
+DELETE = "DELETE FROM mindscape.memories WHERE tenant_id = $1 AND id = ANY($2::uuid[])"
+
+
+async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> int:
+    """Delete one memory with every version of its chain the caller can see (and, by cascade, their
+    embeddings); how many rows went (0: no such memory). A version the caller cannot see stays,
+    closed: its `superseded_by` is set to NULL by the foreign key, so nothing dangles."""
+    ids = await chain(conn, tenant_id=tenant_id, memory_id=memory_id)
+    if not ids:
+        return 0
+    done = await conn.execute(DELETE, tenant_id, ids)
+    return int(done.split()[-1])
 
 
 # Bulk import (mindscape memory import): the checks it makes before writing anything.
 
+# Only what an import could collide with: current tenant-visible memories (the operator's session
+# sees every memory, but a private one is never a reason to skip, nor reported).
 EXISTING = """
 SELECT persona_id, content_sha256 FROM mindscape.memories
-WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[])
+WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[]) AND visibility = 'tenant' AND valid_to IS NULL
 """
 
 

@@ -25,9 +25,24 @@ async def lock_memory_writes(conn: Connection, *, tenant_id: UUID) -> None:
     await conn.execute(LOCK_MEMORY_WRITES, LOCK_CLASS, str(tenant_id))
 
 
+# The quota is the tenant's, not the caller's: every memory counts, private and persona ones of
+# other agents too (migration 0009 hides those from the caller). Only a number leaves these
+# statements, and the setting is switched back off before any other query runs.
+SEE_ALL = "SELECT set_config('app.all_memories', $1, true)"
+
+
+async def _count_all(conn: Connection, statement: str, *args: object) -> int:
+    before = await conn.fetchval("SELECT current_setting('app.all_memories', true)")
+    await conn.execute(SEE_ALL, "on")
+    # No finally: if the count fails, the transaction is aborted and the setting ends with it.
+    counted: int = await conn.fetchval(statement, *args)
+    await conn.execute(SEE_ALL, before or "")
+    return counted
+
+
 async def count_memories_up_to(conn: Connection, *, tenant_id: UUID, at_most: int) -> int:
-    return await conn.fetchval(COUNT_MEMORIES_UP_TO, tenant_id, at_most)
+    return await _count_all(conn, COUNT_MEMORIES_UP_TO, tenant_id, at_most)
 
 
 async def count_live_memories(conn: Connection, *, tenant_id: UUID) -> int:
-    return await conn.fetchval(COUNT_LIVE_MEMORIES, tenant_id)
+    return await _count_all(conn, COUNT_LIVE_MEMORIES, tenant_id)

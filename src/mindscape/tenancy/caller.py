@@ -21,9 +21,20 @@ class Caller:
     tenant_slug: str
     principal: str
     scope: Scope = "write"  # stdio and operator commands act with full rights for their tenant
+    # The persona this caller acts as (an API key's or JWT's binding, `serve --persona`): it sees
+    # that persona's `persona`-visibility memories. Never a tool argument.
+    persona: str | None = None
+    # The MCP client as the session's initialize said (provenance of what it writes).
+    client_name: str | None = None
+    client_version: str | None = None
+    # Operator commands that maintain every memory (backfill, re-embedding): private and persona
+    # memories included. Never set for a tool call.
+    sees_all: bool = False
 
 
-async def resolve_caller(conn: Connection, *, tenant_slug: str, principal: str) -> Caller:
+async def resolve_caller(
+    conn: Connection, *, tenant_slug: str, principal: str, persona: str | None = None, sees_all: bool = False
+) -> Caller:
     tenant = await tenants.resolve(conn, slug=tenant_slug)
     if tenant is None:
         raise TenantUnavailable(
@@ -31,4 +42,4 @@ async def resolve_caller(conn: Connection, *, tenant_slug: str, principal: str) 
         )
     if tenant.status != "active":
         raise TenantUnavailable(f"tenant {tenant_slug!r} is disabled; an operator must re-enable it")
-    return Caller(tenant_id=tenant.id, tenant_slug=tenant.slug, principal=principal)
+    return Caller(tenant_id=tenant.id, tenant_slug=tenant.slug, principal=principal, persona=persona, sees_all=sees_all)

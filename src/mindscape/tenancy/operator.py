@@ -22,7 +22,10 @@ async def operator_session(
     try:
         async with pool.acquire() as conn:
             await check_database(conn)
-            caller = await resolve_caller(conn, tenant_slug=tenant_slug, principal=f"cli:{getpass.getuser()}")
+            # Operator commands maintain every memory (backfill, re-embedding), private ones included.
+            caller = await resolve_caller(
+                conn, tenant_slug=tenant_slug, principal=f"cli:{getpass.getuser()}", sees_all=True
+            )
         yield pool, caller
     finally:
         await pool.close()

@@ -26,6 +26,8 @@ from mindscape.tenancy.caller import Caller
 # under the tenant's own-row policy (the runtime role cannot list tenants). The status check makes
 # a tenant disabled mid-run stop being served on its next call. `app.call` names the call and
 # `app.source` an operator command's input: the audit triggers record both (migration 0006).
+# `app.persona` (the caller's bound persona) and `app.principal` decide which memories row-level
+# security shows (migration 0009); `app.client_*` are the MCP client recorded on what it writes.
 SET_CONTEXT = """
 SELECT c.status, c.settings
 FROM mindscape.tenant_context(
@@ -34,7 +36,11 @@ FROM mindscape.tenant_context(
     set_config('app.principal', $2, true),
     set_config('statement_timeout', $3, true),
     set_config('app.call', $4, true),
-    set_config('app.source', $5, true)
+    set_config('app.source', $5, true),
+    set_config('app.persona', $6, true),
+    set_config('app.client_name', $7, true),
+    set_config('app.client_version', $8, true),
+    set_config('app.all_memories', $9, true)
 ) c
 """
 
@@ -83,7 +89,16 @@ async def tenant_transaction(
         await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
         try:
             context = await conn.fetchrow(
-                SET_CONTEXT, str(caller.tenant_id), caller.principal, str(statement_timeout_ms), call, source
+                SET_CONTEXT,
+                str(caller.tenant_id),
+                caller.principal,
+                str(statement_timeout_ms),
+                call,
+                source,
+                caller.persona or "",
+                (caller.client_name or "")[:200],
+                (caller.client_version or "")[:100],
+                "on" if caller.sees_all else "",
             )
             if context is None or context["status"] != "active":
                 raise TenantUnavailable(

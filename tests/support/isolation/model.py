@@ -67,6 +67,7 @@ class MemoryState:
     kind: str
     metadata: dict[str, Any]
     written_by: str  # the principal; per-principal visibility will read it
+    version: int = 1  # update_memory's expected_version
 
 
 @dataclass

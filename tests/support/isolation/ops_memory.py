@@ -1,4 +1,5 @@
-"""A tenant's own memory operations: remember (new and again), recall in every mode, forget, memory://."""
+"""A tenant's own memory operations: remember (new and again), recall in every mode, list_memories,
+update_memory, forget, memory://."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def forget(world: World, actor: Actor, pick: Picker) -> Step:
         return Step("forget", actor, tool("forget", id=target), lambda a: refused("forget", a, "no memory with id"))
 
     def expect(answer: Answer) -> bool:
-        same("forget", "answer", data_of("forget", answer), {"id": target, "forgotten": True})
+        same("forget", "answer", data_of("forget", answer), {"id": target, "forgotten": True, "versions": 1})
         del me.memories[UUID(target)]
         me.forgotten.append(UUID(target))
         return True
@@ -166,3 +167,73 @@ def read_memory(world: World, actor: Actor, pick: Picker) -> Step:
         return False
 
     return Step("memory://", actor, resource("memory://{id}", target), expect)
+
+
+def _filters(me: TenantState, pick: Picker) -> dict[str, Any]:
+    args: dict[str, Any] = {"persona": pick.choice([None, None, *sorted(me.personas)])}
+    if pick.chance(30):
+        args["kinds"] = pick.subset(KINDS, 2) or ["note"]
+    if pick.chance(20):
+        args["metadata"] = {"owner": me.marker}
+    return args
+
+
+def _allowed(me: TenantState, actor: Actor, args: dict[str, Any]) -> dict[str, MemoryState]:
+    return {
+        str(m.id): m
+        for m in me.visible_memories(actor)
+        if args.get("persona") in (None, m.persona)
+        and m.kind in args.get("kinds", KINDS)
+        and ("metadata" not in args or m.metadata.get("owner") == me.marker)
+    }
+
+
+def list_memories(world: World, actor: Actor, pick: Picker) -> Step:
+    """Every memory the caller may see that passes the filters, and no other, with the exact total."""
+    me = world.tenant_of(actor)
+    args = _filters(me, pick) | {"limit": 100}
+    allowed = _allowed(me, actor, args)
+
+    def expect(answer: Answer) -> bool:
+        found = data_of("list_memories", answer)
+        for item in found["memories"]:
+            check_memory("list_memories", me, actor, item)
+        ids = {item["id"] for item in found["memories"]}
+        if len(allowed) <= 100:
+            same("list_memories", f"ids for {args}", ids, set(allowed))
+        elif not ids <= set(allowed):
+            raise Violation("answer", f"list_memories {args}: {ids - set(allowed)} do not pass the filters")
+        same("list_memories", f"total for {args}", found["total"], min(len(allowed), 1000))
+        return False
+
+    return Step("list_memories", actor, tool("list_memories", **args), expect)
+
+
+def update_memory(world: World, actor: Actor, pick: Picker) -> Step:
+    """A change at the right version, a stale version, or a memory that is not (or no longer) there."""
+    me = world.tenant_of(actor)
+    live = list(me.memories.values())
+    if not live or pick.chance(15):
+        target = pick.choice([str(m) for m in me.forgotten] or [fresh_id()])
+        request = tool("update_memory", id=target, expected_version=1, importance=0.5)
+        return Step("update_memory", actor, request, lambda a: refused("update_memory", a, "no memory with id"))
+    memory = pick.choice(live)
+    if pick.chance(20):
+        request = tool("update_memory", id=str(memory.id), expected_version=memory.version + 1, importance=0.5)
+        return Step("update_memory", actor, request, lambda a: refused("update_memory", a, "version conflict"))
+    metadata = pick.choice([None, {"owner": me.marker}, {"topic": pick.choice(WORDS)}])
+    kind = pick.choice([None, *KINDS])
+    if metadata is None and kind is None:
+        kind = "fact"
+
+    def expect(answer: Answer) -> bool:
+        found = data_of("update_memory", answer)
+        same("update_memory", "version", found["version"], memory.version + 1)
+        memory.version += 1
+        memory.metadata = metadata if metadata is not None else memory.metadata
+        memory.kind = kind or memory.kind
+        check_memory("update_memory", me, actor, found)
+        return True
+
+    request = tool("update_memory", id=str(memory.id), expected_version=memory.version, metadata=metadata, kind=kind)
+    return Step("update_memory", actor, request, expect)

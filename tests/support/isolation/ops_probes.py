@@ -144,6 +144,22 @@ def probe_forget(world: World, actor: Actor, pick: Picker) -> Step:
     return _probe("forget", actor, target, fresh_id(), lambda i: tool("forget", id=i), fails("forget"))
 
 
+def probe_update_memory(world: World, actor: Actor, pick: Picker) -> Step:
+    target = memory_of(victim(world, actor, pick), pick)
+    build: Build = lambda i: tool("update_memory", id=i, expected_version=1, importance=0.5)  # noqa: E731
+    return _probe("update_memory", actor, target, fresh_id(), build, fails("update_memory"))
+
+
+def probe_list_memories(world: World, actor: Actor, pick: Picker) -> Step:
+    v = victim(world, actor, pick)
+    if pick.chance(50):
+        slug, twin = slug_of(v, pick)
+        build: Build = lambda s: tool("list_memories", persona=s)  # noqa: E731
+        return _probe("list_memories persona", actor, slug, twin, build, fails("list_memories"))
+    build = lambda m: tool("list_memories", metadata={"owner": m})  # noqa: E731
+    return _probe("list_memories metadata", actor, v.marker, new_marker(), build, empty("list_memories", "memories"))
+
+
 def probe_read_memory(world: World, actor: Actor, pick: Picker) -> Step:
     target = memory_of(victim(world, actor, pick), pick)
     build: Build = lambda i: resource("memory://{id}", i)  # noqa: E731

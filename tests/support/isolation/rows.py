@@ -63,7 +63,7 @@ class TenantRows:
     campaigns: dict[UUID, tuple[Any, ...]] = field(default_factory=dict[UUID, tuple[Any, ...]])
     tasks: dict[UUID, tuple[Any, ...]] = field(default_factory=dict[UUID, tuple[Any, ...]])
     audit: list[tuple[str, list[str]]] = field(default_factory=list[tuple[str, list[str]]])
-    persona_ids: dict[str, str] = field(default_factory=dict[str, str])  # slug -> id (audit events name ids)
+    persona_ids: set[str] = field(default_factory=set[str])
 
 
 async def digests(conn: asyncpg.Connection[asyncpg.Record], tenant_ids: list[UUID]) -> Digests:
@@ -82,7 +82,7 @@ async def read_rows(conn: asyncpg.Connection[asyncpg.Record], tenant_ids: list[U
     rows = {t: TenantRows() for t in tenant_ids}
     for r in await conn.fetch(PERSONAS, tenant_ids):
         rows[r["tenant_id"]].personas[r["slug"]] = (r["name"], list(r["tags"]))
-        rows[r["tenant_id"]].persona_ids[r["slug"]] = str(r["id"])
+        rows[r["tenant_id"]].persona_ids.add(str(r["id"]))
     for r in await conn.fetch(MEMORIES, tenant_ids):
         memory = (r["content"], r["persona"], r["kind"], _json(r["metadata"]), r["embeddings"])
         rows[r["tenant_id"]].memories[r["id"]] = memory
@@ -141,8 +141,9 @@ def differences(tenant: TenantState, rows: TenantRows, operator_principals: set[
     }
     found += _dict_diff("task", rows.tasks, tasks)
     # The audit trail: written by this tenant's principals (or the operator's import), about its own rows.
-    # Persona events name the persona's id: the ids of the rows under this tenant's own slugs.
-    own = tenant.known_ids() | {rows.persona_ids[s] for s in tenant.personas if s in rows.persona_ids}
+    # The operator's persona import is audited by persona id (0006): the ids of the personas stored
+    # for this tenant, whose slugs and names were just compared with the model.
+    own = tenant.known_ids() | set(tenant.personas) | rows.persona_ids
     principals = set(tenant.principals) | operator_principals
     for principal, targets in rows.audit:
         if principal not in principals or not set(targets) <= own:

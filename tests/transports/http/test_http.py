@@ -69,6 +69,9 @@ async def test_a_read_key_is_refused_write_tools_but_reads(base_url: str, tenant
         stored = await writer.call_tool("remember", {"content": f"http note {mode}"})
         assert not stored.is_error, text_of(stored)
     async with mcp_client(base_url, tenant_keys.a_read, mode) as reader:
+        listed = {tool.name for tool in (await reader.list_tools()).tools}
+        assert {"recall", "list_personas", "get_task"} <= listed
+        assert not listed & {"remember", "forget", "create_task", "update_task", "claim_next_task"}
         refused = await reader.call_tool("remember", {"content": "should not be stored"})
         assert refused.is_error
         assert "remember changes data, and this API key has only the 'read' scope" in text_of(refused)

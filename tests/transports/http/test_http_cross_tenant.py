@@ -197,6 +197,11 @@ TOOL_PROBES: dict[str, list[Probe]] = {
         ),
     ],
     "forget": probes(lambda i: {"id": i.memory}),
+    "update_memory": probes(lambda i: {"id": i.memory, "expected_version": 1, "importance": 0.1}),
+    "list_memories": [
+        *probes(lambda i: {"persona": i.slug}),
+        *probes(lambda i: {}, lambda i: {"metadata": {"owner": MARK}}, same_as_unknown=False),
+    ],
     "create_campaign": probes(lambda i: {"name": "Spring launch", "personas": [i.slug]}),
     "get_campaign": probes(lambda i: {"id": i.campaign}),
     "list_campaigns": probes(

@@ -47,7 +47,8 @@ def test_mcp_inspector_lists_and_calls_over_http_with_a_bearer_key(
     listed = run("--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     names = {t["name"] for t in json.loads(listed.stdout)["result"]["tools"]}
-    assert {"get_persona", "list_personas", "recall", "remember"} <= names
+    assert {"get_persona", "list_personas", "recall"} <= names
+    assert "remember" not in names  # a read key lists the read tools only
 
     called = run("--method", "tools/call", "--tool-name", "get_persona", "--tool-arg", "slug=ada")
     assert called.returncode == 0, called.stderr

@@ -146,6 +146,7 @@ async def test_api_keys_keep_working_next_to_jwts(base_url: str, tenants: Tenant
 async def test_a_read_token_reads_but_is_refused_write_tools(base_url: str, tenants: Tenants) -> None:
     async with mcp_client(base_url, token(tenants.a, scope="mindscape:read"), "auto") as reader:
         assert not (await reader.call_tool("list_personas", {})).is_error
+        assert "remember" not in {tool.name for tool in (await reader.list_tools()).tools}
         refused = await reader.call_tool("remember", {"content": "a reader may not write"})
         assert refused.is_error
         assert "remember changes data, and this token has only the 'mindscape:read' scope" in text_of(refused)

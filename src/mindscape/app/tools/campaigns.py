@@ -1,7 +1,6 @@
 """Campaigns: create_campaign, get_campaign, list_campaigns, update_campaign and campaign://."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
-import uuid
 from typing import Annotated, Literal
 
 from mcp.server import MCPServer
@@ -9,11 +8,10 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
+from mindscape.app.arguments import CampaignId, Cursor, Limit, Slug, Version
 from mindscape.app.calls import tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
-from mindscape.app.validation import record_id
-from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import Campaign, CampaignPage, CampaignStatus, JsonObject
 from mindscape.queries import campaigns
@@ -23,33 +21,23 @@ CREATE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempoten
 UPDATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-CampaignId = Annotated[
-    uuid.UUID, record_id("campaign", "create_campaign or list_campaigns"), Field(description="Campaign id.")
-]
-Version = Annotated[
-    int, Field(ge=1, le=2_147_483_647, description="The version you last read; a stale one is refused.")
-]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S", description="Short name.")]
-Objective = Annotated[str, Field(max_length=4000, description="What the campaign should achieve.")]
-When = Annotated[AwareDatetime, Field(description="ISO 8601 with a timezone, e.g. 2026-03-01T09:00:00Z.")]
-Slugs = Annotated[
-    list[Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]],
-    Field(max_length=50, description="Slugs of the personas working on it."),
-]
-Metadata = Annotated[JsonObject, Field(description="JSON object, at most 16 KiB.")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+Objective = Annotated[str, Field(max_length=4000)]
+Slugs = Annotated[list[Slug], Field(max_length=50)]
+Metadata = Annotated[JsonObject, Field(description="At most 16 KiB.")]
 
 
 async def create_campaign(
     name: Name,
     ctx: Context[AppState],
     objective: Objective = "",
-    status: Annotated[Literal["draft", "active"], Field(description="Start as a draft or active.")] = "draft",
-    starts_at: When | None = None,
-    ends_at: Annotated[AwareDatetime | None, Field(description="ISO 8601, later than starts_at.")] = None,
+    status: Literal["draft", "active"] = "draft",
+    starts_at: AwareDatetime | None = None,
+    ends_at: AwareDatetime | None = None,
     personas: Slugs | None = None,
     metadata: Metadata | None = None,
 ) -> Campaign:
-    """Create a campaign: a goal over a period, worked on through tasks (create_task with campaign=id)."""
+    """Create a campaign: a goal worked on through its tasks (create_task with campaign=id)."""
     if personas is not None and len(set(personas)) != len(personas):
         raise InvalidArgument("personas lists a slug more than once; list each persona once")
     new = NewCampaign(name, objective, status, starts_at, ends_at, personas or [], metadata or {})
@@ -59,7 +47,7 @@ async def create_campaign(
 
 
 async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
-    """Get one campaign with its personas and how many of its tasks are in each status."""
+    """A campaign with its personas and task counts by status."""
     campaign_id = id
     async with tenant_call(ctx, read_only=True) as tx:
         found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
@@ -70,9 +58,9 @@ async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
 
 async def list_campaigns(
     ctx: Context[AppState],
-    status: Annotated[CampaignStatus | None, Field(description="Only campaigns in this status.")] = None,
-    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
-    cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
+    status: CampaignStatus | None = None,
+    limit: Limit = 20,
+    cursor: Cursor | None = None,
 ) -> CampaignPage:
     """List campaigns, newest first."""
     async with tenant_call(ctx, read_only=True) as tx:
@@ -85,19 +73,14 @@ async def update_campaign(
     ctx: Context[AppState],
     name: Name | None = None,
     objective: Objective | None = None,
-    status: Annotated[
-        CampaignStatus | None,
-        Field(description="draft->active, active<->paused, active|paused->completed, any->archived (final)."),
-    ] = None,
-    starts_at: When | None = None,
-    ends_at: Annotated[AwareDatetime | None, Field(description="ISO 8601, later than starts_at.")] = None,
-    personas: Annotated[Slugs | None, Field(description="Replaces the assigned personas.")] = None,
-    metadata: Annotated[JsonObject | None, Field(description="Replaces the metadata (JSON object, 16 KiB).")] = None,
-    clear: Annotated[
-        list[Literal["starts_at", "ends_at"]] | None, Field(max_length=2, description="Fields to set to null.")
-    ] = None,
+    status: CampaignStatus | None = None,
+    starts_at: AwareDatetime | None = None,
+    ends_at: AwareDatetime | None = None,
+    personas: Slugs | None = None,
+    metadata: Metadata | None = None,
+    clear: Annotated[list[Literal["starts_at", "ends_at"]] | None, Field(max_length=2)] = None,
 ) -> Campaign:
-    """Change a campaign. Only the fields you pass change; expected_version must match its current version."""
+    """Change the fields you pass (a list replaces the old one); expected_version must be current."""
     campaign_id = id
     cleared = frozenset(clear or ())
     sent = {"name": name, "objective": objective, "status": status, "starts_at": starts_at, "ends_at": ends_at}
@@ -129,4 +112,6 @@ def register(server: MCPServer[AppState]) -> None:
     server.add_tool(get_campaign, title="Get campaign", annotations=READ)
     server.add_tool(list_campaigns, title="List campaigns", annotations=READ)
     server.add_tool(update_campaign, title="Update campaign", annotations=UPDATE)
-    server.resource("campaign://{id}", name="campaign", mime_type="application/json")(campaign_resource)
+    server.resource("campaign://{id}", name="campaign", title="Campaign", mime_type="application/json")(
+        campaign_resource
+    )

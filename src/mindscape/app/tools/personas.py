@@ -9,11 +9,12 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from mindscape.app.arguments import Cursor, Limit, Slug
 from mindscape.app.calls import tenant_call
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block, system_prompt
 from mindscape.app.state import AppState
-from mindscape.config.settings import SLUG_PATTERN, is_slug
+from mindscape.config.settings import is_slug
 from mindscape.embeddings.base import EmbeddingError
 from mindscape.errors import InvalidArgument
 from mindscape.memory.recall import recall
@@ -24,14 +25,13 @@ from mindscape.queries.memories import Filters
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
 
-Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
 MAX_TASK = 4000
 MAX_RECALL = 20
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 
 async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
-    """Get one persona by slug: name, summary, traits, instructions (a system prompt) and tags."""
+    """A persona's traits, instructions (a system prompt) and tags."""
     async with tenant_call(ctx, read_only=True) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
@@ -41,17 +41,13 @@ async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
 
 async def list_personas(
     ctx: Context[AppState],
-    query: Annotated[
-        str | None, Field(min_length=1, max_length=200, description="Words to rank by, matched on name and summary.")
-    ] = None,
-    tags: Annotated[list[Tag] | None, Field(max_length=16, description="Only personas having all these tags.")] = None,
-    trait: Annotated[
-        TraitFilter | None, Field(description="Only personas whose trait at path equals the value.")
-    ] = None,
-    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
-    cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
+    query: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
+    tags: Annotated[list[Tag] | None, Field(max_length=16, description="All must match.")] = None,
+    trait: TraitFilter | None = None,
+    limit: Limit = 20,
+    cursor: Cursor | None = None,
 ) -> PersonaPage:
-    """List personas (slug, name, short summary, tags), best text match first when `query` is given."""
+    """List personas (slug, name, summary, tags), best match for `query` (name and summary) first."""
     async with tenant_call(ctx, read_only=True) as tx:
         return await personas.list_page(
             tx.conn, tenant_id=tx.tenant_id, query=query, tags=tags, trait=trait, limit=limit, after=cursor
@@ -140,5 +136,5 @@ async def _persona_memories(
 def register(server: MCPServer[AppState]) -> None:
     server.add_tool(get_persona, title="Get persona", annotations=READ)
     server.add_tool(list_personas, title="List personas", annotations=READ)
-    server.resource("persona://{slug}", name="persona", mime_type="application/json")(persona_resource)
+    server.resource("persona://{slug}", name="persona", title="Persona", mime_type="application/json")(persona_resource)
     server.prompt(name="persona", title="Act as a persona")(persona_prompt)

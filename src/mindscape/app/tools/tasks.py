@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
 import inspect
-import uuid
 from typing import Annotated, Literal
 
 from mcp.server import MCPServer
@@ -10,12 +9,10 @@ from mcp.server.mcpserver import Context
 from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
+from mindscape.app.arguments import CampaignId, Cursor, Limit, Slug, TaskId, Version
 from mindscape.app.calls import REPLICA_NOTE, tenant_call
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
-from mindscape.app.tools.campaigns import CampaignId, Version
-from mindscape.app.validation import record_id
-from mindscape.config.settings import SLUG_PATTERN
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import JsonObject
 from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
@@ -27,13 +24,10 @@ UPDATE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent
 CLAIM = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-TaskId = Annotated[uuid.UUID, record_id("task", "create_task or list_tasks"), Field(description="Task id.")]
-PersonaSlug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, description="Persona slug, e.g. 'ada'.")]
-Title = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S", description="What to do, in a line.")]
-Description = Annotated[str, Field(max_length=8000, description="Details.")]
+Title = Annotated[str, Field(min_length=1, max_length=500, pattern=r"\S")]
+Description = Annotated[str, Field(max_length=8000)]
 Priority = Annotated[int, Field(ge=0, le=4, description="0 (highest) to 4.")]
-Due = Annotated[AwareDatetime, Field(description="Due time, ISO 8601 with a timezone, e.g. 2026-03-01T17:00:00Z.")]
-Lease = Annotated[int, Field(ge=10, le=86_400, description="Seconds until others may claim it if unfinished.")]
+Lease = Annotated[int, Field(ge=10, le=86_400, description="Seconds before others may claim it.")]
 
 NOTHING_CLAIMABLE = (
     "no task is claimable now: none is pending (or in progress with an expired lease) outside a campaign or "
@@ -45,23 +39,23 @@ async def create_task(
     title: Title,
     ctx: Context[AppState],
     description: Description = "",
-    campaign: Annotated[CampaignId | None, Field(description="Campaign id it belongs to.")] = None,
-    persona: Annotated[PersonaSlug | None, Field(description="Persona slug to assign it to.")] = None,
-    parent: Annotated[TaskId | None, Field(description="Parent task id: this becomes its subtask.")] = None,
+    campaign: CampaignId | None = None,
+    persona: Slug | None = None,
+    parent: TaskId | None = None,
     priority: Priority = 2,
-    due_at: Due | None = None,
-    input: Annotated[JsonObject | None, Field(description="JSON object the worker needs, at most 16 KiB.")] = None,
+    due_at: AwareDatetime | None = None,
+    input: Annotated[JsonObject | None, Field(description="At most 16 KiB.")] = None,
     idempotency_key: Annotated[
         str | None,
         Field(
             min_length=1,
             max_length=200,
             pattern=r"^\S+$",
-            description="Your unique key for this task: a retry with the same key returns the original.",
+            description="A retry with the same key returns the original task.",
         ),
     ] = None,
 ) -> CreatedTask:
-    """Add a pending task to the shared queue. Pass idempotency_key so a retry never creates a duplicate."""
+    """Add a pending task to the shared queue."""
     new = NewTask(
         title=title,
         description=description,
@@ -79,7 +73,7 @@ async def create_task(
 
 
 async def get_task(id: TaskId, ctx: Context[AppState]) -> Task:
-    """Get one task with its input, result, lease and version."""
+    """One task with its input, result, lease and version."""
     task_id = id
     async with tenant_call(ctx, read_only=True) as tx:
         found = await tasks.get(tx.conn, tenant_id=tx.tenant_id, task_id=task_id)
@@ -90,13 +84,13 @@ async def get_task(id: TaskId, ctx: Context[AppState]) -> Task:
 
 async def list_tasks(
     ctx: Context[AppState],
-    campaign: Annotated[CampaignId | None, Field(description="Only this campaign's tasks.")] = None,
-    status: Annotated[TaskStatus | None, Field(description="Only tasks in this status.")] = None,
-    persona: Annotated[PersonaSlug | None, Field(description="Only tasks assigned to this persona.")] = None,
-    due_before: Annotated[AwareDatetime | None, Field(description="Only tasks due before this (ISO 8601).")] = None,
-    parent: Annotated[TaskId | None, Field(description="Only subtasks of this task.")] = None,
-    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20,
-    cursor: Annotated[str | None, Field(max_length=512, description="next_cursor from the previous page.")] = None,
+    campaign: CampaignId | None = None,
+    status: TaskStatus | None = None,
+    persona: Slug | None = None,
+    due_before: AwareDatetime | None = None,
+    parent: TaskId | None = None,
+    limit: Limit = 20,
+    cursor: Cursor | None = None,
 ) -> TaskPage:
     """List tasks in queue order: priority (0 first), then oldest."""
     campaign_id, parent_id = campaign, parent
@@ -117,27 +111,17 @@ async def update_task(
     id: TaskId,
     expected_version: Version,
     ctx: Context[AppState],
-    status: Annotated[
-        TaskStatus | None,
-        Field(
-            description="pending->in_progress->done|failed, in_progress<->blocked, pending|blocked->cancelled. "
-            "done, failed and cancelled are final."
-        ),
-    ] = None,
-    result: Annotated[JsonObject | None, Field(description="Outcome as a JSON object, at most 16 KiB.")] = None,
+    status: TaskStatus | None = None,
+    result: Annotated[JsonObject | None, Field(description="At most 16 KiB.")] = None,
     title: Title | None = None,
     description: Description | None = None,
     priority: Priority | None = None,
-    due_at: Due | None = None,
-    persona: Annotated[PersonaSlug | None, Field(description="Persona slug to assign it to.")] = None,
-    lease_seconds: Annotated[
-        Lease | None, Field(description="Renew your lease for this many seconds (in progress only).")
-    ] = None,
-    clear: Annotated[
-        list[Literal["due_at", "persona"]] | None, Field(max_length=2, description="Fields to set to null.")
-    ] = None,
+    due_at: AwareDatetime | None = None,
+    persona: Slug | None = None,
+    lease_seconds: Annotated[Lease | None, Field(description="Renew your lease for this many seconds.")] = None,
+    clear: Annotated[list[Literal["due_at", "persona"]] | None, Field(max_length=2)] = None,
 ) -> Task:
-    """Change a task (report progress, finish it). Only the fields you pass change; expected_version must match."""
+    """Report progress on a task or finish it: change the fields you pass; expected_version must be current."""
     task_id = id
     cleared = frozenset(clear or ())
     sent = {"status": status, "result": result, "title": title, "description": description, "priority": priority}
@@ -157,15 +141,12 @@ async def update_task(
 
 async def claim_next_task(
     ctx: Context[AppState],
-    campaign: Annotated[CampaignId | None, Field(description="Only from this campaign (it must be active).")] = None,
-    persona: Annotated[PersonaSlug | None, Field(description="Only tasks assigned to this persona.")] = None,
+    campaign: CampaignId | None = None,
+    persona: Slug | None = None,
     lease_seconds: Lease = 300,
 ) -> Claim:
-    """Take the next task: priority 0 first, then oldest; tasks of campaigns that are not active wait.
-
-    It is in progress for you until the lease ends: finish it with update_task (done or failed, with a result),
-    or renew the lease with update_task(lease_seconds=...). task is null when nothing is claimable.
-    """
+    """Take the next pending task (priority 0 first, then oldest; inactive campaigns' tasks wait) under a
+    lease; finish it, or renew the lease, with update_task."""
     campaign_id = campaign
     async with tenant_call(ctx, read_only=False) as tx:
         if campaign_id is not None:
@@ -201,4 +182,4 @@ def register(server: MCPServer[AppState], *, replica_reads: bool = False) -> Non
     server.add_tool(list_tasks, title="List tasks", description=listing, annotations=READ)
     server.add_tool(update_task, title="Update task", annotations=UPDATE)
     server.add_tool(claim_next_task, title="Claim next task", annotations=CLAIM)
-    server.resource("task://{id}", name="task", mime_type="application/json")(task_resource)
+    server.resource("task://{id}", name="task", title="Task", mime_type="application/json")(task_resource)

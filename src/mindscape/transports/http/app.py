@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from mindscape.app import tracing
 from mindscape.app.metrics import CONTENT_TYPE
 from mindscape.app.server import build_server
 from mindscape.app.state import AppState
@@ -118,6 +119,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         streamable=transport != "sse",
         resource_metadata_url=resource.metadata_url if resource else None,
         protected=("/sse", "/messages/") if transport == "sse" else ("/mcp",),
+        trace_headers=tracing.start(state.settings),
     )
     return app
 

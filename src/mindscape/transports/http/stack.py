@@ -1,5 +1,6 @@
 """The HTTP request path: every middleware in one list, in the order a request meets them.
 
+    TraceContext              the caller's `traceparent` header, when traces are exported (app.tracing)
     BodyTimeout               408 for a body still arriving after http_body_timeout_s (slowloris)
     BodyLimit                 413 for a body over http_max_body_bytes, before anything reads it
     Drain                     /mcp only: on shutdown, end idle event streams, never an answer in flight
@@ -32,6 +33,7 @@ from mindscape.transports.http.middleware.body_timeout import BodyTimeout
 from mindscape.transports.http.middleware.drain import Drain
 from mindscape.transports.http.middleware.media_types import MediaTypes
 from mindscape.transports.http.middleware.quota import TenantLimits
+from mindscape.transports.http.middleware.trace_context import TraceContext
 from mindscape.transports.http.refusals import answer_crash, refusing
 
 
@@ -46,6 +48,7 @@ def install_middleware(
     streamable: bool,
     resource_metadata_url: str | None,
     protected: tuple[str, ...],
+    trace_headers: bool = False,
 ) -> None:
     """Replace the SDK-built app's middleware with the full list above (it keeps the SDK's two entries).
 
@@ -58,6 +61,7 @@ def install_middleware(
     authentication, auth_context = app.user_middleware
     app.exception_handlers[Exception] = answer_crash
     app.user_middleware[:] = [
+        *([Middleware(TraceContext)] if trace_headers else []),
         Middleware(BodyTimeout, timeout_s=body_timeout_s),
         Middleware(BodyLimit, max_bytes=max_body_bytes),
         *([Middleware(Drain), Middleware(MediaTypes)] if streamable else []),

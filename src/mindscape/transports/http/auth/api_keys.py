@@ -30,7 +30,7 @@ import logging
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 
-from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
+from mindscape.app.identity import PERSONA, PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.database.pool import FAILURES, Pool, pooled
 from mindscape.errors import Unavailable
 from mindscape.models.api_key import KeyRecord
@@ -91,6 +91,7 @@ class ApiKeyVerifier:
                 TENANT_ID: str(record.tenant_id),
                 TENANT_SLUG: record.tenant_slug,
                 PRINCIPAL: principal,
+                PERSONA: record.persona,
                 "key_id": str(record.id),
             },
         )

@@ -21,7 +21,7 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 from pydantic import SecretStr
 
-from mindscape.app.identity import PRINCIPAL, TENANT_ID, TENANT_SLUG
+from mindscape.app.identity import PERSONA, PRINCIPAL, TENANT_ID, TENANT_SLUG
 from mindscape.config.oauth import algorithms
 from mindscape.config.settings import Settings, is_slug
 from mindscape.database.pool import FAILURES, Pool, pooled
@@ -48,6 +48,7 @@ class JwtConfig:
     leeway_s: int
     jwks_url: str | None
     shared_secret: SecretStr | None
+    persona_claim: str = "mindscape_persona"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JwtConfig | None:
@@ -62,6 +63,7 @@ class JwtConfig:
             leeway_s=settings.oauth_leeway_s,
             jwks_url=settings.oauth_jwks_url,
             shared_secret=settings.oauth_shared_secret,
+            persona_claim=settings.oauth_persona_claim,
         )
 
 
@@ -102,6 +104,9 @@ class JwtVerifier:
                 f"the token grants neither {READ_SCOPE} nor {WRITE_SCOPE}; request one of them",
                 error="insufficient_scope",
             )
+        persona = claim_at(claims, self.config.persona_claim)
+        if persona is not None and (not isinstance(persona, str) or not is_slug(persona)):
+            raise unauthorized(f"the token's '{self.config.persona_claim}' claim is not a persona slug")
         tenant_id = await self._active_tenant(slug)
         principal = jwt_principal(self.config.issuer, subject)
         client = claims.get("azp") or claims.get("client_id") or principal
@@ -111,7 +116,13 @@ class JwtVerifier:
             client_id=str(client),
             subject=subject,
             scopes=scopes,
-            claims={TENANT_ID: str(tenant_id), TENANT_SLUG: slug, PRINCIPAL: principal, "iss": self.config.issuer},
+            claims={
+                TENANT_ID: str(tenant_id),
+                TENANT_SLUG: slug,
+                PRINCIPAL: principal,
+                PERSONA: persona,
+                "iss": self.config.issuer,
+            },
         )
 
     async def _verified_claims(self, token: str) -> dict[str, Any]:
