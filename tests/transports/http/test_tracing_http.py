@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared import jsonrpc_dispatcher
 
 from mindscape.database.targets import Targets
 from tests.support.http import new_key
@@ -23,8 +25,12 @@ SECRET = "a note about 9931-wombat"
 
 @pytest.mark.anyio
 async def test_spans_reach_the_collector_under_the_callers_trace(
-    targets: Targets, tenant_factory: TenantFactory, tmp_path: Path
+    targets: Targets, tenant_factory: TenantFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The header is the trace to continue here. With a tracer provider in this test process (one
+    # set by an earlier test stays: OpenTelemetry sets it once), the SDK client would also put its
+    # own span's traceparent in `_meta`, which the server rightly prefers (CI saw that).
+    monkeypatch.setattr(jsonrpc_dispatcher, "inject_trace_context", _no_injection)
     tenant = await tenant_factory(PERSONAS_A, "otlp")
     key = await new_key(targets, tenant.tenant_slug, "write")
     with otlp_receiver() as (collector, received):
@@ -51,3 +57,7 @@ async def test_spans_reach_the_collector_under_the_callers_trace(
     assert request.trace_id.hex() == TRACE_ID  # the header's trace, continued
     assert request.parent_span_id.hex() == PARENT_SPAN
     assert not any("9931" in str(span) for span in received.spans)
+
+
+def _no_injection(meta: dict[str, Any]) -> None:
+    del meta
