@@ -1,6 +1,7 @@
 """Semantic memory: remember, recall, forget and the memory:// resource."""
 
 # No `from __future__ import annotations`: the SDK reads these annotations at registration.
+import dataclasses
 import uuid
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -169,17 +170,8 @@ async def recall(
         active = state.embedders.observe(tx.tenant_id, tx.settings)
         if vector is not None and active != spec:  # the tenant switched models since we last looked
             vector = (await state.embedders.get(active).embed([terms.text]))[0]
-        filters = Filters(
-            persona_id=await writes.persona_id(tx, persona),
-            kinds=list(kinds) if kinds else None,
-            metadata=metadata,
-            since=since,
-            until=until,
-            as_of=as_of,
-            include_superseded=include_superseded,
-            written_by=written_by,
-            task_id=task,
-        )
+        filters = await _filters(tx, persona, kinds, metadata, since, until, include_superseded, written_by, task)
+        filters = dataclasses.replace(filters, as_of=as_of)
         found = await run_recall(
             tx.conn,
             tenant_id=tx.tenant_id,
@@ -266,16 +258,7 @@ async def list_memories(
         key = cursors.decode(cursor, shape)
         after = (_cursor_time(key), _cursor_id(key))
     async with tenant_call(ctx, read_only=True) as tx:
-        filters = Filters(
-            persona_id=await writes.persona_id(tx, persona),
-            kinds=list(kinds) if kinds else None,
-            metadata=metadata,
-            since=since,
-            until=until,
-            include_superseded=include_superseded,
-            written_by=written_by,
-            task_id=task,
-        )
+        filters = await _filters(tx, persona, kinds, metadata, since, until, include_superseded, written_by, task)
         rows = await memories.page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit + 1, after=after)
         total = await memories.count(tx.conn, tenant_id=tx.tenant_id, filters=filters, cap=MAX_COUNT + 1)
     more = len(rows) > limit
@@ -294,6 +277,30 @@ def _cursor_time(key: list[Any]) -> datetime:
         return datetime.fromisoformat(cursors.key_str(key, 0))
     except ValueError as exc:
         raise InvalidArgument("cursor is not valid; repeat the call without `cursor`") from exc
+
+
+async def _filters(
+    tx: TenantTx,
+    persona: str | None,
+    kinds: list[Kind] | None,
+    metadata: Metadata | None,
+    since: datetime | None,
+    until: datetime | None,
+    include_superseded: bool,
+    written_by: str | None,
+    task: uuid.UUID | None,
+) -> Filters:
+    """What recall and list_memories filter by, with the persona's slug resolved in `tx`."""
+    return Filters(
+        persona_id=await writes.persona_id(tx, persona),
+        kinds=list(kinds) if kinds else None,
+        metadata=metadata,
+        since=since,
+        until=until,
+        include_superseded=include_superseded,
+        written_by=written_by,
+        task_id=task,
+    )
 
 
 def _cursor_id(key: list[Any]) -> uuid.UUID:
