@@ -227,7 +227,7 @@ async def concurrent(url: str, caller: Caller, write: Write, per_writer: int) ->
 
 
 async def bulk_ms(targets: Targets, caller: Caller, rows: int) -> float:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     try:
         start = time.perf_counter()
         async with tenant_transaction(

@@ -872,8 +872,8 @@ async def database_part(args: argparse.Namespace, tmp: Path) -> tuple[Run, Targe
     baseline = sorted(rng.sample(everything, min(len(everything), args.queries)), key=lambda q: q.index)
     await create_tenants(targets, tenants)
 
-    pool = await create_pool(targets.runtime, min_size=args.ingest_workers, max_size=args.ingest_workers)
-    owner = await create_pool(targets.owner, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=args.ingest_workers, max_size=args.ingest_workers, pooled=False)
+    owner = await create_pool(targets.owner, min_size=1, max_size=1, pooled=False)
     try:
         log(f"ingesting under model {spec.key} with {args.ingest_workers} workers")
         ingest_s = await ingest(pool, tenants, spec, args.ingest_workers)

@@ -105,7 +105,7 @@ async def tenant_and_key(targets: Targets, name: str) -> tuple[Caller, str]:
 
 
 async def seed_memories(targets: Targets, caller: Caller, turns: list[str], count: int) -> None:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     try:
         for start_at in range(0, count, 2000):
             rows = [

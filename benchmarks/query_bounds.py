@@ -83,7 +83,7 @@ async def seed(targets: Targets, turns: list[str], count: int) -> Caller:
     slug = f"bounds-{uuid.uuid4().hex[:6]}"
     tenant = await tenant_ops.create_tenant(targets, slug=slug, name=slug)
     caller = Caller(tenant_id=tenant.id, tenant_slug=slug, principal="bench")
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     try:
         for start in range(0, count, BATCH):
             rows = [
@@ -158,7 +158,7 @@ async def measure(targets: Targets, args: argparse.Namespace) -> str:
     turns = load_turns(args.data)
     log(f"seeding {args.memories} memories from {len(turns)} LoCoMo turns")
     caller = await seed(targets, turns, args.memories)
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     common, rare = [await searchable(pool, words) for words in vocabulary(turns)]
     lines = [
         f"Keyword recall on one tenant of {args.memories:,} memories, median of {args.repeat} runs, ms:",

@@ -46,7 +46,7 @@ async def make_tenant(targets: Targets, size: int) -> Caller:
     tenant = await tenant_ops.create_tenant(targets, slug=slug, name=slug)
     caller = Caller(tenant_id=tenant.id, tenant_slug=slug, principal="bench")
     spec = configured_spec(Settings(database_url=SecretStr(targets.runtime)))
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     try:
         async with tenant_transaction(pool, caller, read_only=False, statement_timeout_ms=600_000) as tx:
             for start in range(0, size, BATCH):
@@ -86,7 +86,7 @@ async def remember_ms(targets: Targets, caller: Caller, *, limit: int, calls: in
 
 
 async def statements_ms(targets: Targets, caller: Caller, *, calls: int) -> list[float]:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     times: list[float] = []
     try:
         for _ in range(calls):

@@ -54,7 +54,7 @@ def log(text: str) -> None:
 
 async def fill(targets: Targets, caller: Caller, n: int, rng: np.random.Generator) -> None:
     centres = rng.normal(0, 1, (50, SPEC.dimensions))
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=False)
     try:
         for start in range(0, n, 2_000):
             count = min(2_000, n - start)
@@ -109,7 +109,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> str:
             if args.mixed:
                 await conn.execute(MIX, callers[size].tenant_id)
         await conn.execute("ANALYZE")
-    pool = await create_pool(targets.runtime, min_size=1, max_size=2)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=2, pooled=False)
     sizes = TenantSizes(exact_max_rows=EXACT_MAX_ROWS)
     times: dict[int, list[float]] = {size: [] for size in SIZES}
     found: dict[int, int] = {size: 0 for size in SIZES}

@@ -249,7 +249,7 @@ def quota_bound(limit: int, seconds: float, batch: int) -> int:
 async def admission_cost(targets: Targets, calls: int) -> list[tuple[str, float, float]]:
     """(how, microseconds per admission, database round trips per admission) for each way of counting."""
     tenant = (await tenant_ops.create_tenant(targets, slug=f"cost-{uuid.uuid4().hex[:8]}", name="cost")).id
-    pool = await create_pool(targets.runtime, min_size=1, max_size=2)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=2, pooled=targets.pooled)
     rows: list[tuple[str, float, float]] = []
     try:
         for how, batch_max in (("database, batch 10", 10), ("database, batch 1", 1)):

@@ -35,7 +35,7 @@ async def tenant(tenant_factory: TenantFactory) -> Caller:
 @pytest.fixture
 async def pools(targets: Targets) -> AsyncGenerator[list[Pool]]:
     """Two runtime pools: two server processes' credential pools."""
-    made = [await create_pool(targets.runtime, min_size=1, max_size=2) for _ in range(2)]
+    made = [await create_pool(targets.runtime, min_size=1, max_size=2, pooled=targets.pooled) for _ in range(2)]
     yield made
     for pool in made:
         await pool.close()
@@ -81,7 +81,7 @@ async def test_two_processes_share_one_budget_within_processes_times_batch(
 
 
 async def test_a_refusal_names_the_wait_and_is_answered_without_the_database(targets: Targets, tenant: Caller) -> None:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     limiter = SharedCallLimiter(pool, batch_max=10)
     try:
         assert [await limiter.acquire(tenant.tenant_id, 2) for _ in range(2)] == [None, None]
@@ -109,7 +109,7 @@ async def test_tenants_have_budgets_of_their_own(
 async def test_without_the_database_calls_are_counted_in_process(
     targets: Targets, tenant: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = await create_pool(targets.runtime, min_size=1, max_size=1)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     await pool.close()
     limiter = SharedCallLimiter(pool, batch_max=10)
     with caplog.at_level(logging.WARNING):

@@ -19,6 +19,7 @@ from mindscape.cli import app
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
 from mindscape.tenancy.caller import Caller
+from tests.support.external import inspect_url
 from tests.support.tenants import pooler_env
 
 runner = CliRunner()
@@ -81,10 +82,10 @@ def write_jsonl(path: Path, lines: list[dict[str, Any] | str]) -> Path:
 
 
 def owner_fetch(targets: Targets, statement: str, *args: Any) -> list[dict[str, Any]]:
-    """As the owner (a superuser here), outside row-level security: every row there is."""
+    """As a superuser, outside row-level security: every row there is."""
 
     async def fetch() -> list[dict[str, Any]]:
-        conn = await connect(targets.owner)
+        conn = await connect(inspect_url(targets))
         try:
             return [dict(r) for r in await conn.fetch(statement, *args)]
         finally:

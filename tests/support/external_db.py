@@ -193,7 +193,13 @@ def start(base: Path, pg_bin: Path, pooler: bool) -> dict[str, str]:
         timeout=60,
         check=True,
     )
-    env = {"MINDSCAPE_TEST_DATABASE_URL": direct, "MINDSCAPE_TEST_OWNER_URL": owner}
+    # The tests' own checks read every tenant's rows as the administrator (socket, trust).
+    inspect = f"postgresql://postgres@/{DATABASE}?host={base / 'sock'}&port={pg_port}"
+    env = {
+        "MINDSCAPE_TEST_DATABASE_URL": direct,
+        "MINDSCAPE_TEST_OWNER_URL": owner,
+        "MINDSCAPE_TEST_INSPECT_URL": inspect,
+    }
     if pooler:
         secret = psql(
             runner, pg_bin, base, pg_port, "-A", "-t", "-c",

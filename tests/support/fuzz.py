@@ -43,6 +43,7 @@ from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
 from mindscape.tenancy.caller import Caller
 from tests.support import hypothesis_compat
+from tests.support.external import inspect_url
 from tests.support.tenant_snapshot import snapshot_on
 from tests.support.tenants import PERSONAS_A, make_tenant, settings_for
 
@@ -566,7 +567,7 @@ def fuzz_harness(targets: Targets, prefix: str = "fuzz") -> Generator[FuzzHarnes
         caller = portal.call(make_tenant, targets, PERSONAS_A, prefix)
         settings = settings_for(targets, caller.tenant_slug, quota_calls_per_minute=0)
         server = build_server(lambda: open_state(settings, targets.runtime))
-        owner = portal.call(connect, targets.owner)
+        owner = portal.call(connect, inspect_url(targets))
         client_cm = Client(server, raise_exceptions=False, cache=None)  # pyright: ignore[reportArgumentType]
         try:
             with portal.wrap_async_context_manager(client_cm) as client:

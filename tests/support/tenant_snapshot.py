@@ -1,4 +1,4 @@
-"""Everything a tenant owns, read through the owner connection: to prove that nothing was written."""
+"""Everything a tenant owns, read outside row-level security: to prove that nothing was written."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncpg
 
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
+from tests.support.external import inspect_url
 
 # Every tenant-scoped table (api_keys is left out: using a key stamps its last_used_at).
 TABLES = ("personas", "memories", "memory_embeddings", "campaigns", "campaign_personas", "tasks", "audit_events")
@@ -16,7 +17,7 @@ TABLES = ("personas", "memories", "memory_embeddings", "campaigns", "campaign_pe
 
 async def snapshot(targets: Targets, tenant_id: UUID) -> dict[str, tuple[int, str]]:
     """Per table: the row count and an md5 over the rows' full text."""
-    conn = await connect(targets.owner)
+    conn = await connect(inspect_url(targets))
     try:
         return await snapshot_on(conn, tenant_id)
     finally:

@@ -62,13 +62,13 @@ async def test_a_flush_writes_each_key_once_with_the_time_it_was_used(
 async def test_a_failed_flush_keeps_its_stamps_for_the_next(targets: Targets, world: World) -> None:
     token = await new_key(targets, world.a.tenant_slug, "read")
     key_id, _, _ = await key_id_and_stamp(targets, token)
-    closed = await create_pool(targets.runtime, min_size=1, max_size=1)
+    closed = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     await closed.close()
     usage = KeyUsage(closed, interval_s=30)
     usage.note(key_id)
     assert await usage.flush() == 0
     assert usage.pending == 1
-    working = await create_pool(targets.runtime, min_size=1, max_size=1)
+    working = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     try:
         usage._pool = working  # pyright: ignore[reportPrivateUsage]  # the database is back
         assert await usage.flush() == 1
@@ -78,7 +78,7 @@ async def test_a_failed_flush_keeps_its_stamps_for_the_next(targets: Targets, wo
 
 
 async def test_on_a_standby_nothing_is_written_and_nothing_fails(replication: Replicated) -> None:
-    standby = await create_pool(replication.standby_runtime, min_size=1, max_size=1)
+    standby = await create_pool(replication.standby_runtime, min_size=1, max_size=1, pooled=False)
     try:
         usage = KeyUsage(standby, interval_s=30)
         usage.note(uuid.uuid4())

@@ -120,9 +120,11 @@ async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Co
 
 
 async def create_pool(
-    url: str, *, min_size: int, max_size: int, pooled: bool = False, application_name: str = "mindscape"
+    url: str, *, min_size: int, max_size: int, pooled: bool, application_name: str = "mindscape"
 ) -> Pool:
-    """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL;
+    """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL
+    (required, not defaulted: a pool that forgot it leaves named prepared statements on the
+    pooler's shared server connections);
     `application_name`: how pg_stat_activity names these connections."""
     try:
         pool = await asyncpg.create_pool(

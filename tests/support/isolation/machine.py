@@ -33,6 +33,7 @@ from mcp import Client
 
 from mindscape.database.pool import connect
 from mindscape.database.targets import Targets
+from tests.support.external import inspect_url
 from tests.support.isolation import rows
 from tests.support.isolation.model import TenantState, World
 from tests.support.isolation.ops import OPS, driven, ops_of, seed_phases
@@ -87,7 +88,7 @@ class Harness:
 @contextmanager
 def harness(targets: Targets, connector: Connector, *, tenants: int = 3) -> Generator[Harness]:
     with start_blocking_portal() as portal:
-        owner = portal.call(connect, targets.owner)
+        owner = portal.call(connect, inspect_url(targets))
         try:
             yield Harness(portal, targets, connector, owner, tenants)
         finally:
