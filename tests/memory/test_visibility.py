@@ -23,6 +23,7 @@ from mindscape.database.pool import Pool
 from mindscape.database.targets import Targets
 from mindscape.errors import StartupError
 from mindscape.memory.bulk_import import import_memories
+from mindscape.memory.jsonl import MemoryFileError
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.memory import client_with
@@ -165,6 +166,64 @@ async def test_bulk_import_neither_sees_nor_collides_with_private_memories(
     text = read.contents[0]
     assert isinstance(text, TextResourceContents)
     assert private not in text.text
+
+
+async def test_bulk_import_writes_persona_memories_for_that_persona_only(
+    office: Caller, client_for: ClientFactory, targets: Targets, tmp_path: Path
+) -> None:
+    async def imported(*lines: dict[str, str]) -> tuple[int, int]:
+        path = tmp_path / "m.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        report = await import_memories(
+            Settings(database_url=None), targets, tenant_slug=office.tenant_slug, path=path, batch=10, progress=_quiet()
+        )
+        return report.imported, report.duplicates
+
+    persona_line = {"content": SECRET, "persona": "ada", "visibility": "persona"}
+    assert await imported(persona_line, persona_line) == (1, 1)
+    async with client_as(client_for, office, A, persona="ada") as ada, client_as(client_for, office, B) as unbound:
+        [persona_only] = data(await ada.call_tool("list_memories", {}))["memories"]
+        assert all((await _seen_by(ada, persona_only["id"])).values())
+        assert not any((await _seen_by(unbound, persona_only["id"])).values())
+    # The same text for the whole tenant is another memory, not a duplicate; a re-run adds nothing.
+    assert await imported(persona_line, {"content": SECRET, "persona": "ada"}) == (1, 1)
+    assert await imported(persona_line, {"content": SECRET, "persona": "ada"}) == (0, 2)
+    async with client_as(client_for, office, A, persona="ada") as ada, client_as(client_for, office, B) as unbound:
+        mine = data(await ada.call_tool("list_memories", {}))["memories"]
+        theirs = data(await unbound.call_tool("list_memories", {}))["memories"]
+    assert sorted((m["visibility"], m["persona"], m["source"]) for m in mine) == [
+        ("persona", "ada", "import"),
+        ("tenant", "ada", "import"),
+    ]
+    assert [m["visibility"] for m in theirs] == ["tenant"]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            {"content": SECRET, "visibility": "private"},
+            "visibility: must be tenant or persona; a private memory belongs",
+        ),
+        ({"content": SECRET, "visibility": "persona"}, "visibility: 'persona' needs `persona`"),
+    ],
+)
+async def test_bulk_import_refuses_visibility_it_cannot_write(
+    office: Caller, targets: Targets, tmp_path: Path, line: dict[str, str], problem: str
+) -> None:
+    lines = tmp_path / "m.jsonl"
+    lines.write_text(json.dumps({"content": "a fine line"}) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(MemoryFileError) as refused:
+        await import_memories(
+            Settings(database_url=None),
+            targets,
+            tenant_slug=office.tenant_slug,
+            path=lines,
+            batch=10,
+            progress=_quiet(),
+        )
+    assert f"line 2: {problem}" in str(refused.value)
+    assert "nothing was written" in str(refused.value)
 
 
 def _quiet() -> Any:

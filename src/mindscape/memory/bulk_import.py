@@ -82,6 +82,11 @@ class Row:
     vector: array[float] | list[float] | None
     from_file: bool
 
+    @property
+    def key(self) -> tuple[UUID | None, bytes, str]:
+        """What makes two memories duplicates (queries.memories DEDUP): persona, content, visibility."""
+        return (self.persona_id, self.sha, self.memory.visibility)
+
     def vector_list(self) -> list[float] | None:
         # tolist() converts in C; store_embeddings wants lists.
         return self.vector.tolist() if isinstance(self.vector, array) else self.vector
@@ -171,13 +176,12 @@ async def _checked_rows(
 
 
 def _first_of_each(rows: list[Row]) -> list[Row]:
-    """The first line of each (persona, content): later ones are duplicates, as with `remember`."""
-    seen: set[tuple[UUID | None, bytes]] = set()
+    """The first line of each (persona, content, visibility): later ones are duplicates, as with `remember`."""
+    seen: set[tuple[UUID | None, bytes, str]] = set()
     unique: list[Row] = []
     for row in rows:
-        key = (row.persona_id, row.sha)
-        if key not in seen:
-            seen.add(key)
+        if row.key not in seen:
+            seen.add(row.key)
             unique.append(row)
     return unique
 
@@ -191,14 +195,14 @@ async def _skip_stored(open_tx: OpenTx, rows: list[Row]) -> None:
     need = [row for row in rows if row.vector is None]
     if not need:
         return
-    stored: set[tuple[UUID | None, bytes]] = set()
+    stored: set[tuple[UUID | None, bytes, str]] = set()
     async with open_tx(True) as tx:
         # Each lookup scans the tenant's memories once, so few large ones beat many small ones.
         for start in range(0, len(need), LOOKUP_BATCH):
             hashes = [row.sha for row in need[start : start + LOOKUP_BATCH]]
             stored |= await memories.existing(tx.conn, tenant_id=tx.tenant_id, hashes=hashes)
     if stored:
-        rows[:] = [row for row in rows if (row.persona_id, row.sha) not in stored]
+        rows[:] = [row for row in rows if row.key not in stored]
 
 
 async def _embed_missing(
@@ -247,6 +251,7 @@ async def _write(
                     metadata=row.memory.metadata,
                     importance=row.memory.importance,
                     created_at=row.memory.created_at,
+                    visibility=row.memory.visibility,
                 )
                 for row in chunk
             ]

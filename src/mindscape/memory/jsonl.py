@@ -10,6 +10,9 @@ One JSON object per line; blank lines are skipped. Fields:
   one is refused rather than assumed UTC: files are often written in local time, and a silent
   guess would shift every memory by hours with no way to tell afterwards;
 - `importance`: 0 to 1;
+- `visibility`: `tenant` (default: every caller of the tenant) or `persona` (only callers bound
+  to the line's `persona`, which it then needs). Not `private`: a private memory belongs to the
+  principal that writes it, and an import writes as the operator;
 - `embedding`: the tenant's active model's vector for `content`, exactly its dimensions.
 
 The whole file is checked before anything is written; every problem is reported with its line.
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, ValidationError
 from pydantic_core import ErrorDetails
@@ -37,7 +40,7 @@ from mindscape.models.memory import Kind, Metadata
 MAX_SHOWN = 50
 MAX_MEMORIES = 1_000_000
 FLOAT32_MAX = 3.4028234663852886e38
-FIELDS = "content, persona, kind, metadata, created_at, importance, embedding"
+FIELDS = "content, persona, kind, metadata, created_at, importance, visibility, embedding"
 _BOM = b"\xef\xbb\xbf"
 _AT_LINE_1 = re.compile(r" at line 1 column (\d+)$")
 
@@ -54,6 +57,7 @@ class MemoryLine(BaseModel):
     # strict: an ISO 8601 string only, not a number of seconds that might be milliseconds.
     created_at: Annotated[AwareDatetime | None, Field(strict=True)] = None
     importance: Annotated[float | None, Field(strict=True, ge=0, le=1)] = None
+    visibility: Literal["tenant", "persona"] = "tenant"
     embedding: Annotated[list[Annotated[float, Strict()]] | None, Field(strict=True)] = None
 
 
@@ -67,6 +71,7 @@ class FileMemory:
     created_at: datetime | None
     importance: float | None
     embedding: array[float] | None
+    visibility: str = "tenant"
 
 
 class MemoryFileError(ImportFileError):
@@ -172,6 +177,8 @@ def _read_line(
     metadata = item.metadata or {}
     if any("\x00" in value for value in _texts(metadata)):
         found.append("metadata: contains a NUL character (\\u0000), which PostgreSQL cannot store")
+    if item.visibility == "persona" and item.persona is None:
+        found.append("visibility: 'persona' needs `persona`, the slug of the persona whose memory this is")
     vector = None
     if item.embedding is not None:
         vector, problem = _vector(item.embedding, dimensions, model)
@@ -179,7 +186,9 @@ def _read_line(
             found.append(f"embedding: {problem}")
     if found:
         return found, item.persona
-    memory = FileMemory(number, content, item.persona, item.kind, metadata, item.created_at, item.importance, vector)
+    memory = FileMemory(
+        number, content, item.persona, item.kind, metadata, item.created_at, item.importance, vector, item.visibility
+    )
     return memory, item.persona
 
 
@@ -243,6 +252,11 @@ def _message(err: ErrorDetails) -> str:
         return "expected a JSON object with at least `content`"
     if kind == "extra_forbidden":
         return f"{where}: unknown field; the fields are {FIELDS}"
+    if err["loc"] == ("visibility",) and kind == "literal_error":
+        return (
+            "visibility: must be tenant or persona; a private memory belongs to the principal that writes it "
+            "(an import writes as the operator): store it with `remember` as that principal"
+        )
     if kind == "missing":
         return f"{where}: missing; every line needs it"
     return f"{where}: {err['msg']}" if where else str(err["msg"])

@@ -118,17 +118,18 @@ async def insert(
     return row["id"], not row["created"]
 
 
-# Imported memories are tenant-visible, valid from their creation time.
+# Imported memories are tenant- or persona-visible (never private: see memory/jsonl.py), valid
+# from their creation time.
 INSERT_MANY = f"""
 INSERT INTO mindscape.memories
     (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, created_at, valid_from,
-     source)
+     source, visibility)
 SELECT $1, r.persona_id, r.kind, r.content, r.sha, r.metadata, r.importance, NULL, coalesce(r.created_at, now()),
-       coalesce(r.created_at, now()), 'import'
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::real[], $8::timestamptz[])
-     AS r(persona_id, kind, content, sha, metadata, importance, created_at)
+       coalesce(r.created_at, now()), 'import', r.visibility
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bytea[], $6::jsonb[], $7::real[], $8::timestamptz[], $9::text[])
+     AS r(persona_id, kind, content, sha, metadata, importance, created_at, visibility)
 ON CONFLICT {DEDUP} DO NOTHING
-RETURNING id, content_sha256, persona_id
+RETURNING id, content_sha256, persona_id, visibility
 """
 
 
@@ -140,6 +141,7 @@ class NewMemory:
     metadata: dict[str, Any] | None = None
     importance: float | None = None
     created_at: datetime | None = None
+    visibility: str = "tenant"
 
 
 async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMemory]) -> dict[int, UUID]:
@@ -158,11 +160,12 @@ async def insert_many(conn: Connection, *, tenant_id: UUID, rows: Sequence[NewMe
         [r.metadata or {} for r in rows],
         [r.importance for r in rows],
         [r.created_at for r in rows],
+        [r.visibility for r in rows],
     )
-    where: dict[tuple[bytes, UUID | None], int] = {}
+    where: dict[tuple[bytes, UUID | None, str], int] = {}
     for i, (h, r) in enumerate(zip(hashes, rows, strict=True)):
-        where.setdefault((h, r.persona_id), i)  # a repeat within the batch is the duplicate, not the first
-    return {where[(row["content_sha256"], row["persona_id"])]: row["id"] for row in inserted}
+        where.setdefault((h, r.persona_id, r.visibility), i)  # a repeat within the batch is the duplicate
+    return {where[(row["content_sha256"], row["persona_id"], row["visibility"])]: row["id"] for row in inserted}
 
 
 # Each embedding carries its memory's visibility, writer and persona (migration 0009: the
@@ -648,12 +651,15 @@ async def delete(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> int:
 # Only what an import could collide with: current tenant-visible memories (the operator's session
 # sees every memory, but a private one is never a reason to skip, nor reported).
 EXISTING = """
-SELECT persona_id, content_sha256 FROM mindscape.memories
-WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[]) AND visibility = 'tenant' AND valid_to IS NULL
+SELECT persona_id, content_sha256, visibility FROM mindscape.memories
+WHERE tenant_id = $1 AND content_sha256 = ANY($2::bytea[]) AND visibility <> 'private' AND valid_to IS NULL
 """
 
 
-async def existing(conn: Connection, *, tenant_id: UUID, hashes: Sequence[bytes]) -> set[tuple[UUID | None, bytes]]:
-    """(persona id, content hash) of the stored memories among `hashes`: what an insert would skip as duplicates."""
+async def existing(
+    conn: Connection, *, tenant_id: UUID, hashes: Sequence[bytes]
+) -> set[tuple[UUID | None, bytes, str]]:
+    """(persona id, content hash, visibility) of the stored tenant and persona memories among
+    `hashes`: what an insert would skip as duplicates."""
     rows = await conn.fetch(EXISTING, tenant_id, list(hashes))
-    return {(r["persona_id"], r["content_sha256"]) for r in rows}
+    return {(r["persona_id"], r["content_sha256"], r["visibility"]) for r in rows}
