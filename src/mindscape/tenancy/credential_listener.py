@@ -40,6 +40,7 @@ class CredentialListener:
         self._url = url
         self._cache = cache
         self._check_s = check_s
+        self.backend_pid: int | None = None  # the listening server process, while there is one
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after every loss; the cache serves only while listening."""
@@ -64,6 +65,7 @@ class CredentialListener:
 
         def on_lost(_conn: object) -> None:
             self._cache.stop_serving()  # at once, before anything else runs on this loop
+            self.backend_pid = None
             lost.set()
 
         def on_notification(_conn: object, _pid: int, _channel: str, payload: object) -> None:
@@ -73,6 +75,7 @@ class CredentialListener:
             conn.add_termination_listener(on_lost)
             await conn.add_listener(CHANNEL, on_notification)
             self._cache.start_serving()
+            self.backend_pid = conn.get_server_pid()
             log.info("credential cache on: listening for credential changes at %s", redact(self._url))
             while not lost.is_set():
                 with anyio.move_on_after(self._check_s):
@@ -83,4 +86,5 @@ class CredentialListener:
             raise asyncpg.ConnectionDoesNotExistError("the LISTEN connection was closed")
         finally:
             self._cache.stop_serving()
+            self.backend_pid = None
             conn.terminate()
