@@ -64,7 +64,7 @@ async def until(check: Callable[[], Awaitable[bool]], *, within_s: float) -> flo
     started = time.monotonic()
     while not await check():
         if time.monotonic() - started > within_s:
-            pytest.fail(f"not within {within_s} s")
+            raise AssertionError(f"not within {within_s} s")
         await anyio.sleep(0.01)
     return time.monotonic() - started
 
