@@ -136,7 +136,8 @@ async def test_a_cached_key_is_verified_without_the_database(targets: Targets) -
         assert await refused(c.keys.verify_token, wrong) == 401  # a cached prefix is no pass for another secret
         await c.pool.close()  # from here on, any database lookup fails (503)
         token = await c.keys.verify_token(warm)
-        assert token.claims is not None and token.claims[TENANT_SLUG] == tenant.tenant_slug
+        assert token.claims is not None
+        assert token.claims[TENANT_SLUG] == tenant.tenant_slug
         assert await refused(c.keys.verify_token, cold) == 503
 
 
