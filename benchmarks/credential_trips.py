@@ -96,9 +96,7 @@ def unix_socket(runtime_url: str) -> str:
     return str(found)
 
 
-async def trips_per_call(
-    port: int, key: str, counter: Counter, tool: str, args: dict[str, object], calls: int
-) -> tuple[float, float]:
+async def trips_per_call(port: int, key: str, counter: Counter, tool: str, args: dict[str, str], calls: int) -> float:
     """(round trips per call, calls per second) over `calls` back-to-back calls after a warm-up."""
     conn = Connection("127.0.0.1", port, key)
     try:
@@ -151,7 +149,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
