@@ -11,8 +11,12 @@ those rows sends a notification on the channel `mindscape_credentials`, which ea
 LISTENs on (tenancy/credential_listener.py). A notification is sent when the changing transaction
 commits, and never if it rolls back.
 
-- The payload is small and public: `key:<prefix>` (the prefix appears in every listing and log)
-  or `tenant:<id>`. Never a secret or a hash.
+- The payload is a fingerprint: `key:` and the hex SHA-256 of the key's stored hash, or `tenant:`
+  and the hex SHA-256 of the tenant's id (as text). Any role may LISTEN, so the payload must tell a
+  listener nothing it could use: with a prefix or a tenant id, someone running SQL as the runtime
+  role could learn the ids of tenants it cannot list (docs/isolation.md). A fingerprint names an
+  entry to the servers, which computed it when they cached the entry; it reveals no secret, no
+  stored hash, no prefix and no id.
 - Stamping a key's last use (touch_api_keys, every flush) changes nothing a cache holds, so it
   sends nothing: the key trigger fires only when some other column changes.
 - The trigger functions run with the rights of whoever changes the row (the owner, or a
@@ -43,10 +47,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    PERFORM pg_notify('{CHANNEL}', 'key:' || OLD.prefix);
+    PERFORM pg_notify('{CHANNEL}', 'key:' || encode(sha256(OLD.key_hash), 'hex'));
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    PERFORM pg_notify('{CHANNEL}', 'key:' || NEW.prefix);  -- the same payload twice is sent once
+    PERFORM pg_notify('{CHANNEL}', 'key:' || encode(sha256(NEW.key_hash), 'hex'));  -- sent once if the same
   END IF;
   RETURN NULL;
 END
@@ -58,7 +62,12 @@ CREATE FUNCTION mindscape.notify_tenant_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM pg_notify('{CHANNEL}', 'tenant:' || coalesce(NEW.id, OLD.id)::text);
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    PERFORM pg_notify('{CHANNEL}', 'tenant:' || encode(sha256(convert_to(OLD.id::text, 'UTF8')), 'hex'));
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    PERFORM pg_notify('{CHANNEL}', 'tenant:' || encode(sha256(convert_to(NEW.id::text, 'UTF8')), 'hex'));
+  END IF;
   RETURN NULL;
 END
 $$

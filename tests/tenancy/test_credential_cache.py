@@ -21,13 +21,13 @@ from pydantic import SecretStr
 
 from mindscape.app.identity import TENANT_SLUG
 from mindscape.app.state import open_state
-from mindscape.database.pool import Pool, create_pool, owner_connection
+from mindscape.database.pool import Pool, connect, create_pool, owner_connection
 from mindscape.database.targets import Targets
 from mindscape.models.api_key import KeyRecord
 from mindscape.ops import keys as key_ops
 from mindscape.ops import tenants as tenant_ops
 from mindscape.tenancy import keys
-from mindscape.tenancy.credential_cache import CredentialCache
+from mindscape.tenancy.credential_cache import CHANNEL, CredentialCache, key_fingerprint, tenant_fingerprint
 from mindscape.tenancy.credential_listener import CredentialListener
 from mindscape.transports.http.auth.api_keys import ApiKeyVerifier
 from mindscape.transports.http.auth.jwt import JwtConfig, JwtVerifier
@@ -202,6 +202,48 @@ async def test_a_notification_lost_with_the_connection_never_leaves_a_revoked_ke
         assert c.cache.stats.drops >= 2  # lost, and listening again
 
 
+async def test_notifications_name_changes_by_fingerprint_only(targets: Targets) -> None:
+    """Any role may LISTEN: what it hears must not reveal a prefix, a tenant id or a stored hash.
+    Stamping a key's last use is no change and sends nothing."""
+    if targets.pooled:
+        pytest.skip("LISTEN needs a direct connection")
+    tenant = await make_tenant(targets, PERSONAS_A, "cc")
+    token = await new_key(targets, tenant.tenant_slug, "read")
+    heard: list[str] = []
+    listener = await connect(targets.runtime)  # the runtime role, as an attacker with SQL would be
+    try:
+
+        def hear(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            heard.append(str(payload))
+
+        await listener.add_listener(CHANNEL, hear)
+        async with owner_connection(targets.owner) as owner:
+            key_hash = await owner.fetchval("SELECT key_hash FROM mindscape.api_keys WHERE prefix = $1", prefix(token))
+            await owner.execute(
+                "SELECT mindscape.touch_api_keys(ARRAY[$1::uuid], ARRAY[0.0])", await key_id(targets, token)
+            )
+            await owner.execute("SELECT pg_notify($1, 'sentinel')", CHANNEL)
+
+            async def sentinel() -> bool:
+                return "sentinel" in heard
+
+            await until(sentinel, within_s=5)
+            assert heard == ["sentinel"]  # the stamp sent nothing
+            await key_ops.revoke_key(targets, key_id=await key_id(targets, token))
+            await tenant_ops.set_tenant_status(targets, slug=tenant.tenant_slug, status="disabled")
+
+            async def both() -> bool:
+                return len(heard) >= 3
+
+            await until(both, within_s=5)
+    finally:
+        await listener.close()
+    assert heard[1:] == [f"key:{key_fingerprint(key_hash)}", f"tenant:{tenant_fingerprint(tenant.tenant_id)}"]
+    for payload in heard:
+        for secret in (prefix(token), str(tenant.tenant_id), key_hash.hex(), tenant.tenant_slug):
+            assert secret not in payload
+
+
 async def test_through_a_pooler_without_a_listen_url_the_cache_is_off(targets: Targets) -> None:
     tenant = await make_tenant(targets, PERSONAS_A, "cc")
     settings = settings_for(targets, tenant.tenant_slug, database_pooler="transaction", tenant=None)
@@ -233,8 +275,9 @@ def test_an_entry_looked_up_before_an_eviction_is_not_stored_after_it() -> None:
     cache = CredentialCache(ttl_s=60, max_entries=10)
     cache.start_serving()
     epoch = cache.epoch  # a lookup begins
-    cache.notified("key:aaaaaaaaaaaa")  # its key changes meanwhile
-    cache.store_key("aaaaaaaaaaaa", record(), epoch=epoch, expires_in_s=None)
+    looked_up = record()
+    cache.notified(f"key:{key_fingerprint(looked_up.key_hash)}")  # its key changes meanwhile
+    cache.store_key("aaaaaaaaaaaa", looked_up, epoch=epoch, expires_in_s=None)
     assert cache.key("aaaaaaaaaaaa") is None
     cache.store_key("aaaaaaaaaaaa", record(), epoch=cache.epoch, expires_in_s=None)
     assert cache.key("aaaaaaaaaaaa") is not None
@@ -263,7 +306,9 @@ def test_a_cache_that_is_not_listening_serves_nothing() -> None:
     cache.start_serving()
     tenant = uuid.uuid4()
     cache.store_key("k", record(tenant), epoch=cache.epoch, expires_in_s=None)
-    cache.notified(f"tenant:{tenant}")
+    cache.notified("tenant:" + "0" * 64)  # another tenant's change
+    assert cache.key("k") is not None
+    cache.notified(f"tenant:{tenant_fingerprint(tenant)}")
     assert cache.key("k") is None
     cache.store_key("k", record(tenant), epoch=cache.epoch, expires_in_s=None)
     cache.stop_serving()

@@ -22,6 +22,7 @@ Not thread-safe and needs no lock: everything runs on the server's one event loo
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,8 +34,19 @@ from mindscape.models.api_key import KeyRecord
 from mindscape.models.tenant import TenantRef
 
 CHANNEL = "mindscape_credentials"  # migration 0010's triggers notify here
-KEY_PAYLOAD = "key:"  # + the key's prefix
-TENANT_PAYLOAD = "tenant:"  # + the tenant's id
+KEY_PAYLOAD = "key:"  # + key_fingerprint
+TENANT_PAYLOAD = "tenant:"  # + tenant_fingerprint
+
+
+def key_fingerprint(key_hash: bytes) -> str:
+    """How a notification names a key: the SHA-256 of its stored hash (no prefix, nothing usable)."""
+    return hashlib.sha256(key_hash).hexdigest()
+
+
+def tenant_fingerprint(tenant_id: UUID) -> str:
+    """How a notification names a tenant: the SHA-256 of its id as text (any listener may read it)."""
+    return hashlib.sha256(str(tenant_id).encode()).hexdigest()
+
 
 T = TypeVar("T")
 
@@ -42,7 +54,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class _Entry(Generic[T]):
     value: T
-    tenant_id: UUID
+    tenant: str  # tenant_fingerprint
+    key: str | None  # key_fingerprint; None for a tenant entry
     until: float  # self._clock() after which the entry is not served
 
 
@@ -94,21 +107,20 @@ class CredentialCache:
         """A change notification: evict what it names. Anything unrecognised drops the whole cache."""
         self.epoch += 1
         if payload.startswith(KEY_PAYLOAD):
-            if self._keys.pop(payload.removeprefix(KEY_PAYLOAD), None) is not None:
-                self.stats.evictions += 1
-            return
-        if payload.startswith(TENANT_PAYLOAD):
-            try:
-                tenant_id = UUID(payload.removeprefix(TENANT_PAYLOAD))
-            except ValueError:
-                self.drop()
-                return
-            for entries in (self._keys, self._tenants):
-                for name in [n for n, e in entries.items() if e.tenant_id == tenant_id]:
-                    del entries[name]
-                    self.stats.evictions += 1
-            return
-        self.drop()
+            fingerprint = payload.removeprefix(KEY_PAYLOAD)
+            self._evict(self._keys, lambda e: e.key == fingerprint)
+        elif payload.startswith(TENANT_PAYLOAD):
+            fingerprint = payload.removeprefix(TENANT_PAYLOAD)
+            self._evict(self._keys, lambda e: e.tenant == fingerprint)
+            self._evict(self._tenants, lambda e: e.tenant == fingerprint)
+        else:
+            self.drop()
+
+    def _evict(self, entries: OrderedDict[str, _Entry[T]], named: Callable[[_Entry[T]], bool]) -> None:
+        # A scan: notifications are rare (operator actions), entries at most credential_cache_size.
+        for name in [n for n, e in entries.items() if named(e)]:
+            del entries[name]
+            self.stats.evictions += 1
 
     # --- the verifiers' side -------------------------------------------------------------------
 
@@ -119,13 +131,18 @@ class CredentialCache:
     def store_key(self, prefix: str, record: KeyRecord, *, epoch: int, expires_in_s: float | None) -> None:
         """Keep an accepted key, unless a change was heard since `epoch` (when its lookup began)."""
         lifetime = self._ttl_s if expires_in_s is None else min(self._ttl_s, expires_in_s)
-        self._put(self._keys, prefix, _Entry(record, record.tenant_id, self._clock() + lifetime), epoch)
+        entry = _Entry(
+            record, tenant_fingerprint(record.tenant_id), key_fingerprint(record.key_hash), self._clock() + lifetime
+        )
+        self._put(self._keys, prefix, entry, epoch)
 
     def tenant(self, slug: str) -> TenantRef | None:
         return self._get(self._tenants, slug)
 
     def store_tenant(self, ref: TenantRef, *, epoch: int) -> None:
-        self._put(self._tenants, ref.slug, _Entry(ref, ref.id, self._clock() + self._ttl_s), epoch)
+        self._put(
+            self._tenants, ref.slug, _Entry(ref, tenant_fingerprint(ref.id), None, self._clock() + self._ttl_s), epoch
+        )
 
     def _get(self, entries: OrderedDict[str, _Entry[T]], name: str) -> T | None:
         entry = entries.get(name) if self._serving else None
