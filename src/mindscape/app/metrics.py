@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mindscape.database.pool import Pool
+from mindscape.tenancy.credential_cache import CredentialCache
 
 # Seconds. Fixed buckets keep the output small and let Prometheus aggregate across processes.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -40,7 +41,7 @@ class ToolMetrics:
             if seconds <= bound:
                 series.buckets[i] += 1
 
-    def render(self, pool: Pool | None = None) -> str:
+    def render(self, pool: Pool | None = None, credentials: CredentialCache | None = None) -> str:
         lines = [
             "# HELP mindscape_tool_calls_total Tool calls, by tool.",
             "# TYPE mindscape_tool_calls_total counter",
@@ -68,8 +69,35 @@ class ToolMetrics:
                 "# TYPE mindscape_pool_max_connections gauge",
                 f"mindscape_pool_max_connections {pool.get_max_size()}",
             ]
+        if credentials is not None:
+            lines += _credential_lines(credentials)
         return "\n".join(lines) + "\n"
 
     def _sorted(self) -> list[tuple[str, _Series]]:
         # Tool names are registered identifiers ([a-z_]), so they need no label escaping.
         return sorted(self._series.items())
+
+
+def _credential_lines(cache: CredentialCache) -> list[str]:
+    """The credential cache of this process (tenancy/credential_cache.py): absent when it is off."""
+    stats = cache.stats
+    return [
+        "# HELP mindscape_credential_cache_hits_total Credentials (API keys, JWT tenants) served from memory.",
+        "# TYPE mindscape_credential_cache_hits_total counter",
+        f"mindscape_credential_cache_hits_total {stats.hits}",
+        "# HELP mindscape_credential_cache_misses_total Credentials checked in the database instead.",
+        "# TYPE mindscape_credential_cache_misses_total counter",
+        f"mindscape_credential_cache_misses_total {stats.misses}",
+        "# HELP mindscape_credential_cache_drops_total Whole-cache drops: its listener lost or regained its link.",
+        "# TYPE mindscape_credential_cache_drops_total counter",
+        f"mindscape_credential_cache_drops_total {stats.drops}",
+        "# HELP mindscape_credential_cache_evictions_total Entries evicted by a change notification.",
+        "# TYPE mindscape_credential_cache_evictions_total counter",
+        f"mindscape_credential_cache_evictions_total {stats.evictions}",
+        "# HELP mindscape_credential_cache_entries Credentials cached now.",
+        "# TYPE mindscape_credential_cache_entries gauge",
+        f"mindscape_credential_cache_entries {len(cache)}",
+        "# HELP mindscape_credential_cache_serving 1 while the cache listens for changes and serves, else 0.",
+        "# TYPE mindscape_credential_cache_serving gauge",
+        f"mindscape_credential_cache_serving {int(cache.serving)}",
+    ]

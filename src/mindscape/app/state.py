@@ -38,6 +38,8 @@ from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller, resolve_caller
+from mindscape.tenancy.credential_cache import CredentialCache
+from mindscape.tenancy.credential_listener import CredentialListener
 from mindscape.tenancy.key_usage import KeyUsage
 from mindscape.tenancy.transaction import tenant_transaction
 
@@ -60,6 +62,7 @@ class AppState:
     auth_pool: Pool | None = None  # HTTP: credential checks and limit lookups; None on stdio
     replica: ReadReplica | None = None  # read_database_url: read-only calls; None: they use `pool`
     key_usage: KeyUsage | None = None  # HTTP: API keys' last use, written in batches
+    credentials: CredentialCache | None = None  # HTTP: verified keys and JWT tenants; None: cache off
 
     @property
     def admission_pool(self) -> Pool:
@@ -152,9 +155,12 @@ async def open_state(
                     sizes.on_missing_index = indexer
                 key_usage = None
                 stamping = anyio.CancelScope()
+                listening = anyio.CancelScope()
+                credentials = None
                 if auth_pool is not None:
                     key_usage = KeyUsage(auth_pool, interval_s=settings.api_key_usage_flush_s)
                     background.start_soon(_stamp_until_cancelled, key_usage, stamping)
+                    credentials = _credential_cache(settings, runtime_url, background, listening)
                 try:
                     yield AppState(
                         pool=pool,
@@ -169,9 +175,11 @@ async def open_state(
                         auth_pool=auth_pool,
                         replica=ReadReplica(read_pool) if read_pool is not None else None,
                         key_usage=key_usage,
+                        credentials=credentials,
                     )
                 finally:
                     stamping.cancel()  # its last flush runs shielded, before the pools close
+                    listening.cancel()
                     if indexer is not None:
                         indexer.cancel()
         finally:
@@ -182,6 +190,38 @@ async def open_state(
         if auth_pool is not None:
             await auth_pool.close()
         await pool.close()
+
+
+def _credential_cache(
+    settings: Settings, runtime_url: str, background: TaskGroup, scope: anyio.CancelScope
+) -> CredentialCache | None:
+    """The credential cache and its listener (started in `background`, stopped with `scope`), or None.
+
+    The listener needs a direct connection to the primary: credential_listen_url, else database_url
+    unless that is a transaction-mode pooler, through which LISTEN does not work (docs/decisions.md).
+    """
+    if settings.credential_cache_ttl_s <= 0:
+        log.info("credential cache off (credential_cache_ttl_s = 0): every request checks its credential")
+        return None
+    if settings.credential_listen_url is not None:
+        url = settings.credential_listen_url.get_secret_value()
+    elif settings.database_pooler == "transaction":
+        log.info(
+            "credential cache off: database_url is a transaction-mode pooler, where LISTEN does not work; "
+            "set credential_listen_url to a direct PostgreSQL URL to turn it on"
+        )
+        return None
+    else:
+        url = runtime_url
+    cache = CredentialCache(ttl_s=settings.credential_cache_ttl_s, max_entries=settings.credential_cache_size)
+    listener = CredentialListener(url, cache, check_s=max(0.5, settings.credential_cache_ttl_s / 2))
+    background.start_soon(_listen_until_cancelled, listener, scope)
+    return cache
+
+
+async def _listen_until_cancelled(listener: CredentialListener, scope: anyio.CancelScope) -> None:
+    with scope:
+        await listener.run()
 
 
 async def _stamp_until_cancelled(key_usage: KeyUsage, scope: anyio.CancelScope) -> None:

@@ -89,6 +89,24 @@ class Settings(BaseSettings):
         le=3600,
         description="HTTP: how often the keys' last_used_at stamps are written, batched, off the request path.",
     )
+    # Revocation still takes effect at once (LISTEN/NOTIFY, migration 0010); the TTL bounds how long
+    # a change can go unseen should a notification be lost with a connection nobody noticed dying.
+    credential_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="HTTP: how long a verified API key or JWT tenant is served from memory, at most, "
+        "between change notifications (0: every request checks the database).",
+    )
+    credential_cache_size: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="HTTP: credentials cached per process, at most."
+    )
+    credential_listen_url: SecretStr | None = Field(
+        default=None,
+        description="HTTP: a direct PostgreSQL URL (the runtime role will do) on which the credential cache "
+        "LISTENs for changes. Unset: database_url, unless database_pooler = transaction (LISTEN does not "
+        "pass through a transaction-mode pooler), in which case the credential cache is off.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,

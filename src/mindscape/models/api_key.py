@@ -36,3 +36,4 @@ class KeyRecord(BaseModel):
     expired: bool
     revoked: bool
     persona: str | None = None
+    expires_in_s: float | None = None  # by the database's clock when looked up; None: never expires

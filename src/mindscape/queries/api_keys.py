@@ -95,9 +95,10 @@ async def rotate(
     return ApiKey.model_validate(dict(row)) if row else None
 
 
-# Runtime role: expiry is judged by the database clock, the same one that wrote created_at.
+# Runtime role: expiry is judged by the database clock, the same one that wrote created_at;
+# `expires_in_s` (migration 0010) lets a cached key expire on time.
 LOOKUP = """
-SELECT id, tenant_id, tenant_slug, tenant_active, scope, key_hash, expired, revoked, persona
+SELECT id, tenant_id, tenant_slug, tenant_active, scope, key_hash, expired, revoked, persona, expires_in_s
 FROM mindscape.api_key_lookup($1)
 """
 

