@@ -73,7 +73,7 @@ async def until(check: Callable[[], Awaitable[bool]], *, within_s: float) -> flo
 async def cached(targets: Targets) -> AsyncGenerator[Cached]:
     if targets.pooled:
         pytest.skip("LISTEN needs a direct connection; through a pooler the cache is off (test below)")
-    pool = await create_pool(targets.runtime, min_size=1, max_size=2)
+    pool = await create_pool(targets.runtime, min_size=1, max_size=2, pooled=False)
     cache = CredentialCache(ttl_s=TTL_S, max_entries=100)
     listener = CredentialListener(targets.runtime, cache, check_s=5.0)
     try:
