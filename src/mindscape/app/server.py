@@ -40,6 +40,7 @@ from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
+from mindscape.database import trips
 from mindscape.errors import InvalidArgument
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
@@ -138,7 +139,11 @@ class MindscapeServer(MCPServer[AppState]):
         if self._names is None:
             self._names = frozenset(t.name for t in self._tool_manager.list_tools())
         label = name if name in self._names else UNKNOWN_TOOL
-        with tracing.tool_span(label, tracing.mark_request(context)) as span:
+        metrics = self.metrics
+        with (
+            trips.counting(lambda n: metrics.observe_trips(label, n)),
+            tracing.tool_span(label, tracing.mark_request(context)) as span,
+        ):
             outcome: tracing.Outcome = "failed"
             try:
                 result = await self._call_checked(name, arguments, context)
