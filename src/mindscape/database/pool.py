@@ -2,8 +2,8 @@
 
 Each hook has one job: `init` registers codecs once per connection; `reset` puts a released
 connection back to a pristine session, including the role (`RESET ALL` leaves the role alone).
-A tenant transaction ends with that same reset in its COMMIT or ROLLBACK's round trip (`end`);
-the hook then sees nothing has run since and costs no round trip. Every request a pooled
+A tenant transaction's end leaves the session as that reset would, in the same round trip
+(`end`); the hook then sees nothing has run since and costs no round trip. Every request a pooled
 connection sends is counted (database.trips).
 
 Through a transaction-mode pooler (`pooled=True`, PgBouncer with `pool_mode = transaction`)
@@ -127,15 +127,23 @@ async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 
 
 async def end(conn: Connection, statement: str) -> None:
-    """`COMMIT` or `ROLLBACK`, and the session's reset with it: one round trip (simple query
-    protocol). The statements after the end run only if it succeeded; if it failed, the session
-    is not marked reset and the pool's hook resets it on release. Through a transaction-mode
-    pooler there is no reset to send (see the module's docstring)."""
+    """End the transaction (`COMMIT` or `ROLLBACK`) and leave the session as the pool's reset
+    would, in one round trip.
+
+    ROLLBACK undoes every setting the transaction made, session-level ones (`SET ROLE`,
+    `set_config(..., false)`) included, so it needs nothing more: the server does no reset work
+    either. After COMMIT, the reset follows in the same simple query; it runs only if the COMMIT
+    succeeded, and if it did not, the session is not marked and the pool's hook resets it on
+    release. Through a transaction-mode pooler there is no reset to send (see the module's docstring).
+    """
     raw: Any = conn
     if not getattr(raw, "resets", False):
         await conn.execute(statement)
         return
-    await conn.execute(f"{statement};\n{RESET_ROLE}{conn.get_reset_query()}")
+    if statement == "ROLLBACK":
+        await conn.execute(statement)
+    else:
+        await conn.execute(f"{statement};\n{RESET_ROLE}{conn.get_reset_query()}")
     raw.mark_reset()
 
 
