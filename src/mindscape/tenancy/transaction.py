@@ -75,7 +75,9 @@ async def tenant_transaction(
 
     With `background`, a read-only transaction is ended and its connection released after the
     caller has its result: its outcome cannot change any more, and the caller's reply no longer
-    waits for those two round trips. The connection returns to the pool only once clean.
+    waits for that round trip. The connection returns to the pool only once clean. Round trips:
+    BEGIN, the context statement, the queries, and the end, which leaves the session as the
+    pool's reset would (database.pool.end), so release sends nothing more.
 
     `acquire_timeout_s` bounds the wait for a pool connection (ServerBusy past it). A connection
     that fails is discarded, never reused, and never raises a second error over the first; a
