@@ -272,7 +272,7 @@ def mindscape_spec(targets: Targets, name: str = "mindscape get_persona", src: s
 
 
 async def round_trips(targets: Targets, calls: int = 50) -> float:
-    """Database round trips per warm get_persona call, from the server's own histogram (database.trips)."""
+    """Database round trips per warm get_persona call, as the server's histogram counts them (database.trips)."""
     from mcp import Client
 
     from mindscape.app.server import build_server
@@ -286,19 +286,20 @@ async def round_trips(targets: Targets, calls: int = 50) -> float:
         quota_calls_per_minute=0,
     )
     server = build_server(lambda: open_state(settings, targets.runtime))
+    counted: list[int] = []
+    observe = server.metrics.observe_trips
+
+    def record(tool: str, trips: int) -> None:
+        observe(tool, trips)
+        counted.append(trips)
+
+    server.metrics.observe_trips = record  # pyright: ignore[reportAttributeAccessIssue]
     async with Client(server) as client:  # pyright: ignore[reportArgumentType]
-        await client.call_tool("get_persona", {"slug": PERSONA.slug})  # prepares the statements
-        first = server.metrics.render()
-        for _ in range(calls):
+        for _ in range(calls + 1):
             await client.call_tool("get_persona", {"slug": PERSONA.slug})
-    # The lifespan has ended, so each read's after-reply end is counted too.
-    sums = [trips_sum(text) for text in (first, server.metrics.render())]
-    return (sums[1] - sums[0]) / calls
-
-
-def trips_sum(metrics: str) -> float:
-    prefix = 'mindscape_tool_db_round_trips_sum{tool="get_persona"} '
-    return next((float(line[len(prefix) :]) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
+    # The lifespan has ended, so each read's after-reply end is counted too. The first call
+    # prepared its statements on the connection: not a warm call.
+    return sum(counted[1:]) / calls
 
 
 def python_specs(targets: Targets, baseline_src: str | None = None) -> list[Spec]:

@@ -186,13 +186,17 @@ class MindscapeServer(MCPServer[AppState]):
 
         A tool that returns exactly its declared pydantic model built that model validated: the
         SDK would validate it again and serialise it twice (text, then structured content).
-        Here it is dumped once, and the text is that dump as JSON (the SDK's indented form).
+        Here it is dumped once, and the text is that dump as JSON (the SDK's indented form). A
+        CallToolResult (recall's: text for agents beside the dumped model) is finished as it is;
+        the SDK would validate its structured content against the model it was dumped from.
         Anything else goes through the SDK's own conversion.
         """
         tool = self._tool_manager.get_tool(name)
         if context is None or tool is None:
             return await super().call_tool(name, arguments, context)
         result = await self._tool_manager.call_tool(name, arguments, context, convert_result=False)
+        if isinstance(result, CallToolResult):
+            return result
         meta = tool.fn_metadata
         if (
             isinstance(result, BaseModel)
