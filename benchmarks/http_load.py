@@ -82,7 +82,7 @@ WORDS = [
 ]
 SEED_MEMORIES = 200
 SEED_TASKS = 100
-TARGET_RATIO, TARGET_P99_MS, TARGET_RSS_GROWTH = 0.5, 150.0, 0.10
+TARGET_RATIO, TARGET_P99_MS, TARGET_RSS_GROWTH = 0.8, 150.0, 0.10  # issue 15
 
 Message = dict[str, Any]
 Call = tuple[str, Message]  # tool name, arguments
