@@ -83,3 +83,19 @@ def test_histogram_buckets_are_cumulative() -> None:
     assert sample(text, "mindscape_tool_duration_seconds_bucket", tool="recall", le="+Inf") == 3
     assert sample(text, "mindscape_tool_errors_total", tool="recall") == 1
     assert re.search(r"^# TYPE mindscape_tool_duration_seconds histogram$", text, re.M)
+
+
+def test_round_trips_are_a_histogram_per_tool() -> None:
+    metrics = ToolMetrics()
+    metrics.observe_trips("get_persona", 4)
+    metrics.observe_trips("get_persona", 6)
+
+    text = metrics.render()
+
+    assert "# TYPE mindscape_tool_db_round_trips histogram" in text
+    assert sample(text, "mindscape_tool_db_round_trips_bucket", tool="get_persona", le="3") == 0
+    assert sample(text, "mindscape_tool_db_round_trips_bucket", tool="get_persona", le="4") == 1
+    assert sample(text, "mindscape_tool_db_round_trips_bucket", tool="get_persona", le="6") == 2
+    assert sample(text, "mindscape_tool_db_round_trips_bucket", tool="get_persona", le="+Inf") == 2
+    assert sample(text, "mindscape_tool_db_round_trips_sum", tool="get_persona") == 10
+    assert sample(text, "mindscape_tool_db_round_trips_count", tool="get_persona") == 2

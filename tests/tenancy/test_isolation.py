@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 import anyio
 import anyio.lowlevel
@@ -315,6 +315,43 @@ async def test_release_restores_the_login_role(world: World) -> None:
             assert await conn.fetchval("SELECT current_user = session_user") is True
         async with as_tenant(pool, world.a) as tx:
             await tx.conn.execute("SET ROLE mindscape_tenant")  # session level: survives the commit
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_user = session_user") is True
+    finally:
+        await pool.close()
+
+
+# 13, for the ends that send no separate reset (database.pool.end): a read ended after the reply
+# (the server's way), one ended on an exception, and a write's COMMIT, each after session-level
+# changes made inside the transaction.
+@pytest.mark.not_pooled("as test 13: a session-level SET ROLE through the pooler would stay on a shared connection")
+@pytest.mark.parametrize("ending", ["read, after the reply", "exception", "commit"])
+async def test_ends_without_a_reset_round_trip_leave_no_session_state(world: World, ending: str) -> None:
+    pool = await create_pool(world.targets.runtime, min_size=1, max_size=1, pooled=world.targets.pooled)
+    leaks = (
+        "SET ROLE mindscape_tenant",  # session level, not LOCAL
+        "SELECT set_config('app.tenant_id', 'leaked', false)",
+        "SET statement_timeout = 1",
+    )
+    try:
+        async with anyio.create_task_group() as background:
+            with pytest.raises(RuntimeError) if ending == "exception" else nullcontext():
+                async with tenant_transaction(
+                    pool,
+                    world.a,
+                    read_only=ending != "commit",
+                    statement_timeout_ms=5000,
+                    background=background if ending == "read, after the reply" else None,
+                ) as tx:
+                    for statement in leaks:
+                        await tx.conn.execute(statement)
+                    if ending == "exception":
+                        raise RuntimeError("boom")
+        async with pool.acquire() as conn:
+            assert await _session_state(conn) == ("mindscape_app", None, None)
+            assert await conn.fetchval("SELECT current_setting('statement_timeout')") != "1ms"
+        async with pool.acquire() as conn:  # the end's mark must not outlive what ran after it
+            await conn.execute("SET ROLE mindscape_tenant")
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT current_user = session_user") is True
     finally:

@@ -1,4 +1,5 @@
-"""Prometheus text exposition for `/metrics`: per-tool calls, errors and latency, plus pool usage.
+"""Prometheus text exposition for `/metrics`: per-tool calls, errors, latency and database round
+trips, plus pool usage.
 
 Written by hand (a few lines) rather than with prometheus_client, to add no dependency. Every
 tool call is counted in one place, MindscapeServer.call_tool, so no tool can be left out. All
@@ -15,6 +16,8 @@ from mindscape.tenancy.credential_cache import CredentialCache
 # Seconds. Fixed buckets keep the output small and let Prometheus aggregate across processes.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Database round trips per call (database.trips): whole numbers, so a bucket per small count.
+TRIP_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 50)
 UNKNOWN_TOOL = "(unknown)"  # one label for every unregistered name: a client cannot grow the output
 
 
@@ -24,6 +27,9 @@ class _Series:
     errors: int = 0
     seconds: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    counted: int = 0  # calls whose round trips are all in (a read's end comes after its reply)
+    trips: int = 0
+    trip_buckets: list[int] = field(default_factory=lambda: [0] * len(TRIP_BUCKETS))
 
 
 class ToolMetrics:
@@ -40,6 +46,14 @@ class ToolMetrics:
         for i, bound in enumerate(BUCKETS):
             if seconds <= bound:
                 series.buckets[i] += 1
+
+    def observe_trips(self, tool: str, trips: int) -> None:
+        series = self._series.setdefault(tool, _Series())
+        series.counted += 1
+        series.trips += trips
+        for i, bound in enumerate(TRIP_BUCKETS):
+            if trips <= bound:
+                series.trip_buckets[i] += 1
 
     def render(self, pool: Pool | None = None, credentials: CredentialCache | None = None) -> str:
         lines = [
@@ -58,6 +72,17 @@ class ToolMetrics:
             lines.append(f'mindscape_tool_duration_seconds_bucket{{tool="{tool}",le="+Inf"}} {s.calls}')
             lines.append(f'mindscape_tool_duration_seconds_sum{{tool="{tool}"}} {s.seconds:.6f}')
             lines.append(f'mindscape_tool_duration_seconds_count{{tool="{tool}"}} {s.calls}')
+        lines += [
+            "# HELP mindscape_tool_db_round_trips Database round trips per tool call, by tool "
+            "(after-reply ones included).",
+            "# TYPE mindscape_tool_db_round_trips histogram",
+        ]
+        for tool, s in self._sorted():
+            for bound, count in zip(TRIP_BUCKETS, s.trip_buckets, strict=True):
+                lines.append(f'mindscape_tool_db_round_trips_bucket{{tool="{tool}",le="{bound}"}} {count}')
+            lines.append(f'mindscape_tool_db_round_trips_bucket{{tool="{tool}",le="+Inf"}} {s.counted}')
+            lines.append(f'mindscape_tool_db_round_trips_sum{{tool="{tool}"}} {s.trips}')
+            lines.append(f'mindscape_tool_db_round_trips_count{{tool="{tool}"}} {s.counted}')
         if pool is not None:
             size, idle = pool.get_size(), pool.get_idle_size()
             lines += [

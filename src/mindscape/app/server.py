@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version
 from typing import Any, TypeVar
 
+import pydantic_core
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -28,10 +29,11 @@ from mcp.types import (
     GetPromptResult,
     Icon,
     InputRequiredResult,
+    TextContent,
     ToolAnnotations,
 )
 from mcp.types import Tool as MCPTool
-from pydantic import AnyUrl, ValidationError
+from pydantic import AnyUrl, BaseModel, ValidationError
 
 from mindscape.app import completions, links, schemas, tracing, validation
 from mindscape.app.call_quota import admitted
@@ -40,6 +42,7 @@ from mindscape.app.errors import mcp_error
 from mindscape.app.metrics import UNKNOWN_TOOL, ToolMetrics
 from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
+from mindscape.database import trips
 from mindscape.errors import InvalidArgument
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
@@ -138,7 +141,11 @@ class MindscapeServer(MCPServer[AppState]):
         if self._names is None:
             self._names = frozenset(t.name for t in self._tool_manager.list_tools())
         label = name if name in self._names else UNKNOWN_TOOL
-        with tracing.tool_span(label, tracing.mark_request(context)) as span:
+        metrics = self.metrics
+        with (
+            trips.counting(lambda n: metrics.observe_trips(label, n)),
+            tracing.tool_span(label, tracing.mark_request(context)) as span,
+        ):
             outcome: tracing.Outcome = "failed"
             try:
                 result = await self._call_checked(name, arguments, context)
@@ -161,7 +168,7 @@ class MindscapeServer(MCPServer[AppState]):
         try:
             async with admitted(context):
                 await self._check_scope(name)
-                return await super().call_tool(name, arguments, context)
+                return await self._run_tool(name, arguments, context)
         except MCPError:
             raise
         except Exception as exc:
@@ -171,6 +178,36 @@ class MindscapeServer(MCPServer[AppState]):
             if mapped is None:
                 raise
             raise mapped from exc
+
+    async def _run_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
+    ) -> CallToolResult | InputRequiredResult:
+        """The SDK's call, with the result made into a CallToolResult once.
+
+        A tool that returns exactly its declared pydantic model built that model validated: the
+        SDK would validate it again and serialise it twice (text, then structured content).
+        Here it is dumped once, and the text is that dump as JSON (the SDK's indented form). A
+        CallToolResult (recall's: text for agents beside the dumped model) is finished as it is;
+        the SDK would validate its structured content against the model it was dumped from.
+        Anything else goes through the SDK's own conversion.
+        """
+        tool = self._tool_manager.get_tool(name)
+        if context is None or tool is None:
+            return await super().call_tool(name, arguments, context)
+        result = await self._tool_manager.call_tool(name, arguments, context, convert_result=False)
+        if isinstance(result, CallToolResult):
+            return result
+        meta = tool.fn_metadata
+        if (
+            isinstance(result, BaseModel)
+            and meta.output_schema is not None
+            and not meta.wrap_output
+            and type(result) is meta.output_model
+        ):
+            structured = result.model_dump(mode="json", by_alias=True)
+            text = pydantic_core.to_json(structured, indent=2).decode()
+            return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+        return meta.convert_result(result)
 
     def _describe(self, name: str, arguments: dict[str, Any], exc: ValidationError) -> str:
         tool = self._tool_manager.get_tool(name)

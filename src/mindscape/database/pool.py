@@ -2,6 +2,9 @@
 
 Each hook has one job: `init` registers codecs once per connection; `reset` puts a released
 connection back to a pristine session, including the role (`RESET ALL` leaves the role alone).
+A tenant transaction's end leaves the session as that reset would, in the same round trip
+(`end`); the hook then sees nothing has run since and costs no round trip. Every request a pooled
+connection sends is counted (database.trips).
 
 Through a transaction-mode pooler (`pooled=True`, PgBouncer with `pool_mode = transaction`)
 each transaction may run on another server connection, so two things change: asyncpg's
@@ -25,6 +28,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pgvector.asyncpg import register_vector
 
 from mindscape.database.targets import redact
+from mindscape.database.trips import CountingProtocol
 from mindscape.errors import DatabaseUnreachable, ServerBusy, ShuttingDown, StartupError
 
 log = logging.getLogger(__name__)
@@ -86,9 +90,61 @@ async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
         await register_vector(conn, schema=schema)
 
 
+RESET_ROLE = "RESET ROLE;\n"
+
+
+class _Counted(asyncpg.Connection):  # pyright: ignore[reportMissingTypeArgument]
+    """A pool's connection: its requests counted, and whether it is still as its last `end` left it."""
+
+    resets = True  # the pool's reset hook runs (not through a transaction-mode pooler)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._protocol = CountingProtocol(self._protocol)
+        self.reset_at = -1  # the protocol's request count right after an `end` that reset the session
+
+    def was_reset(self) -> bool:
+        """Whether an `end` reset the session and nothing was sent since (asyncpg's own ROLLBACK
+        on release, for a transaction left open, would count)."""
+        protocol: Any = self._protocol
+        return isinstance(protocol, CountingProtocol) and protocol.trips == self.reset_at
+
+    def mark_reset(self) -> None:
+        protocol: Any = self._protocol
+        if isinstance(protocol, CountingProtocol):
+            self.reset_at = protocol.trips
+
+
+class _CountedThroughPooler(_Counted):
+    resets = False
+
+
 async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    if isinstance(conn, _Counted) and conn.was_reset():
+        return  # the transaction's end did this, in its own round trip
     # asyncpg has already rolled back any open transaction; one round trip for the rest.
-    await conn.execute("RESET ROLE;\n" + conn.get_reset_query())
+    await conn.execute(RESET_ROLE + conn.get_reset_query())
+
+
+async def end(conn: Connection, statement: str) -> None:
+    """End the transaction (`COMMIT` or `ROLLBACK`) and leave the session as the pool's reset
+    would, in one round trip.
+
+    ROLLBACK undoes every setting the transaction made, session-level ones (`SET ROLE`,
+    `set_config(..., false)`) included, so it needs nothing more: the server does no reset work
+    either. After COMMIT, the reset follows in the same simple query; it runs only if the COMMIT
+    succeeded, and if it did not, the session is not marked and the pool's hook resets it on
+    release. Through a transaction-mode pooler there is no reset to send (see the module's docstring).
+    """
+    raw: Any = conn
+    if not getattr(raw, "resets", False):
+        await conn.execute(statement)
+        return
+    if statement == "ROLLBACK":
+        await conn.execute(statement)
+    else:
+        await conn.execute(f"{statement};\n{RESET_ROLE}{conn.get_reset_query()}")
+    raw.mark_reset()
 
 
 async def _no_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -133,6 +189,7 @@ async def create_pool(
             max_size=max_size,
             init=_init,
             reset=_no_reset if pooled else _reset,
+            connection_class=_CountedThroughPooler if pooled else _Counted,
             server_settings={"application_name": application_name},
             **pooler_kwargs(pooled),
         )

@@ -17,7 +17,8 @@ import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 
-from mindscape.database.pool import FAILURES, Connection, Pool, PooledConnection, acquire, discard, release
+from mindscape.database import trips
+from mindscape.database.pool import FAILURES, Connection, Pool, PooledConnection, acquire, discard, end, release
 from mindscape.errors import CommitUnknown, InvalidArgument, TenantUnavailable
 from mindscape.tenancy.caller import Caller
 
@@ -74,7 +75,9 @@ async def tenant_transaction(
 
     With `background`, a read-only transaction is ended and its connection released after the
     caller has its result: its outcome cannot change any more, and the caller's reply no longer
-    waits for those two round trips. The connection returns to the pool only once clean.
+    waits for that round trip. The connection returns to the pool only once clean. Round trips:
+    BEGIN, the context statement, the queries, and the end, which leaves the session as the
+    pool's reset would (database.pool.end), so release sends nothing more.
 
     `acquire_timeout_s` bounds the wait for a pool connection (ServerBusy past it). A connection
     that fails is discarded, never reused, and never raises a second error over the first; a
@@ -110,7 +113,7 @@ async def tenant_transaction(
                 await _end(conn, "ROLLBACK")
             raise
         if read_only and background is not None:
-            background.start_soon(_end_and_release, pool, conn)
+            background.start_soon(_end_and_release, pool, conn, trips.hold())
             handed_off = True
         else:
             # Shielded: a cancelled commit would leave the outcome unknown to the caller.
@@ -124,7 +127,7 @@ async def tenant_transaction(
 
 async def _commit(conn: Connection) -> None:
     try:
-        await conn.execute("COMMIT")
+        await end(conn, "COMMIT")  # with the session's reset: nothing after COMMIT can fail on its own
     except asyncpg.PostgresError as exc:
         if _server_refused(exc):
             raise  # the server answered: the transaction was rolled back (e.g. a serialization failure)
@@ -144,15 +147,19 @@ def _server_refused(exc: asyncpg.PostgresError) -> bool:
 
 async def _end(conn: Connection, statement: str) -> None:
     try:
-        await conn.execute(statement)
+        await end(conn, statement)
     except Exception:
         # A connection that cannot end its transaction (e.g. cancelled mid-query, or lost) is never reused.
         discard(conn)
 
 
-async def _end_and_release(pool: Pool, conn: PooledConnection) -> None:
+async def _end_and_release(pool: Pool, conn: PooledConnection, tally: trips.Tally | None) -> None:
     # A background task: whatever happens here must not reach the server's task group.
     try:
         await _end(conn, "ROLLBACK")  # read-only: the same as COMMIT
     finally:
-        await release(pool, conn)
+        try:
+            await release(pool, conn)
+        finally:
+            if tally is not None:
+                tally.release()  # the call's round trips are all counted now

@@ -1,0 +1,75 @@
+"""Database round trips per tool call: exact counts, so a regression in the call path shows."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+from mcp import Client
+
+from mindscape.app.server import MindscapeServer, build_server
+from mindscape.app.state import open_state
+from mindscape.database.targets import Targets
+from tests.support.results import data
+from tests.support.tenants import PERSONAS_A, TenantFactory, settings_for
+
+pytestmark = pytest.mark.anyio
+NO_MEMORY = "00000000-0000-4000-8000-000000000000"
+
+
+Call = Callable[[Client], Awaitable[None]]
+
+
+async def _counted(targets: Targets, tenant_slug: str, tool: str, call: Call) -> list[int]:
+    """The round trips of three calls, each once all are counted (a read's end comes after its reply)."""
+    # One connection: every call after the first finds its statements prepared (a statement
+    # cache miss is a round trip too, and a pool would spread the misses over calls).
+    settings = settings_for(targets, tenant_slug, pool_min_size=1, pool_max_size=1)
+    server: MindscapeServer = build_server(lambda: open_state(settings, targets.runtime))
+    seen: list[int] = []
+    all_in = anyio.Event()
+    observe = server.metrics.observe_trips
+
+    def record(name: str, trips: int) -> None:
+        observe(name, trips)
+        if name == tool:
+            seen.append(trips)
+            if len(seen) == 3:
+                all_in.set()
+
+    server.metrics.observe_trips = record  # pyright: ignore[reportAttributeAccessIssue]
+    async with Client(server, raise_exceptions=False) as client:  # pyright: ignore[reportArgumentType]
+        for _ in range(3):
+            await call(client)
+        with anyio.fail_after(30):
+            await all_in.wait()
+    return seen
+
+
+async def test_get_persona_takes_four_round_trips(targets: Targets, tenant_factory: TenantFactory) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "trips")
+
+    async def get(client: Client) -> None:
+        assert data(await client.call_tool("get_persona", {"slug": "ada"}))["slug"] == "ada"
+
+    counted = await _counted(targets, tenant.tenant_slug, "get_persona", get)
+    # BEGIN READ ONLY, the context statement, the query; after the reply, ROLLBACK. Through
+    # PgBouncer the statement cache is off: each statement with parameters is prepared (one
+    # round trip) before it runs.
+    warm = 6 if targets.pooled else 4
+    assert counted[1:] == [warm, warm]
+    assert counted[0] >= warm  # the first call prepares its statements
+
+
+async def test_a_write_takes_four_round_trips(targets: Targets, tenant_factory: TenantFactory) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripw")
+
+    async def forget(client: Client) -> None:
+        # No such memory: an error for the agent, after the whole transaction has run.
+        assert (await client.call_tool("forget", {"id": NO_MEMORY})).is_error
+
+    counted = await _counted(targets, tenant.tenant_slug, "forget", forget)
+    # BEGIN, the context statement, the delete, COMMIT with the session's reset.
+    warm = 6 if targets.pooled else 4
+    assert counted[1:] == [warm, warm]
