@@ -7,12 +7,17 @@ what calls cost instead: the wall time of each call's tenant transactions (app.c
 in milliseconds, poured into one bucket per tenant that drains at `db_ms_per_second`.
 
 Before a call runs, the tenant's level is its bucket plus what its running calls are expected to
-cost (each at least the tenant's recent average call, EWMA). When that is above `burst_ms` and
-another tenant has made a call in the last ACTIVE_S seconds, the call is refused with the seconds
-until the bucket is low enough (429 + Retry-After over HTTP, an isError result on stdio). A tenant
-alone is never refused: the budget shares the database, it does not ration an idle one. Counting
-running calls at their expected cost makes the budget adaptive: a tenant whose calls cost a second
-runs about one at a time, one whose calls cost milliseconds is held only by max_concurrent_calls.
+cost (each at least the tenant's recent average call, EWMA). The call is refused, with the seconds
+until the bucket is low enough (429 + Retry-After over HTTP, an isError result naming the limit
+otherwise), when that level is above `burst_ms` and another tenant that has made a call in the
+last ACTIVE_S seconds stands lower. So:
+
+- a tenant alone is never refused: the budget shares the database, it does not ration an idle one;
+- the tenant that has used the least lately is never refused, over its own rate or not: when the
+  machine is busy every call takes longer, the victim's too, and it must not pay for that;
+- counting running calls at their expected cost makes the budget adaptive: a tenant whose calls
+  cost a second runs about one at a time, one whose calls cost milliseconds is held only by
+  max_concurrent_calls.
 
 Per process, like max_concurrent_calls: behind N processes a tenant may use up to N times its rate
 (docs/operations.md: Quotas). Nothing is written to the database.
@@ -68,6 +73,7 @@ class _Tenant:
     as_of: float = 0.0
     average_ms: float = 0.0  # EWMA of a finished call's database time
     seen: float = -math.inf  # the last admission
+    per_second: int = 0  # its rate, as of its last call (each tenant may have its own)
     running: list[Run] = field(default_factory=list[Run])
 
 
@@ -80,31 +86,29 @@ class DbTimeBudget:
     def level_ms(self, tenant_id: UUID, per_second: int) -> float:
         """The tenant's bucket now, plus its running calls at their expected cost."""
         known = self._tenants.get(tenant_id)
-        if known is None:
-            return 0.0
+        return 0.0 if known is None else _level(known, per_second, self._clock())
+
+    def lighter_tenant_active(self, tenant_id: UUID, level_ms: float) -> bool:
+        """Whether another tenant made a call in the last ACTIVE_S seconds and stands below `level_ms`."""
         now = self._clock()
-        drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
-        pending = sum(max(known.average_ms, (now - run.started) * 1000) for run in known.running if run.charged_ms == 0)
-        return drained + pending
+        return any(
+            other != tenant_id and known.seen >= now - ACTIVE_S and _level(known, known.per_second, now) < level_ms
+            for other, known in self._tenants.items()
+        )
 
-    def others_active(self, tenant_id: UUID) -> bool:
-        since = self._clock() - ACTIVE_S
-        return any(t != tenant_id and state.seen >= since for t, state in self._tenants.items())
-
-    def admit(self, tenant_id: UUID, tenant_slug: str, per_second: int, *, check: bool = True) -> Run:
-        """A running call of the tenant, or QuotaExceeded when it is over its share (0: unlimited).
-
-        `check=False` only records the call (it was checked earlier, or is not subject to the budget).
-        """
-        if check and per_second:
-            over = self.level_ms(tenant_id, per_second) - self._burst_ms
-            if over > 0 and self.others_active(tenant_id):
+    def admit(self, tenant_id: UUID, tenant_slug: str, per_second: int) -> Run:
+        """A running call of the tenant, or QuotaExceeded when it is over its share (0: unlimited)."""
+        if per_second:
+            level = self.level_ms(tenant_id, per_second)
+            over = level - self._burst_ms
+            if over > 0 and self.lighter_tenant_active(tenant_id, level):
                 raise over_limit(tenant_slug, per_second, max(1, math.ceil(over / per_second)))
         now = self._clock()
         if len(self._tenants) >= PRUNE_AT:
-            self._prune(now, per_second)
+            self._prune(now)
         state = self._tenants.setdefault(tenant_id, _Tenant(as_of=now))
         state.seen = now
+        state.per_second = per_second
         run = Run(tenant_id, now, self)
         state.running.append(run)
         return run
@@ -112,7 +116,7 @@ class DbTimeBudget:
     def charge(self, run: Run, spent_ms: float, per_second: int) -> None:
         """Pour a finished transaction's time into the tenant's bucket."""
         state = self._tenants.get(run.tenant_id)
-        if state is None:
+        if state is None or not per_second:  # unlimited: its bucket stays empty (it always counts as lighter)
             return
         now = self._clock()
         state.level_ms = max(0.0, state.level_ms - per_second * (now - state.as_of)) + spent_ms
@@ -131,13 +135,19 @@ class DbTimeBudget:
                 else (1 - EWMA_WEIGHT) * state.average_ms + EWMA_WEIGHT * run.charged_ms
             )
 
-    def _prune(self, now: float, per_second: int) -> None:
-        idle = now - ACTIVE_S
+    def _prune(self, now: float) -> None:
+        """Drop tenants that hold nothing: no running call, no recent call, an empty bucket."""
         self._tenants = {
-            t: s
-            for t, s in self._tenants.items()
-            if s.running or s.seen >= idle or s.level_ms - per_second * (now - s.as_of) > 0
+            t: known
+            for t, known in self._tenants.items()
+            if known.running or known.seen >= now - ACTIVE_S or _level(known, known.per_second, now) > 0
         }
+
+
+def _level(known: _Tenant, per_second: int, now: float) -> float:
+    drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
+    pending = sum(max(known.average_ms, (now - run.started) * 1000) for run in known.running if run.charged_ms == 0)
+    return drained + pending
 
 
 # The runs the HTTP middleware reserved for the request being handled (see quotas.concurrency).
