@@ -72,16 +72,16 @@ def test_a_tenant_alone_is_never_refused(budget: DbTimeBudget, now: list[float])
 
 
 def test_running_calls_count_at_the_tenants_average_cost(budget: DbTimeBudget, now: list[float]) -> None:
-    """The adaptive part: a tenant whose calls cost 400 ms runs one at a time, a cheap one runs many."""
+    """The adaptive part: a tenant whose calls cost 200 ms runs two at a time, a cheap one runs many."""
     costly, cheap = uuid.uuid4(), uuid.uuid4()
-    spend(budget, costly, 400)
+    spend(budget, costly, 200)
     now[0] += 10.0  # drained: the bucket is empty, the average stays
     spend(budget, cheap, 5)  # another tenant is active
     first = budget.admit(costly, "costly", RATE)
-    second = budget.admit(costly, "costly", RATE)  # level 400 (the first, expected) <= 500
+    second = budget.admit(costly, "costly", RATE)  # 200 running + 200 expected <= 500
     with pytest.raises(QuotaExceeded):
-        budget.admit(costly, "costly", RATE)  # 800 expected
-    budget.charge(first, 400, RATE)
+        budget.admit(costly, "costly", RATE)  # 400 running + 200 expected
+    budget.charge(first, 200, RATE)
     first.end()
     second.end()
     runs = [budget.admit(cheap, "cheap", RATE) for _ in range(50)]  # 250 ms expected in all
@@ -89,12 +89,37 @@ def test_running_calls_count_at_the_tenants_average_cost(budget: DbTimeBudget, n
         run.end()
 
 
+def test_a_call_costlier_than_the_burst_runs_one_at_a_time(budget: DbTimeBudget, now: list[float]) -> None:
+    costly, other = uuid.uuid4(), uuid.uuid4()
+    spend(budget, costly, 900)
+    now[0] += 9.0  # drained; the average stays 900, above the burst of 500
+    spend(budget, other, 1)
+    first = budget.admit(costly, "costly", RATE)  # nothing running, the bucket empty: admitted
+    with pytest.raises(QuotaExceeded):
+        budget.admit(costly, "costly", RATE)
+    first.end()
+
+
+def test_a_tenant_whose_cost_is_unknown_runs_one_call_at_a_time_while_sharing(budget: DbTimeBudget) -> None:
+    new, other = uuid.uuid4(), uuid.uuid4()
+    spend(budget, other, 1)
+    first = budget.admit(new, "new", RATE)
+    with pytest.raises(QuotaExceeded):
+        budget.admit(new, "new", RATE)  # the running one is expected to cost the burst, and so is this one
+    budget.charge(first, 5, RATE)
+    first.end()
+    runs = [budget.admit(new, "new", RATE) for _ in range(10)]  # now known to be cheap
+    for run in runs:
+        run.end()
+
+
 def test_a_running_call_counts_at_least_as_long_as_it_has_run(budget: DbTimeBudget, now: list[float]) -> None:
     slow, other = uuid.uuid4(), uuid.uuid4()
+    spend(budget, slow, 100)
+    now[0] += 2.0  # drained; its calls cost 100 ms on average
     spend(budget, other, 1)
-    run = budget.admit(slow, "slow", RATE)  # no average yet: expected to cost nothing
-    budget.admit(slow, "slow", RATE).end()
-    now[0] += 0.6  # it has run 600 ms
+    run = budget.admit(slow, "slow", RATE)
+    now[0] += 0.6  # it has run 600 ms, far more than its average
     spend(budget, other, 1)
     with pytest.raises(QuotaExceeded):
         budget.admit(slow, "slow", RATE)
