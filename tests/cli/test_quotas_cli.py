@@ -52,7 +52,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),  # half the default pool of 10
-        "db_ms_per_second": ("500", "default"),
+        "db_ms_per_second": ("250", "default"),
     }
     assert "│ - " in row_of(mindscape(targets, "tenant", "list").stdout, slug)  # no limits of its own
     env_default = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_CALLS_PER_MINUTE="0")
@@ -74,7 +74,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),
-        "db_ms_per_second": ("500", "default"),
+        "db_ms_per_second": ("250", "default"),
     }
     # Setting one limit keeps the others and any other tenant setting.
     mindscape(targets, "tenant", "quota", slug, "--max-content-bytes", "2048")
@@ -96,7 +96,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),
-        "db_ms_per_second": ("500", "default"),
+        "db_ms_per_second": ("250", "default"),
     }
     assert stored_settings(targets, slug) == {"embedding_model": model, "max_memories": 10}
 

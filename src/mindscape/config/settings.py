@@ -191,7 +191,7 @@ class Settings(BaseSettings):
 
     # docs/decisions.md: "A budget of database time per tenant"; quotas.db_time.
     quota_db_ms_per_second: int = Field(
-        default=500,
+        default=250,
         ge=0,
         le=1_000_000,
         description="Database time (ms of transaction time) per tenant per second, per process, enforced "

@@ -6,7 +6,7 @@ An ASGI middleware placed inside the SDK's authentication middleware (transports
 
 1. max_concurrent_calls: each tools/call, resources/read and prompts/get takes one of the tenant's
    call slots (quotas.concurrency); the call adopts it and gives it back when its work is done;
-2. db_ms_per_second: a tenant over its share of database time while other tenants are active is
+2. db_ms_per_second: a tenant over its share of database time while a lighter tenant is active is
    refused (quotas.db_time); each admitted call is reserved as a running call, adopted by the call;
 3. calls_per_minute: those three methods and `initialize` (a new session costs the server more
    than most calls) are counted (quotas.call_rate);
