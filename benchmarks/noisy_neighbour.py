@@ -20,6 +20,7 @@ gives A's p50, p99 and errors in each phase, and what B got. Target: A's p99 und
 2x its p99 alone, and 0 errors for A.
 
     uv run python benchmarks/noisy_neighbour.py                  # 30 s alone, 30 s under attack
+    uv run python benchmarks/noisy_neighbour.py --db-ms-per-second 0   # the database-time budget off
     uv run python benchmarks/noisy_neighbour.py --duration 60 --b-recall 40
 """
 
