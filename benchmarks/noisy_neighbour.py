@@ -20,6 +20,7 @@ gives A's p50, p99 and errors in each phase, and what B got. Target: A's p99 und
 2x its p99 alone, and 0 errors for A.
 
     uv run python benchmarks/noisy_neighbour.py                  # 30 s alone, 30 s under attack
+    uv run python benchmarks/noisy_neighbour.py --db-ms-per-second 0   # the database-time budget off
     uv run python benchmarks/noisy_neighbour.py --duration 60 --b-recall 40
 """
 
@@ -283,8 +284,9 @@ def report(alone: Tally, attacked: Tally, attack: Attack, args: argparse.Namespa
         f"A: {args.a_clients} clients, {args.a_think:g} s between calls; B: {args.b_recall} recall clients "
         f"(keyword, {MAX_TERMS} common words, k 100, {args.b_memories:,} memories), {args.b_sessions} session "
         f"openers, {args.b_slow} slow bodies, Retry-After honoured up to {args.b_max_wait:g} s; B's "
-        f"max_concurrent_calls {'default' if args.b_concurrency is None else args.b_concurrency}. {args.duration:g} s "
-        f"per phase. Python {platform.python_version()}, {os.cpu_count()} CPUs.",
+        f"max_concurrent_calls {'default' if args.b_concurrency is None else args.b_concurrency}; "
+        f"quota_db_ms_per_second {'default' if args.db_ms_per_second is None else args.db_ms_per_second}. "
+        f"{args.duration:g} s per phase. Python {platform.python_version()}, {os.cpu_count()} CPUs.",
     ]
     return "\n".join(lines)
 
@@ -302,6 +304,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--b-max-wait", type=float, default=1.0, help="cap on B's Retry-After waits (default 1)")
     parser.add_argument(
         "--b-concurrency", type=int, help="B's own max_concurrent_calls (default: none, the configured default)"
+    )
+    parser.add_argument(
+        "--db-ms-per-second",
+        type=int,
+        help="the server's quota_db_ms_per_second, every tenant's share of database time (0: off; default: "
+        "the configured default)",
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo directory")
     return parser.parse_args()
@@ -335,6 +343,8 @@ def main() -> int:
         targets, a_key, _, b_key = asyncio.run(setup())
         port = free_port()
         env = {"MINDSCAPE_DATABASE_URL": targets.runtime, "MINDSCAPE_LOG_LEVEL": "WARNING"}
+        if args.db_ms_per_second is not None:
+            env["MINDSCAPE_QUOTA_DB_MS_PER_SECOND"] = str(args.db_ms_per_second)
         server = start("mindscape", mindscape_cmd(port, 1), env, port, tmp)
         log("seeding A through the server")
         campaign = asyncio.run(seed_through_server(port, a_key))

@@ -73,6 +73,7 @@ def test_tenant_quota_shows_and_sets_as_json(targets: Targets, office: Caller) -
             "max_content_bytes": {"value": 16 * 1024, "unlimited": False, "source": "default"},
             "max_sessions": {"value": 100, "unlimited": False, "source": "default"},
             "max_concurrent_calls": {"value": 5, "unlimited": False, "source": "default"},
+            "db_ms_per_second": {"value": 250, "unlimited": False, "source": "default"},
         },
     }
     updated = json_of(targets, "tenant", "quota", office.tenant_slug, "--max-memories", "0")

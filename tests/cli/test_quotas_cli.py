@@ -22,7 +22,14 @@ def tenant(tenant_factory: TenantFactory) -> Caller:
 
 def limits_shown(stdout: str) -> dict[str, tuple[str, str]]:
     """limit -> (value, source) from the table `tenant quota` prints."""
-    names = ("calls_per_minute", "max_memories", "max_content_bytes", "max_sessions", "max_concurrent_calls")
+    names = (
+        "calls_per_minute",
+        "max_memories",
+        "max_content_bytes",
+        "max_sessions",
+        "max_concurrent_calls",
+        "db_ms_per_second",
+    )
     shown: dict[str, tuple[str, str]] = {}
     for name in names:
         cells = [cell.strip() for cell in row_of(stdout, name).strip().strip("│").split("│")]
@@ -45,6 +52,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),  # half the default pool of 10
+        "db_ms_per_second": ("250", "default"),
     }
     assert "│ - " in row_of(mindscape(targets, "tenant", "list").stdout, slug)  # no limits of its own
     env_default = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_CALLS_PER_MINUTE="0")
@@ -66,6 +74,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),
+        "db_ms_per_second": ("250", "default"),
     }
     # Setting one limit keeps the others and any other tenant setting.
     mindscape(targets, "tenant", "quota", slug, "--max-content-bytes", "2048")
@@ -87,6 +96,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         "max_content_bytes": ("16384", "default"),
         "max_sessions": ("100", "default"),
         "max_concurrent_calls": ("5", "default"),
+        "db_ms_per_second": ("250", "default"),
     }
     assert stored_settings(targets, slug) == {"embedding_model": model, "max_memories": 10}
 
@@ -100,6 +110,7 @@ def test_quota_shows_the_defaults_then_sets_and_resets_the_tenants_own(targets: 
         (["--max-content-bytes", "2000000"], "--max-content-bytes: Input should be less than or equal to 1048576"),
         (["--max-sessions", "-1"], "--max-sessions: Input should be greater than or equal to 0"),
         (["--max-concurrent-calls", "1001"], "--max-concurrent-calls: Input should be less than or equal to 1000"),
+        (["--db-ms-per-second", "-1"], "--db-ms-per-second: Input should be greater than or equal to 0"),
     ],
 )
 def test_quota_refuses_bad_numbers_in_one_line_and_changes_nothing(
@@ -113,18 +124,33 @@ def test_quota_refuses_bad_numbers_in_one_line_and_changes_nothing(
 
 def test_quota_sets_a_tenants_own_session_and_concurrency_limits(targets: Targets, tenant: Caller) -> None:
     slug = tenant.tenant_slug
-    changed = mindscape(targets, "tenant", "quota", slug, "--max-sessions", "3", "--max-concurrent-calls", "0")
+    changed = mindscape(
+        targets,
+        "tenant",
+        "quota",
+        slug,
+        "--max-sessions",
+        "3",
+        "--max-concurrent-calls",
+        "0",
+        "--db-ms-per-second",
+        "50",
+    )
     assert changed.exit_code == 0, changed.output
     shown = limits_shown(changed.stdout)
     assert shown["max_sessions"] == ("3", "tenant")
     assert shown["max_concurrent_calls"] == ("unlimited", "tenant")
-    assert stored_settings(targets, slug) == {"max_sessions": 3, "max_concurrent_calls": 0}
+    assert shown["db_ms_per_second"] == ("50", "tenant")
+    assert stored_settings(targets, slug) == {"max_sessions": 3, "max_concurrent_calls": 0, "db_ms_per_second": 50}
     assert "max_sessions=3 max_concurrent_calls=0" in row_of(mindscape(targets, "tenant", "list").stdout, slug)
     # The default concurrency follows the pool (half of it) unless configured.
     defaults = mindscape(targets, "tenant", "quota", slug, "--reset", MINDSCAPE_POOL_MAX_SIZE="4")
     assert limits_shown(defaults.stdout)["max_concurrent_calls"] == ("2", "default")
-    configured = mindscape(targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_MAX_CONCURRENT_CALLS="7")
+    configured = mindscape(
+        targets, "tenant", "quota", slug, MINDSCAPE_QUOTA_MAX_CONCURRENT_CALLS="7", MINDSCAPE_QUOTA_DB_MS_PER_SECOND="0"
+    )
     assert limits_shown(configured.stdout)["max_concurrent_calls"] == ("7", "default")
+    assert limits_shown(configured.stdout)["db_ms_per_second"] == ("unlimited", "default")
 
 
 def test_quota_of_an_unknown_tenant_fails_in_one_line(targets: Targets) -> None:

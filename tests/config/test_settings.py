@@ -238,6 +238,20 @@ def test_the_quota_backend_is_the_database_unless_a_single_process_asks_otherwis
         load_settings()
 
 
+def test_the_database_time_budget_has_defaults_and_refuses_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.quota_db_ms_per_second, settings.quota_db_burst_ms) == (250, 1000)
+    monkeypatch.setenv("MINDSCAPE_QUOTA_DB_MS_PER_SECOND", "0")  # unlimited
+    assert load_settings().quota_db_ms_per_second == 0
+    monkeypatch.setenv("MINDSCAPE_QUOTA_DB_MS_PER_SECOND", "-5")
+    with pytest.raises(StartupError, match="quota_db_ms_per_second: Input should be greater than or equal to 0"):
+        load_settings()
+    monkeypatch.setenv("MINDSCAPE_QUOTA_DB_MS_PER_SECOND", "200")
+    monkeypatch.setenv("MINDSCAPE_QUOTA_DB_BURST_MS", "a second")
+    with pytest.raises(StartupError, match="quota_db_burst_ms: Input should be a valid integer"):
+        load_settings()
+
+
 def test_the_read_database_url_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MINDSCAPE_READ_DATABASE_URL", "postgresql://mindscape_app:s3cret@standby.example/app")
     settings = load_settings()

@@ -8,6 +8,9 @@
   already (to answer 429); the call adopts it. Otherwise (stdio, legacy SSE, a request the
   middleware let through in a race) the call takes one here, and over the limit it is refused with
   the same message: an `isError` result for a tool, a JSON-RPC error for a resource or prompt.
+- db_ms_per_second, on every transport: the call is one of its tenant's running calls in the
+  database-time budget (quotas.db_time) until its work is done; its transactions are charged to it.
+  Over HTTP the middleware checked the budget and reserved the run; otherwise it is checked here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mcp.server.mcpserver import Context
 
 from mindscape.app.identity import caller_from_token
 from mindscape.app.state import AppState
+from mindscape.quotas import db_time
 from mindscape.quotas.concurrency import adopt_reserved
 
 
@@ -43,6 +47,17 @@ async def admitted(context: Context[AppState, Any] | None) -> AsyncGenerator[Non
         limit = (await state.calls.limits(caller.tenant_id)).max_concurrent_calls.value
         slot = state.running.take(caller.tenant_id, caller.tenant_slug, limit)
     try:
+        run = db_time.adopt_reserved(caller.tenant_id)
+        if run is None:
+            per_second = (await state.calls.limits(caller.tenant_id)).db_ms_per_second.value
+            run = state.db_time.admit(caller.tenant_id, caller.tenant_slug, per_second)
+    except BaseException:
+        slot.release()
+        raise
+    current = db_time.current_run.set(run)
+    try:
         yield
     finally:
+        db_time.current_run.reset(current)
+        run.end()
         slot.release()

@@ -12,6 +12,7 @@ order to write (`primary=True`) always runs on the primary.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
@@ -23,6 +24,7 @@ from mindscape.app.identity import current_caller
 from mindscape.app.state import REPLICA_RETRY_S, AppState
 from mindscape.database.pool import Pool
 from mindscape.errors import DatabaseUnreachable
+from mindscape.quotas.db_time import current_run
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
@@ -79,4 +81,13 @@ async def tenant_call(
             )
             tx = await stack.enter_async_context(open_on(state.pool))
         state.calls.observe(tx.tenant_id, tx.settings)  # keeps the call quota current at no cost
-        yield tx
+        began = time.monotonic()
+        try:
+            yield tx
+        finally:
+            # The transaction's wall time, from its context statement to the end of the call's block,
+            # is what the call cost the database: charged to the tenant's budget (quotas.db_time).
+            run = current_run.get()
+            if run is not None and run.tenant_id == tx.tenant_id:
+                per_second = state.calls.known_limits(tx.tenant_id).db_ms_per_second.value
+                state.db_time.charge(run, (time.monotonic() - began) * 1000, per_second)

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
@@ -36,6 +36,7 @@ from mindscape.memory.recall import TenantSizes
 from mindscape.queries import lookups, tenants
 from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
+from mindscape.quotas.db_time import DbTimeBudget
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller, resolve_caller
 from mindscape.tenancy.credential_cache import CredentialCache
@@ -63,6 +64,7 @@ class AppState:
     replica: ReadReplica | None = None  # read_database_url: read-only calls; None: they use `pool`
     key_usage: KeyUsage | None = None  # HTTP: API keys' last use, written in batches
     credentials: CredentialCache | None = None  # HTTP: verified keys and JWT tenants; None: cache off
+    db_time: DbTimeBudget = field(default_factory=lambda: DbTimeBudget(burst_ms=0))  # per tenant, this process
 
     @property
     def admission_pool(self) -> Pool:
@@ -176,6 +178,7 @@ async def open_state(
                         replica=ReadReplica(read_pool) if read_pool is not None else None,
                         key_usage=key_usage,
                         credentials=credentials,
+                        db_time=DbTimeBudget(burst_ms=settings.quota_db_burst_ms),
                     )
                 finally:
                     stamping.cancel()  # its last flush runs shielded, before the pools close

@@ -134,6 +134,10 @@ def tenant_quota(
     max_concurrent_calls: Annotated[
         int | None, typer.Option(help="Calls running at once, per process (0: unlimited).")
     ] = None,
+    db_ms_per_second: Annotated[
+        int | None,
+        typer.Option(help="Database time per second while other tenants are busy, in ms, per process (0: unlimited)."),
+    ] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Drop the tenant's own limits (back to the defaults).")
     ] = False,
@@ -148,6 +152,7 @@ def tenant_quota(
         "max_content_bytes": max_content_bytes,
         "max_sessions": max_sessions,
         "max_concurrent_calls": max_concurrent_calls,
+        "db_ms_per_second": db_ms_per_second,
     }
     changes = {k: v for k, v in given.items() if v is not None}
 

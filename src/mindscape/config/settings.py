@@ -207,6 +207,21 @@ class Settings(BaseSettings):
         "(default: half the pool, at least 1).",
     )
 
+    # docs/decisions.md: "A budget of database time per tenant"; quotas.db_time.
+    quota_db_ms_per_second: int = Field(
+        default=250,
+        ge=0,
+        le=1_000_000,
+        description="Database time (ms of transaction time) per tenant per second, per process, enforced "
+        "only while other tenants are active (0: unlimited).",
+    )
+    quota_db_burst_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=3_600_000,
+        description="Database time (ms) a tenant may use ahead of its quota_db_ms_per_second.",
+    )
+
     # Semantic memory
     memory_max_content_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
     memory_exact_max_rows: int = Field(

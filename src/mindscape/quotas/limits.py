@@ -31,6 +31,7 @@ class TenantQuotas(BaseModel):
     max_content_bytes: int | None = Field(default=None, ge=1, le=MAX_CONTENT_BYTES_CEILING)
     max_sessions: int | None = Field(default=None, ge=0, le=1_000_000)
     max_concurrent_calls: int | None = Field(default=None, ge=0, le=1000)
+    db_ms_per_second: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 QUOTA_KEYS = tuple(TenantQuotas.model_fields)
@@ -54,6 +55,7 @@ class Limits:
     max_content_bytes: Limit
     max_sessions: Limit
     max_concurrent_calls: Limit
+    db_ms_per_second: Limit
 
     def all(self) -> tuple[Limit, ...]:
         return (
@@ -62,6 +64,7 @@ class Limits:
             self.max_content_bytes,
             self.max_sessions,
             self.max_concurrent_calls,
+            self.db_ms_per_second,
         )
 
 
@@ -86,6 +89,7 @@ def effective_own(own: TenantQuotas, settings: Settings) -> Limits:
         "max_content_bytes": settings.memory_max_content_bytes,
         "max_sessions": settings.quota_max_sessions,
         "max_concurrent_calls": settings.default_concurrent_calls,
+        "db_ms_per_second": settings.quota_db_ms_per_second,
     }
 
     def pick(name: str) -> Limit:

@@ -257,7 +257,9 @@ async def test_a_tenant_holding_its_share_of_the_pool_delays_no_other_and_a_full
     }
     with running_server(targets, "http", tmp_path / "server.log", env) as url:
         a, a_key = await tenant_with_key(targets, "psa")  # max_concurrent_calls: half the pool, 2
-        c, c_key = await tenant_with_key(targets, "psc", max_concurrent_calls=4)
+        # db_ms_per_second 0: C's four calls start at once while B is active, and a tenant whose cost
+        # is not known yet runs one call at a time while it shares (quotas.db_time); here C must fill the pool.
+        c, c_key = await tenant_with_key(targets, "psc", max_concurrent_calls=4, db_ms_per_second=0)
         _, b_key = await tenant_with_key(targets, "psb", PERSONAS_B)
         async with mcp_client(url, b_key, "legacy") as b_client:
             for tenant, key, count in ((a, a_key, 2), (c, c_key, 4)):

@@ -117,6 +117,7 @@ def build_http_app(state: AppState, *, host: str, port: int, transport: HttpTran
         calls=state.calls,
         running=state.running,
         open_sessions=state.sessions,
+        db_budget=state.db_time,
         streamable=transport != "sse",
         resource_metadata_url=resource.metadata_url if resource else None,
         protected=("/sse", "/messages/") if transport == "sse" else ("/mcp",),

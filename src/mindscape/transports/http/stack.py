@@ -8,7 +8,8 @@
     AuthenticationMiddleware  the SDK's, verifying the bearer credential (auth.api_keys, auth.jwt);
                               refusals answer 401 / 403 / 503 (refusals)
     AuthContextMiddleware     the SDK's: the verified token, for the tool call's context
-    TenantLimits              429 past the tenant's concurrent calls, calls per minute or open sessions
+    TenantLimits              429 past the tenant's concurrent calls, calls per minute, open sessions
+                              or share of database time
                               (needs the verified token; middleware.quota)
     -> the SDK's MCP handler (Streamable HTTP or SSE), then app.server.MindscapeServer
 
@@ -27,6 +28,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 
 from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls
+from mindscape.quotas.db_time import DbTimeBudget
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.transports.http.middleware.body_limit import BodyLimit
 from mindscape.transports.http.middleware.body_timeout import BodyTimeout
@@ -46,6 +48,7 @@ def install_middleware(
     running: ConcurrentCalls,
     open_sessions: OpenSessions,
     streamable: bool,
+    db_budget: DbTimeBudget | None = None,
     resource_metadata_url: str | None,
     protected: tuple[str, ...],
     trace_headers: bool = False,
@@ -72,6 +75,7 @@ def install_middleware(
             calls=calls,
             running=running,
             open_sessions=open_sessions,
+            db_budget=db_budget,
             sse_stream_path=None if streamable else "/sse",
         ),
     ]

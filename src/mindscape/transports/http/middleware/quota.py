@@ -6,9 +6,11 @@ An ASGI middleware placed inside the SDK's authentication middleware (transports
 
 1. max_concurrent_calls: each tools/call, resources/read and prompts/get takes one of the tenant's
    call slots (quotas.concurrency); the call adopts it and gives it back when its work is done;
-2. calls_per_minute: those three methods and `initialize` (a new session costs the server more
+2. db_ms_per_second: a tenant over its share of database time while a lighter tenant is active is
+   refused (quotas.db_time); each admitted call is reserved as a running call, adopted by the call;
+3. calls_per_minute: those three methods and `initialize` (a new session costs the server more
    than most calls) are counted (quotas.call_rate);
-3. max_sessions: a new Streamable HTTP session over the tenant's limit is refused where the SDK
+4. max_sessions: a new Streamable HTTP session over the tenant's limit is refused where the SDK
    admits it (transports.http.sessions), and answered here.
 
 A legacy SSE stream (GET /sse) is one session: it holds one of the tenant's session slots for as
@@ -29,9 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mindscape.app.identity import caller_from_token
 from mindscape.errors import QuotaExceeded
-from mindscape.quotas import concurrency, sessions
+from mindscape.quotas import concurrency, db_time, sessions
 from mindscape.quotas.call_rate import CallQuota
 from mindscape.quotas.concurrency import ConcurrentCalls, Slot
+from mindscape.quotas.db_time import DbTimeBudget, Run
 from mindscape.quotas.sessions import OpenSessions
 from mindscape.tenancy.caller import Caller
 from mindscape.transports.http.sessions import SessionRefused
@@ -49,12 +52,14 @@ class TenantLimits:
         calls: CallQuota,
         running: ConcurrentCalls,
         open_sessions: OpenSessions,
+        db_budget: DbTimeBudget | None = None,
         sse_stream_path: str | None = None,
     ) -> None:
         self._app = app
         self._calls = calls
         self._running = running
         self._sessions = open_sessions
+        self._db_budget = db_budget
         self._sse_stream_path = sse_stream_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,6 +81,7 @@ class TenantLimits:
         requests = _requests(body)
         counted = [(method, rid) for method, rid in requests if method in COUNTED]
         reserved: list[Slot] = []
+        runs: list[Run] = []
         try:
             if counted:
                 limits = await self._calls.limits(caller.tenant_id)  # also makes known_limits current
@@ -84,22 +90,32 @@ class TenantLimits:
                         if method in WORK:
                             limit = limits.max_concurrent_calls.value
                             reserved.append(self._running.take(caller.tenant_id, caller.tenant_slug, limit))
+                    if self._db_budget is not None:  # before calls are counted: a refusal costs none
+                        per_second = limits.db_ms_per_second.value
+                        for method, _ in counted:
+                            if method in WORK:
+                                runs.append(self._db_budget.admit(caller.tenant_id, caller.tenant_slug, per_second))
                     for _ in counted:
                         await self._calls.check(caller.tenant_id, caller.tenant_slug)
                 except QuotaExceeded as exc:
                     await _too_many(exc, counted[0][1])(scope, replay, send)
                     return
             token = concurrency.reserved_slots.set(reserved)
+            run_token = db_time.reserved_runs.set(runs)
             try:
                 await self._app(scope, replay, send)
             except SessionRefused as exc:  # raised before the SDK sent anything
                 await _too_many(exc.quota, counted[0][1] if counted else None)(scope, replay, send)
             finally:
+                db_time.reserved_runs.reset(run_token)
                 concurrency.reserved_slots.reset(token)
         finally:
             for slot in reserved:
                 if not slot.adopted:  # the request never reached a call (or the call found no slot)
                     slot.release()
+            for run in runs:
+                if not run.adopted:
+                    run.end()
 
     async def _sse_stream(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
         """A legacy SSE session lives exactly as long as its GET stream: one slot for that long."""
