@@ -100,17 +100,24 @@ def test_a_call_costlier_than_the_burst_runs_one_at_a_time(budget: DbTimeBudget,
     first.end()
 
 
-def test_a_tenant_whose_cost_is_unknown_runs_one_call_at_a_time_while_sharing(budget: DbTimeBudget) -> None:
+def test_a_tenant_whose_cost_is_unknown_starts_several_calls_until_they_prove_costly(
+    budget: DbTimeBudget, now: list[float]
+) -> None:
     new, other = uuid.uuid4(), uuid.uuid4()
+    spend(budget, other, 1)
+    runs = [budget.admit(new, "new", RATE) for _ in range(4)]  # an agent's first parallel calls: assumed cheap
+    now[0] += 0.6  # still running: each now counts the 600 ms it has run, over the burst together
+    with pytest.raises(QuotaExceeded):
+        budget.admit(new, "new", RATE)
+    for run in runs:
+        budget.charge(run, 600, RATE)
+        run.end()
+    now[0] += 30.0  # drained; the average says 600 ms, over the burst of 500 with one running
     spend(budget, other, 1)
     first = budget.admit(new, "new", RATE)
     with pytest.raises(QuotaExceeded):
-        budget.admit(new, "new", RATE)  # the running one is expected to cost the burst, and so is this one
-    budget.charge(first, 5, RATE)
+        budget.admit(new, "new", RATE)
     first.end()
-    runs = [budget.admit(new, "new", RATE) for _ in range(10)]  # now known to be cheap
-    for run in runs:
-        run.end()
 
 
 def test_a_running_call_counts_at_least_as_long_as_it_has_run(budget: DbTimeBudget, now: list[float]) -> None:

@@ -8,7 +8,7 @@ in milliseconds, poured into one bucket per tenant that drains at `db_ms_per_sec
 
 Before a call runs, the tenant's level is its bucket plus what its running calls are expected to
 cost (each the tenant's recent average call, EWMA, or what it has run so far if more), plus, when
-one of its calls is already running, this call's expected cost (the burst itself while the
+one of its calls is already running, this call's expected cost (UNKNOWN_COST_MS while the
 tenant's cost is still unknown). The call is refused, with the seconds until the bucket is low
 enough (429 + Retry-After over HTTP, an isError result naming the limit otherwise), when that
 level is above `burst_ms` and another tenant that has made a call in the last ACTIVE_S seconds
@@ -18,8 +18,10 @@ stands lower. So:
 - the tenant that has used the least lately is never refused, over its own rate or not: when the
   machine is busy every call takes longer, the victim's too, and it must not pay for that;
 - counting running calls at their expected cost makes the budget adaptive: a tenant whose calls
-  cost about the burst runs one at a time (and so does a tenant whose cost is not known yet),
-  one whose calls cost milliseconds is held only by max_concurrent_calls;
+  cost about the burst runs one at a time, one whose calls cost milliseconds is held only by
+  max_concurrent_calls. A tenant whose cost is not known yet (its first calls) is assumed cheap,
+  so that an agent's first parallel calls are not refused; a running call counts at least the
+  time it has run, so calls that turn out costly are held within the burst before any finishes;
 - a tenant with nothing running and its bucket within the burst is always admitted, so a call
   costing more than the burst still runs, one at a time.
 
@@ -43,6 +45,7 @@ from mindscape.errors import QuotaExceeded
 
 LIMIT = "db_ms_per_second"
 ACTIVE_S = 5.0  # a tenant with a call this recent is "active": the budget applies while one other is
+UNKNOWN_COST_MS = 50.0  # a call of a tenant with no finished call yet: a cheap one (tools take 2-50 ms)
 EWMA_WEIGHT = 0.2  # of the latest call in a tenant's average call cost
 PRUNE_AT = 10_000  # tenants tracked before idle ones (an empty bucket) are dropped
 
@@ -90,15 +93,13 @@ class DbTimeBudget:
     def level_ms(self, tenant_id: UUID, per_second: int) -> float:
         """The tenant's bucket now, plus its running calls at their expected cost (see _level)."""
         known = self._tenants.get(tenant_id)
-        return 0.0 if known is None else _level(known, per_second, self._clock(), self._burst_ms)
+        return 0.0 if known is None else _level(known, per_second, self._clock())
 
     def lighter_tenant_active(self, tenant_id: UUID, level_ms: float) -> bool:
         """Whether another tenant made a call in the last ACTIVE_S seconds and stands below `level_ms`."""
         now = self._clock()
         return any(
-            other != tenant_id
-            and known.seen >= now - ACTIVE_S
-            and _level(known, known.per_second, now, self._burst_ms) < level_ms
+            other != tenant_id and known.seen >= now - ACTIVE_S and _level(known, known.per_second, now) < level_ms
             for other, known in self._tenants.items()
         )
 
@@ -109,8 +110,8 @@ class DbTimeBudget:
             known = self._tenants.get(tenant_id)
             if known is not None and any(run.charged_ms == 0 for run in known.running):
                 # Another call of the tenant is running: this one must fit in the burst as well, at
-                # its expected cost (the burst itself while the tenant's cost is unknown).
-                level += known.average_ms or self._burst_ms
+                # its expected cost.
+                level += known.average_ms or UNKNOWN_COST_MS
             over = level - self._burst_ms
             if over > 0 and self.lighter_tenant_active(tenant_id, self.level_ms(tenant_id, per_second)):
                 raise over_limit(tenant_slug, per_second, max(1, math.ceil(over / per_second)))
@@ -151,15 +152,15 @@ class DbTimeBudget:
         self._tenants = {
             t: known
             for t, known in self._tenants.items()
-            if known.running or known.seen >= now - ACTIVE_S or _level(known, known.per_second, now, self._burst_ms) > 0
+            if known.running or known.seen >= now - ACTIVE_S or _level(known, known.per_second, now) > 0
         }
 
 
-def _level(known: _Tenant, per_second: int, now: float, unknown_ms: float) -> float:
-    """The bucket now, plus each running call at its expected cost (`unknown_ms` while the tenant's
-    is unknown) or what it has run so far, if more."""
+def _level(known: _Tenant, per_second: int, now: float) -> float:
+    """The bucket now, plus each running call at its expected cost (UNKNOWN_COST_MS while the
+    tenant's is unknown) or what it has run so far, if more."""
     drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
-    expected = known.average_ms or unknown_ms
+    expected = known.average_ms or UNKNOWN_COST_MS
     pending = sum(max(expected, (now - run.started) * 1000) for run in known.running if run.charged_ms == 0)
     return drained + pending
 
