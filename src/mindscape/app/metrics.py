@@ -67,22 +67,18 @@ class ToolMetrics:
             "# TYPE mindscape_tool_duration_seconds histogram",
         ]
         for tool, s in self._sorted():
-            for bound, count in zip(BUCKETS, s.buckets, strict=True):
-                lines.append(f'mindscape_tool_duration_seconds_bucket{{tool="{tool}",le="{bound:g}"}} {count}')
-            lines.append(f'mindscape_tool_duration_seconds_bucket{{tool="{tool}",le="+Inf"}} {s.calls}')
-            lines.append(f'mindscape_tool_duration_seconds_sum{{tool="{tool}"}} {s.seconds:.6f}')
-            lines.append(f'mindscape_tool_duration_seconds_count{{tool="{tool}"}} {s.calls}')
+            lines += _histogram(
+                "mindscape_tool_duration_seconds", tool, BUCKETS, s.buckets, f"{s.seconds:.6f}", s.calls
+            )
         lines += [
             "# HELP mindscape_tool_db_round_trips Database round trips per tool call, by tool "
             "(after-reply ones included).",
             "# TYPE mindscape_tool_db_round_trips histogram",
         ]
         for tool, s in self._sorted():
-            for bound, count in zip(TRIP_BUCKETS, s.trip_buckets, strict=True):
-                lines.append(f'mindscape_tool_db_round_trips_bucket{{tool="{tool}",le="{bound}"}} {count}')
-            lines.append(f'mindscape_tool_db_round_trips_bucket{{tool="{tool}",le="+Inf"}} {s.counted}')
-            lines.append(f'mindscape_tool_db_round_trips_sum{{tool="{tool}"}} {s.trips}')
-            lines.append(f'mindscape_tool_db_round_trips_count{{tool="{tool}"}} {s.counted}')
+            lines += _histogram(
+                "mindscape_tool_db_round_trips", tool, TRIP_BUCKETS, s.trip_buckets, str(s.trips), s.counted
+            )
         if pool is not None:
             size, idle = pool.get_size(), pool.get_idle_size()
             lines += [
@@ -101,6 +97,17 @@ class ToolMetrics:
     def _sorted(self) -> list[tuple[str, _Series]]:
         # Tool names are registered identifiers ([a-z_]), so they need no label escaping.
         return sorted(self._series.items())
+
+
+def _histogram(name: str, tool: str, bounds: tuple[float, ...], counts: list[int], total: str, count: int) -> list[str]:
+    """One tool's series of a Prometheus histogram: cumulative buckets, +Inf, sum and count."""
+    lines = [f'{name}_bucket{{tool="{tool}",le="{bound:g}"}} {n}' for bound, n in zip(bounds, counts, strict=True)]
+    return [
+        *lines,
+        f'{name}_bucket{{tool="{tool}",le="+Inf"}} {count}',
+        f'{name}_sum{{tool="{tool}"}} {total}',
+        f'{name}_count{{tool="{tool}"}} {count}',
+    ]
 
 
 def _credential_lines(cache: CredentialCache) -> list[str]:
