@@ -329,8 +329,17 @@ class Settings(BaseSettings):
 
     @property
     def http_connections(self) -> int:
-        """Database connections one HTTP server process may open: the tool pool and the credential pool."""
-        return self.pool_max_size + self.auth_pool_size
+        """Database connections one HTTP server process may open: the tool pool, the credential
+        pool and, when the credential cache listens for changes, its one LISTEN connection."""
+        return self.pool_max_size + self.auth_pool_size + int(self.credential_listener)
+
+    @property
+    def credential_listener(self) -> bool:
+        """Whether an HTTP process holds a LISTEN connection for its credential cache: the cache is
+        on, and there is a direct URL to listen on (not a transaction-mode pooler: app.state)."""
+        return self.credential_cache_ttl_s > 0 and (
+            self.credential_listen_url is not None or self.database_pooler != "transaction"
+        )
 
     @property
     def embedded(self) -> bool:

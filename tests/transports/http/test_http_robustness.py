@@ -152,7 +152,10 @@ def test_workers_warn_when_their_pools_exceed_the_database(targets: Targets, tmp
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
     # The embedded server's max_connections is 100, 3 of them reserved for superusers.
-    expected = "2 workers x (pool_max_size 60 + auth_pool_size 2) = 124 connections, but the database accepts 97"
+    expected = (
+        "2 workers x (pool_max_size 60 + auth_pool_size 2 + 1 credential listener) = 126 connections, "
+        "but the database accepts 97"
+    )
     assert expected in log.read_text()
 
 

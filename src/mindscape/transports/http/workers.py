@@ -2,9 +2,10 @@
 
 The parent has already migrated (and started the embedded database) and checked that the
 database serves; it binds the socket and supervises. Each worker is a spawned process that
-opens its own AppState (its own pools, so at most N x (pool_max_size + auth_pool_size) connections
-in all) in the ASGI lifespan, and closes it there on shutdown. Workers share nothing, which is why this needs
-stateless HTTP: a session would live in one worker's memory only.
+opens its own AppState (its own pools and credential listener, so at most N x
+Settings.http_connections connections in all) in the ASGI lifespan, and closes it there on
+shutdown. Workers share nothing, which is why this needs stateless HTTP: a session would live
+in one worker's memory only.
 """
 
 from __future__ import annotations
