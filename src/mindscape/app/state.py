@@ -206,16 +206,14 @@ def _credential_cache(
     if settings.credential_cache_ttl_s <= 0:
         log.info("credential cache off (credential_cache_ttl_s = 0): every request checks its credential")
         return None
-    if settings.credential_listen_url is not None:
-        url = settings.credential_listen_url.get_secret_value()
-    elif settings.database_pooler == "transaction":
+    if not settings.credential_listener:  # the one place that decides it (connection counts use it too)
         log.info(
             "credential cache off: database_url is a transaction-mode pooler, where LISTEN does not work; "
             "set credential_listen_url to a direct PostgreSQL URL to turn it on"
         )
         return None
-    else:
-        url = runtime_url
+    listen_url = settings.credential_listen_url
+    url = listen_url.get_secret_value() if listen_url is not None else runtime_url
     cache = CredentialCache(ttl_s=settings.credential_cache_ttl_s, max_entries=settings.credential_cache_size)
     listener = CredentialListener(url, cache, check_s=max(0.5, settings.credential_cache_ttl_s / 2))
     background.start_soon(_listen_until_cancelled, listener, scope)
