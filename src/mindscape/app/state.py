@@ -106,7 +106,12 @@ async def open_state(
         raise StartupError("no tenant to serve: pass --tenant SLUG or set MINDSCAPE_TENANT")
     pooled = settings.database_pooler == "transaction"
     pool = await create_pool(
-        runtime_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size, pooled=pooled
+        runtime_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        pooled=pooled,
+        # The sessions' own timeout is what governs a one-statement read (tenancy.one_statement).
+        statement_timeout_ms=settings.statement_timeout_ms,
     )
     auth_pool: Pool | None = None
     read_pool: Pool | None = None

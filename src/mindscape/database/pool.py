@@ -17,11 +17,12 @@ needs it: every call sets role, tenant, principal and timeout transaction-locall
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -61,6 +62,14 @@ else:
     Connection = asyncpg.Connection
 
 
+class Reader(Protocol):
+    """What the query function of a read that is one query uses: a connection, or
+    tenancy.one_statement's stand-in that runs its query with the context in one statement."""
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]: ...
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None: ...
+
+
 VECTOR_SCHEMA = (
     "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = 'vector'"
 )
@@ -83,7 +92,9 @@ class _OneLine(logging.Filter):
 logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 
-async def _init(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+async def _init(conn: asyncpg.Connection[asyncpg.Record], *, session_timeout_ms: int | None = None) -> None:
+    if isinstance(conn, _Counted):
+        conn.session_timeout_ms = session_timeout_ms
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     schema: str | None = await conn.fetchval(VECTOR_SCHEMA)
     if schema is not None:  # without pgvector the startup check reports it in one line
@@ -102,6 +113,16 @@ class _Counted(asyncpg.Connection):  # pyright: ignore[reportMissingTypeArgument
         super().__init__(*args, **kwargs)
         self._protocol = CountingProtocol(self._protocol)
         self.reset_at = -1  # the protocol's request count right after an `end` that reset the session
+        # tenancy.one_statement's functions created in this session, and whether it cannot create them
+        self.functions: set[str] = set()
+        self.no_functions = False
+        self.session_timeout_ms: int | None = None  # create_pool's statement_timeout_ms, if set
+
+    @property
+    def trips(self) -> int:
+        """The requests this connection has sent (database.trips)."""
+        protocol: Any = self._protocol
+        return protocol.trips if isinstance(protocol, CountingProtocol) else 0
 
     def was_reset(self) -> bool:
         """Whether an `end` reset the session and nothing was sent since (asyncpg's own ROLLBACK
@@ -117,6 +138,15 @@ class _Counted(asyncpg.Connection):  # pyright: ignore[reportMissingTypeArgument
 
 class _CountedThroughPooler(_Counted):
     resets = False
+
+
+def counted(conn: PooledConnection) -> _Counted:
+    """The pool's own connection behind a borrowed one (every pool here makes _Counted ones)."""
+    raw: Any = conn
+    inner: Any = getattr(raw, "_con", None)
+    if not isinstance(inner, _Counted):
+        raise TypeError("not a connection of database.pool.create_pool")
+    return inner
 
 
 async def _reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -176,21 +206,33 @@ async def owner_connection(url: str, **kwargs: Any) -> AsyncGenerator[asyncpg.Co
 
 
 async def create_pool(
-    url: str, *, min_size: int, max_size: int, pooled: bool, application_name: str = "mindscape"
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    pooled: bool,
+    application_name: str = "mindscape",
+    statement_timeout_ms: int | None = None,
 ) -> Pool:
     """The runtime pool; `pooled`: `url` is a transaction-mode pooler (PgBouncer), not PostgreSQL
     (required, not defaulted: a pool that forgot it leaves named prepared statements on the
     pooler's shared server connections);
-    `application_name`: how pg_stat_activity names these connections."""
+    `application_name`: how pg_stat_activity names these connections;
+    `statement_timeout_ms`: the sessions' own statement timeout, which a one-statement read needs
+    (tenancy.one_statement). Not through a pooler: it would reach any server connection."""
+    server_settings = {"application_name": application_name}
+    session_timeout = None if pooled else statement_timeout_ms
+    if session_timeout is not None:
+        server_settings["statement_timeout"] = str(session_timeout)
     try:
         pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            init=_init,
+            init=functools.partial(_init, session_timeout_ms=session_timeout),
             reset=_no_reset if pooled else _reset,
             connection_class=_CountedThroughPooler if pooled else _Counted,
-            server_settings={"application_name": application_name},
+            server_settings=server_settings,
             **pooler_kwargs(pooled),
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from asyncpg import Record
 
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.models.persona import Persona, PersonaIn, PersonaPage, PersonaSummary, TraitFilter
 from mindscape.queries import cursor, fulltext
 
@@ -69,7 +69,7 @@ RETURNING (xmax = 0) AS created
 """
 
 
-async def get(conn: Connection, *, tenant_id: UUID, slug: str) -> Persona | None:
+async def get(conn: Reader, *, tenant_id: UUID, slug: str) -> Persona | None:
     row = await conn.fetchrow(GET, tenant_id, slug)
     return Persona.model_validate(dict(row)) if row else None
 
@@ -89,7 +89,7 @@ def _like_pattern(text: str) -> str:
 
 
 async def list_page(
-    conn: Connection,
+    conn: Reader,
     *,
     tenant_id: UUID,
     query: str | None,

@@ -87,27 +87,38 @@ async def tenant_transaction(
         # A tenant identifier that is not a real UUID never reaches SQL.
         raise InvalidArgument("tenant identifier is not a UUID")
     conn = await acquire(pool, wait_s=acquire_timeout_s)
+    async with transaction_on(
+        pool,
+        conn,
+        caller,
+        read_only=read_only,
+        statement_timeout_ms=statement_timeout_ms,
+        background=background,
+        call=call,
+        source=source,
+    ) as tx:
+        yield tx
+
+
+@asynccontextmanager
+async def transaction_on(
+    pool: Pool,
+    conn: PooledConnection,
+    caller: Caller,
+    *,
+    read_only: bool,
+    statement_timeout_ms: int,
+    background: TaskGroup | None = None,
+    call: str = "",
+    source: str = "",
+) -> AsyncGenerator[TenantTx]:
+    """tenant_transaction on `conn`, just taken from `pool`, to which it returns at the end."""
     handed_off = False
     try:
         await conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
         try:
-            context = await conn.fetchrow(
-                SET_CONTEXT,
-                str(caller.tenant_id),
-                caller.principal,
-                str(statement_timeout_ms),
-                call,
-                source,
-                caller.persona or "",
-                (caller.client_name or "")[:200],
-                (caller.client_version or "")[:100],
-                "on" if caller.sees_all else "",
-            )
-            if context is None or context["status"] != "active":
-                raise TenantUnavailable(
-                    f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator"
-                )
-            yield TenantTx(conn=conn, tenant_id=caller.tenant_id, settings=context["settings"])
+            settings = await set_context(conn, caller, context_values(caller, statement_timeout_ms, call, source))
+            yield TenantTx(conn=conn, tenant_id=caller.tenant_id, settings=settings)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await _end(conn, "ROLLBACK")
@@ -123,6 +134,29 @@ async def tenant_transaction(
         if not handed_off:
             with anyio.CancelScope(shield=True):
                 await release(pool, conn)
+
+
+def context_values(caller: Caller, statement_timeout_ms: int, call: str, source: str) -> list[str]:
+    """SET_CONTEXT's arguments, in order."""
+    return [
+        str(caller.tenant_id),
+        caller.principal,
+        str(statement_timeout_ms),
+        call,
+        source,
+        caller.persona or "",
+        (caller.client_name or "")[:200],
+        (caller.client_version or "")[:100],
+        "on" if caller.sees_all else "",
+    ]
+
+
+async def set_context(conn: Connection, caller: Caller, values: list[str]) -> dict[str, Any]:
+    """Run SET_CONTEXT in the open transaction; the tenant's settings, or TenantUnavailable."""
+    context = await conn.fetchrow(SET_CONTEXT, *values)
+    if context is None or context["status"] != "active":
+        raise TenantUnavailable(f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator")
+    return context["settings"]
 
 
 async def _commit(conn: Connection) -> None:

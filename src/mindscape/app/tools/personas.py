@@ -10,7 +10,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from mindscape.app.arguments import Cursor, Limit, Slug
-from mindscape.app.calls import tenant_call
+from mindscape.app.calls import tenant_call, tenant_read
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block, system_prompt
 from mindscape.app.state import AppState
@@ -32,7 +32,7 @@ READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_h
 
 async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
     """A persona's traits, instructions (a system prompt) and tags."""
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
         raise lookups.persona_not_found(slug)
@@ -48,7 +48,7 @@ async def list_personas(
     cursor: Cursor | None = None,
 ) -> PersonaPage:
     """List personas (slug, name, summary, tags), best match for `query` (name and summary) first."""
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         return await personas.list_page(
             tx.conn, tenant_id=tx.tenant_id, query=query, tags=tags, trait=trait, limit=limit, after=cursor
         )
@@ -58,7 +58,7 @@ async def persona_resource(slug: str, ctx: Context[AppState]) -> str:
     """A persona as JSON."""
     if not is_slug(slug):
         raise lookups.persona_not_found(slug)
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug=slug)
     if found is None:
         raise lookups.persona_not_found(slug)

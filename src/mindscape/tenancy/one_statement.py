@@ -1,0 +1,241 @@
+"""A read that is one query, in one round trip: context and query in one statement.
+
+A tenant transaction costs BEGIN, the context statement, the query and the end: four round
+trips for a read such as get_persona. Here the query's own SQL constant becomes a function in
+the connection's temporary schema (generated on the connection's first use of it, so the SQL
+stays next to the Python that runs it). The function sets read-only, role, tenant and
+principal transaction-locally, checks the tenant is active, then runs the query as written. The
+call is one statement outside any explicit transaction: its implicit transaction ends with it, so
+every setting is gone when the answer arrives and the session needs no reset.
+
+It is used only where it keeps every guarantee of tenant_transaction:
+- the statement timeout: one set inside a statement does not govern that statement, so the
+  connection's session must already have the call's timeout (database.pool.create_pool's
+  `statement_timeout_ms`); any other connection takes the four-round-trip path;
+- a direct connection: through a transaction-mode pooler a temporary function would live on one
+  server connection only; and one that can create it (a hot standby cannot): a connection that
+  fails to is not asked again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import anyio
+import asyncpg
+from anyio.abc import TaskGroup
+from asyncpg import Record
+
+from mindscape.database.pool import (
+    Pool,
+    PooledConnection,
+    Reader,
+    acquire,
+    counted,
+    discard,
+    end,
+    release,
+)
+from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.tenancy.caller import Caller
+from mindscape.tenancy.transaction import context_values, set_context, transaction_on
+
+log = logging.getLogger(__name__)
+
+# Raised by the function when the tenant is disabled or gone (a code of our own, class "MS").
+TENANT_UNAVAILABLE = "MS403"
+
+# The context as tenant_transaction's SET_CONTEXT sets it, less the statement timeout (the
+# session's governs): `ctx` holds context_values() in order. Read-only comes first, so nothing
+# after it can write.
+FUNCTION = """
+CREATE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
+LANGUAGE plpgsql AS $mindscape_read$
+DECLARE
+  mindscape_active__ boolean;
+BEGIN
+  SELECT c.status = 'active' INTO mindscape_active__
+  FROM mindscape.tenant_context(
+      set_config('transaction_read_only', 'on', true),
+      set_config('role', 'mindscape_tenant', true),
+      set_config('app.tenant_id', mindscape_ctx__[1], true),
+      set_config('app.principal', mindscape_ctx__[2], true),
+      set_config('app.call', mindscape_ctx__[4], true),
+      set_config('app.source', mindscape_ctx__[5], true),
+      set_config('app.persona', mindscape_ctx__[6], true),
+      set_config('app.client_name', mindscape_ctx__[7], true),
+      set_config('app.client_version', mindscape_ctx__[8], true),
+      set_config('app.all_memories', mindscape_ctx__[9], true)
+  ) c;
+  IF mindscape_active__ IS NOT TRUE THEN
+    RAISE EXCEPTION 'tenant unavailable' USING ERRCODE = '{unavailable}';
+  END IF;
+  RETURN QUERY {query};
+END
+$mindscape_read$
+"""
+
+TYPE_NAMES = "SELECT format_type(t.oid, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n) ORDER BY t.n"
+
+
+@dataclass(frozen=True)
+class TenantRead:
+    """A read as a tenant: `conn` runs its one query, `tenant_id` is the caller's tenant."""
+
+    conn: Reader
+    tenant_id: UUID
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    name: str
+    create: str  # CREATE FUNCTION ...
+    call: str  # SELECT * FROM pg_temp.name($1, ...) AS t(...)
+
+
+# Per process: the SQL of a query -> its function, the same on every connection.
+_COMPILED: dict[str, _Compiled] = {}
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+async def _compile(conn: PooledConnection, query: str) -> _Compiled:
+    known = _COMPILED.get(query)
+    if known is not None:
+        return known
+    if "$mindscape_read$" in query:
+        raise ValueError("a one-statement query cannot contain the function's quote")
+    statement = await conn.prepare(query)
+    parameters = [p.oid for p in statement.get_parameters()]
+    columns = list(statement.get_attributes())
+    names: list[str] = [r[0] for r in await conn.fetch(TYPE_NAMES, parameters + [c.type.oid for c in columns])]
+    parameter_types, column_types = names[: len(parameters)], names[len(parameters) :]
+    name = "mindscape_read_" + hashlib.sha256(query.encode()).hexdigest()[:16]
+    definition = ", ".join(f"{_quote(c.name)} {t}" for c, t in zip(columns, column_types, strict=True))
+    placeholders = ", ".join(f"${i}" for i in range(1, len(parameters) + 2))
+    compiled = _Compiled(
+        name=name,
+        create=FUNCTION.format(
+            name=name,
+            parameters="".join(f"{t}, " for t in parameter_types),
+            unavailable=TENANT_UNAVAILABLE,
+            query=query.strip(),
+        ),
+        call=f"SELECT * FROM pg_temp.{name}({placeholders}) AS t({definition})",
+    )
+    _COMPILED[query] = compiled
+    return compiled
+
+
+@dataclass
+class OneQuery:
+    """A pooled connection that runs exactly one query, through its function, with the context."""
+
+    conn: PooledConnection
+    caller: Caller
+    context: list[str]
+    ran: bool = field(default=False)
+    pending: bool = field(default=False)
+    succeeded: bool = field(default=False)
+
+    async def fetch(self, query: str, *args: Any) -> list[Record]:
+        if self.ran:
+            raise RuntimeError("a one-statement read runs one query; use tenant_transaction for more")
+        self.ran = True
+        self.pending = True  # until the server has answered: if the wait ends otherwise, discard
+        try:
+            rows = await self._fetch(query, args)
+        except asyncpg.PostgresError as exc:
+            self.pending = False  # answered: the statement's own transaction was rolled back
+            if exc.sqlstate == TENANT_UNAVAILABLE:
+                raise unavailable(self.caller) from None
+            raise
+        except TenantUnavailable:
+            self.pending = False  # the fallback's refusal, its transaction ended
+            raise
+        self.pending = False
+        self.succeeded = True
+        return rows
+
+    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[Record]:
+        session = counted(self.conn)
+        if session.no_functions:
+            return await self._in_transaction(query, args)
+        compiled = await _compile(self.conn, query)
+        if compiled.name not in session.functions:
+            try:
+                await self.conn.execute(compiled.create)
+            except asyncpg.PostgresError as exc:  # e.g. 25006 on a hot standby
+                session.no_functions = True
+                log.info("one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate)
+                return await self._in_transaction(query, args)
+            session.functions.add(compiled.name)
+        return await self.conn.fetch(compiled.call, *args, self.context)
+
+    async def fetchrow(self, query: str, *args: Any) -> Record | None:
+        rows = await self.fetch(query, *args)
+        return rows[0] if rows else None
+
+    async def _in_transaction(self, query: str, args: tuple[Any, ...]) -> list[Record]:
+        # As tenant_transaction does it, on this connection: BEGIN, context, query, end.
+        await self.conn.execute("BEGIN READ ONLY")
+        try:
+            await set_context(self.conn, self.caller, self.context)
+            return await self.conn.fetch(query, *args)
+        finally:
+            await end(self.conn, "ROLLBACK")
+
+
+@asynccontextmanager
+async def tenant_read(
+    pool: Pool,
+    caller: Caller,
+    *,
+    statement_timeout_ms: int,
+    background: TaskGroup | None = None,
+    call: str = "",
+    acquire_timeout_s: float | None = None,
+) -> AsyncGenerator[TenantRead]:
+    """A read of one query as `caller`'s tenant: one round trip where the connection allows it
+    (see the module's docstring), else tenant_transaction's read (the same arguments)."""
+    if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgument("tenant identifier is not a UUID")  # as tenant_transaction
+    conn = await acquire(pool, wait_s=acquire_timeout_s)
+    session = counted(conn)
+    if not session.resets or session.session_timeout_ms != statement_timeout_ms:
+        async with transaction_on(
+            pool,
+            conn,
+            caller,
+            read_only=True,
+            statement_timeout_ms=statement_timeout_ms,
+            background=background,
+            call=call,
+        ) as tx:
+            yield TenantRead(conn=tx.conn, tenant_id=tx.tenant_id)
+        return
+    reader = OneQuery(conn, caller, context_values(caller, statement_timeout_ms, call, ""))
+    try:
+        yield TenantRead(conn=reader, tenant_id=caller.tenant_id)
+    finally:
+        if reader.pending:
+            discard(conn)  # cancelled or lost mid-statement: never reused
+        elif reader.succeeded:
+            # One statement, its own transaction, every setting in it local: the session is as the
+            # pool's reset would leave it, so release costs no round trip. (After an error, the
+            # pool's reset runs, to be sure.)
+            counted(conn).mark_reset()
+        with anyio.CancelScope(shield=True):
+            await release(pool, conn)
+
+
+def unavailable(caller: Caller) -> TenantUnavailable:
+    return TenantUnavailable(f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator")

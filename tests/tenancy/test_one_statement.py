@@ -1,0 +1,155 @@
+"""A read that is one query, in one statement (tenancy.one_statement): the same guarantees as a
+tenant transaction, and nothing left on the session afterwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+
+import anyio
+import asyncpg
+import pytest
+
+from mindscape.database.pool import Pool, counted, create_pool
+from mindscape.errors import TenantUnavailable
+from mindscape.ops import tenants as tenant_ops
+from mindscape.queries import personas
+from mindscape.tenancy.caller import Caller
+from mindscape.tenancy.one_statement import OneQuery, tenant_read
+from mindscape.tenancy.transaction import context_values
+from tests.support.tenants import TenantFactory, World, persona
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.not_pooled("a one-statement read needs a direct connection; through a pooler reads are transactions"),
+]
+
+TIMEOUT_MS = 5000
+SESSION = """
+SELECT current_user AS role, current_setting('app.tenant_id', true) AS tenant,
+       current_setting('transaction_read_only') AS read_only, current_setting('statement_timeout') AS timeout
+"""
+
+
+@pytest.fixture
+async def pool(world: World) -> AsyncGenerator[Pool]:
+    """One connection, so each read reuses the session the one before it left."""
+    made = await create_pool(
+        world.targets.runtime, min_size=1, max_size=1, pooled=False, statement_timeout_ms=TIMEOUT_MS
+    )
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def trips_of(pool: Pool) -> int:
+    async with pool.acquire() as conn:
+        return counted(conn).trips
+
+
+async def test_a_read_is_one_round_trip_and_sees_only_its_tenant(pool: Pool, world: World) -> None:
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        first = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    before = await trips_of(pool)
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        again = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert await trips_of(pool) == before + 1  # the statement; its release sent no reset
+    assert first is not None and again is not None
+    assert first.name == again.name == "Ada Analyst"
+    # Row-level security decides, not the query's own WHERE: B's rows with A's tenant id are none.
+    async with tenant_read(pool, world.b, statement_timeout_ms=TIMEOUT_MS) as tx:
+        rows = await tx.conn.fetch("SELECT slug, tenant_id FROM mindscape.personas ORDER BY slug")
+    assert {r["tenant_id"] for r in rows} == {world.b.tenant_id}
+    assert "zed" in {r["slug"] for r in rows}
+
+
+async def test_the_session_is_left_as_it_was(pool: Pool, world: World) -> None:
+    async with pool.acquire() as conn:
+        outside = dict((await conn.fetchrow(SESSION)) or {})
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        inside = dict((await tx.conn.fetchrow(SESSION)) or {})
+    async with pool.acquire() as conn:
+        after = dict((await conn.fetchrow(SESSION)) or {})
+    assert inside == {"role": "mindscape_tenant", "tenant": str(world.a.tenant_id), "read_only": "on", "timeout": "5s"}
+    # The tenant setting, once set in a session, reads as empty rather than unset: as after a transaction.
+    assert {**after, "tenant": None} == {**outside, "tenant": None}
+    assert after["role"] == "mindscape_app" and not after["tenant"] and after["read_only"] == "off"
+
+
+async def test_the_query_cannot_write(pool: Pool, world: World) -> None:
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await tx.conn.fetch("UPDATE mindscape.personas SET name = 'x' RETURNING slug")
+
+
+async def test_the_session_timeout_governs_the_statement(world: World) -> None:
+    short = await create_pool(world.targets.runtime, min_size=1, max_size=1, pooled=False, statement_timeout_ms=200)
+    try:
+        began = time.monotonic()
+        with pytest.raises(asyncpg.QueryCanceledError):
+            async with tenant_read(short, world.a, statement_timeout_ms=200) as tx:
+                await tx.conn.fetch("SELECT slug FROM mindscape.personas, pg_sleep(3)")
+        assert time.monotonic() - began < 2.5
+    finally:
+        await short.close()
+
+
+async def test_a_pool_without_that_session_timeout_reads_in_a_transaction(world: World) -> None:
+    other = await create_pool(world.targets.runtime, min_size=1, max_size=1, pooled=False)
+    try:
+        for _ in range(2):  # the second with its statements prepared
+            before = await trips_of(other)
+            async with tenant_read(other, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+                inside = await tx.conn.fetchrow(SESSION)
+            after = await trips_of(other)
+    finally:
+        await other.close()
+    assert inside is not None and inside["timeout"] == "5s"  # set by the transaction's context
+    assert after - before == 4  # BEGIN, the context, the query, ROLLBACK
+
+
+async def test_a_disabled_tenant_is_refused_and_the_connection_kept(
+    pool: Pool, world: World, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("solo", "Solo")], "os")
+    async with tenant_read(pool, caller, statement_timeout_ms=TIMEOUT_MS) as tx:
+        assert await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="solo") is not None
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+    await tenant_ops.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")
+    with pytest.raises(TenantUnavailable, match="disabled"):
+        async with tenant_read(pool, caller, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="solo")
+    async with pool.acquire() as conn:
+        assert conn.get_server_pid() == pid
+
+
+async def test_a_second_query_is_refused(pool: Pool, world: World) -> None:
+    with pytest.raises(RuntimeError, match="one query"):
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await tx.conn.fetch("SELECT 1")
+            await tx.conn.fetch("SELECT 2")
+
+
+async def test_a_read_cancelled_mid_statement_discards_its_connection(pool: Pool, world: World) -> None:
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+    with anyio.move_on_after(0.3):
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await tx.conn.fetch("SELECT slug FROM mindscape.personas, pg_sleep(3)")
+    async with pool.acquire() as conn:
+        assert conn.get_server_pid() != pid
+        assert await conn.fetchval("SELECT current_user") == "mindscape_app"
+
+
+async def test_a_connection_that_cannot_create_functions_reads_in_a_transaction(pool: Pool, world: World) -> None:
+    """As on a hot standby, where nothing can be created."""
+    caller: Caller = world.a
+    async with pool.acquire() as conn:
+        await conn.execute("SET default_transaction_read_only = on")  # undone by the pool's reset
+        reader = OneQuery(conn, caller, context_values(caller, TIMEOUT_MS, "", ""))
+        found = await personas.get(reader, tenant_id=caller.tenant_id, slug="ada")
+        assert counted(conn).no_functions
+        assert await conn.fetchval("SELECT current_user") == "mindscape_app"
+    assert found is not None and found.name == "Ada Analyst"
