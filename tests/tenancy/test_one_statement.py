@@ -55,7 +55,8 @@ async def test_a_read_is_one_round_trip_and_sees_only_its_tenant(pool: Pool, wor
     async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
         again = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
     assert await trips_of(pool) == before + 1  # the statement; its release sent no reset
-    assert first is not None and again is not None
+    assert first is not None
+    assert again is not None
     assert first.name == again.name == "Ada Analyst"
     # Row-level security decides, not the query's own WHERE: B's rows with A's tenant id are none.
     async with tenant_read(pool, world.b, statement_timeout_ms=TIMEOUT_MS) as tx:
@@ -74,7 +75,9 @@ async def test_the_session_is_left_as_it_was(pool: Pool, world: World) -> None:
     assert inside == {"role": "mindscape_tenant", "tenant": str(world.a.tenant_id), "read_only": "on", "timeout": "5s"}
     # The tenant setting, once set in a session, reads as empty rather than unset: as after a transaction.
     assert {**after, "tenant": None} == {**outside, "tenant": None}
-    assert after["role"] == "mindscape_app" and not after["tenant"] and after["read_only"] == "off"
+    assert after["role"] == "mindscape_app"
+    assert not after["tenant"]
+    assert after["read_only"] == "off"
 
 
 async def test_the_query_cannot_write(pool: Pool, world: World) -> None:
@@ -105,7 +108,8 @@ async def test_a_pool_without_that_session_timeout_reads_in_a_transaction(world:
             after = await trips_of(other)
     finally:
         await other.close()
-    assert inside is not None and inside["timeout"] == "5s"  # set by the transaction's context
+    assert inside is not None
+    assert inside["timeout"] == "5s"  # set by the transaction's context
     assert after - before == 4  # BEGIN, the context, the query, ROLLBACK
 
 
@@ -126,9 +130,9 @@ async def test_a_disabled_tenant_is_refused_and_the_connection_kept(
 
 
 async def test_a_second_query_is_refused(pool: Pool, world: World) -> None:
-    with pytest.raises(RuntimeError, match="one query"):
-        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
-            await tx.conn.fetch("SELECT 1")
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await tx.conn.fetch("SELECT 1")
+        with pytest.raises(RuntimeError, match="one query"):
             await tx.conn.fetch("SELECT 2")
 
 
@@ -152,4 +156,5 @@ async def test_a_connection_that_cannot_create_functions_reads_in_a_transaction(
         found = await personas.get(reader, tenant_id=caller.tenant_id, slug="ada")
         assert counted(conn).no_functions
         assert await conn.fetchval("SELECT current_user") == "mindscape_app"
-    assert found is not None and found.name == "Ada Analyst"
+    assert found is not None
+    assert found.name == "Ada Analyst"
