@@ -100,6 +100,7 @@ async def test_the_session_timeout_governs_the_statement(world: World) -> None:
 
 async def test_a_pool_without_that_session_timeout_reads_in_a_transaction(world: World) -> None:
     other = await create_pool(world.targets.runtime, min_size=1, max_size=1, pooled=False)
+    inside, before, after = None, 0, 0
     try:
         for _ in range(2):  # the second with its statements prepared
             before = await trips_of(other)
