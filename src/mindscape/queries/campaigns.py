@@ -16,7 +16,7 @@ from uuid import UUID
 
 from asyncpg import Record
 
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.campaign import (
     CAMPAIGN_TRANSITIONS,
@@ -89,7 +89,7 @@ WHERE c.tenant_id = $1 AND c.id = $2
 """
 
 
-async def get(conn: Connection, *, tenant_id: UUID, campaign_id: UUID) -> Campaign | None:
+async def get(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> Campaign | None:
     row = await conn.fetchrow(GET, tenant_id, campaign_id)
     if row is None:
         return None
@@ -168,7 +168,7 @@ LIMIT $5
 
 
 async def list_page(
-    conn: Connection, *, tenant_id: UUID, status: str | None, limit: int, after: str | None
+    conn: Reader, *, tenant_id: UUID, status: str | None, limit: int, after: str | None
 ) -> CampaignPage:
     """Newest first; `after` is the cursor of the previous page."""
     filters = {"tenant": str(tenant_id), "campaigns": True, "status": status}

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from asyncpg import Record
 
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.task import TASK_TRANSITIONS, Task, TaskPage, TaskSummary
 from mindscape.queries import campaigns, cursor, lookups
@@ -39,12 +39,12 @@ GET = _COLUMNS + "WHERE t.tenant_id = $1 AND t.id = $2"
 BY_KEY = _COLUMNS + "WHERE t.tenant_id = $1 AND t.idempotency_key = $2"
 
 
-async def _fetch(conn: Connection, statement: str, *args: Any) -> Task | None:
+async def _fetch(conn: Reader, statement: str, *args: Any) -> Task | None:
     row = await conn.fetchrow(statement, *args)
     return Task.model_validate(dict(row)) if row else None
 
 
-async def get(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> Task | None:
+async def get(conn: Reader, *, tenant_id: UUID, task_id: UUID) -> Task | None:
     return await _fetch(conn, GET, tenant_id, task_id)
 
 

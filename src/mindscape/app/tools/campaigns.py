@@ -9,7 +9,7 @@ from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
 from mindscape.app.arguments import CampaignId, Cursor, Limit, Slug, Version
-from mindscape.app.calls import tenant_call
+from mindscape.app.calls import tenant_call, tenant_read
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
 from mindscape.errors import InvalidArgument
@@ -49,7 +49,7 @@ async def create_campaign(
 async def get_campaign(id: CampaignId, ctx: Context[AppState]) -> Campaign:
     """A campaign with its personas and task counts by status."""
     campaign_id = id
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         found = await campaigns.get(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
     if found is None:
         raise campaigns.campaign_not_found(campaign_id)
@@ -63,7 +63,7 @@ async def list_campaigns(
     cursor: Cursor | None = None,
 ) -> CampaignPage:
     """List campaigns, newest first."""
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         return await campaigns.list_page(tx.conn, tenant_id=tx.tenant_id, status=status, limit=limit, after=cursor)
 
 

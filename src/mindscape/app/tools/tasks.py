@@ -10,7 +10,7 @@ from mcp.types import ToolAnnotations
 from pydantic import AwareDatetime, Field
 
 from mindscape.app.arguments import CampaignId, Cursor, Limit, Slug, TaskId, Version
-from mindscape.app.calls import REPLICA_NOTE, tenant_call
+from mindscape.app.calls import REPLICA_NOTE, tenant_call, tenant_read
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
 from mindscape.errors import InvalidArgument
@@ -75,7 +75,7 @@ async def create_task(
 async def get_task(id: TaskId, ctx: Context[AppState]) -> Task:
     """One task with its input, result, lease and version."""
     task_id = id
-    async with tenant_call(ctx, read_only=True) as tx:
+    async with tenant_read(ctx) as tx:
         found = await tasks.get(tx.conn, tenant_id=tx.tenant_id, task_id=task_id)
     if found is None:
         raise tasks.task_not_found(task_id)
