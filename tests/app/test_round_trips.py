@@ -74,3 +74,22 @@ async def test_a_write_takes_four_round_trips(targets: Targets, tenant_factory: 
     # BEGIN, the context statement, the delete, COMMIT with the session's reset.
     warm = 6 if targets.pooled else 4
     assert counted[1:] == [warm, warm]
+
+
+async def test_list_tasks_is_one_round_trip_unless_a_filter_needs_a_lookup(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripl")
+
+    async def unfiltered(client: Client) -> None:
+        assert data(await client.call_tool("list_tasks", {"status": "pending"}))["tasks"] == []
+
+    async def by_persona(client: Client) -> None:
+        assert data(await client.call_tool("list_tasks", {"persona": "ada"}))["tasks"] == []
+
+    plain = await _counted(targets, tenant.tenant_slug, "list_tasks", unfiltered)
+    looked_up = await _counted(targets, tenant.tenant_slug, "list_tasks", by_persona)
+    # The persona's slug is looked up first, in the same transaction: BEGIN, context, lookup,
+    # query, ROLLBACK (through PgBouncer each statement with parameters is prepared first).
+    assert plain[1:] == ([6, 6] if targets.pooled else [1, 1])
+    assert looked_up[1:] == ([8, 8] if targets.pooled else [5, 5])

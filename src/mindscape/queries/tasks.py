@@ -149,7 +149,7 @@ class TaskFilters:
 
 
 async def list_page(
-    conn: Connection, *, tenant_id: UUID, filters: TaskFilters, limit: int, after: str | None
+    conn: Reader, *, tenant_id: UUID, filters: TaskFilters, limit: int, after: str | None
 ) -> TaskPage:
     """Queue order (priority, then oldest); `after` is the cursor of the previous page."""
     fingerprint = filters.fingerprint(tenant_id)
