@@ -148,9 +148,7 @@ class TaskFilters:
         return {"tenant": str(tenant_id), "tasks": True, **{k: str(v) for k, v in vars(self).items() if v is not None}}
 
 
-async def list_page(
-    conn: Reader, *, tenant_id: UUID, filters: TaskFilters, limit: int, after: str | None
-) -> TaskPage:
+async def list_page(conn: Reader, *, tenant_id: UUID, filters: TaskFilters, limit: int, after: str | None) -> TaskPage:
     """Queue order (priority, then oldest); `after` is the cursor of the previous page."""
     fingerprint = filters.fingerprint(tenant_id)
     key = cursor.decode(after, fingerprint) if after else None

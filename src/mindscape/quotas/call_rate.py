@@ -41,6 +41,9 @@ class CallQuota:
         self._default = settings.quota_calls_per_minute
         self._pool = pool
         self._known: dict[UUID, tuple[TenantQuotas, float]] = {}  # tenant -> (its overrides, when seen)
+        # tenant -> (the overrides, the limits made from them): asked several times a call, made once
+        self._effective: dict[UUID, tuple[TenantQuotas, Limits]] = {}
+        self._seen: dict[UUID, dict[str, Any]] = {}  # tenant -> the settings `observe` last parsed
         self.limiter: CallLimiter | SharedCallLimiter = (
             SharedCallLimiter(pool, batch_max=settings.quota_rate_batch)
             if settings.quota_backend == "database"
@@ -49,7 +52,13 @@ class CallQuota:
 
     def observe(self, tenant_id: UUID, tenant_settings: dict[str, Any]) -> None:
         """Remember the tenant's limits from settings a transaction has just read."""
-        self._known[tenant_id] = (tenant_quotas(tenant_settings), time.monotonic())
+        known = self._known.get(tenant_id)
+        if known is not None and self._seen.get(tenant_id) == tenant_settings:
+            own = known[0]  # unchanged: the same object, so the limits made from it are reused
+        else:
+            own = tenant_quotas(tenant_settings)
+            self._seen[tenant_id] = tenant_settings
+        self._known[tenant_id] = (own, time.monotonic())
 
     async def check(self, tenant_id: UUID, tenant_slug: str) -> None:
         """Count one call; raise QuotaExceeded (with the seconds to wait) when the tenant is over."""
@@ -75,7 +84,7 @@ class CallQuota:
 
     async def limits(self, tenant_id: UUID) -> Limits:
         """Every limit in effect for the tenant: its own where set, else the configured default."""
-        return effective_own(await self.tenant(tenant_id), self._settings)
+        return self._limits_from(tenant_id, await self.tenant(tenant_id))
 
     def known_limits(self, tenant_id: UUID) -> Limits:
         """The same without waiting: the cached limits (even if stale), else the defaults.
@@ -84,7 +93,19 @@ class CallQuota:
         request, so the cache is current.
         """
         known = self._known.get(tenant_id)
-        return effective_own(known[0] if known is not None else TenantQuotas(), self._settings)
+        return (
+            self._limits_from(tenant_id, known[0])
+            if known is not None
+            else effective_own(TenantQuotas(), self._settings)
+        )
+
+    def _limits_from(self, tenant_id: UUID, own: TenantQuotas) -> Limits:
+        made = self._effective.get(tenant_id)
+        if made is not None and made[0] is own:
+            return made[1]
+        limits = effective_own(own, self._settings)
+        self._effective[tenant_id] = (own, limits)
+        return limits
 
     async def tenant(self, tenant_id: UUID) -> TenantQuotas:
         """The tenant's own limits as last seen (at most CACHE_TTL_S old, else read again)."""
