@@ -93,3 +93,22 @@ async def test_list_tasks_is_one_round_trip_unless_a_filter_needs_a_lookup(
     # query, ROLLBACK (through PgBouncer each statement with parameters is prepared first).
     assert plain[1:] == ([6, 6] if targets.pooled else [1, 1])
     assert looked_up[1:] == ([8, 8] if targets.pooled else [5, 5])
+
+
+async def test_create_task_and_claim_next_task_take_four_round_trips(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripc")
+
+    async def create(client: Client) -> None:
+        assert data(await client.call_tool("create_task", {"title": "t"}))["status"] == "pending"
+
+    async def claim(client: Client) -> None:
+        assert data(await client.call_tool("claim_next_task", {}))["task"]["status"] == "in_progress"
+
+    created = await _counted(targets, tenant.tenant_slug, "create_task", create)
+    claimed = await _counted(targets, tenant.tenant_slug, "claim_next_task", claim)
+    # BEGIN, the context statement, the write that also reads the task back, COMMIT with the reset.
+    warm = [6, 6] if targets.pooled else [4, 4]
+    assert created[1:] == warm
+    assert claimed[1:] == warm

@@ -28,13 +28,13 @@ def task_not_found(task_id: UUID | str, role: str = "task") -> NotFound:
     return NotFound(f"no {role} with id {task_id} in this workspace; list_tasks shows the ids")
 
 
-_COLUMNS = """
+# A task as the tools return it, from `t` (the table, or the rows a write returned) and its persona.
+_SELECT = """
 SELECT t.id, t.title, t.description, t.status, t.priority, t.campaign_id, p.slug AS persona, t.persona_id,
        t.parent_id, t.due_at, t.input, t.result, t.idempotency_key, t.claimed_by, t.lease_expires_at,
-       t.attempts, t.version, t.created_at, t.updated_at
-FROM mindscape.tasks t
-LEFT JOIN mindscape.personas p ON p.tenant_id = t.tenant_id AND p.id = t.persona_id
-"""
+       t.attempts, t.version, t.created_at, t.updated_at"""
+_PERSONA = "LEFT JOIN mindscape.personas p ON p.tenant_id = t.tenant_id AND p.id = t.persona_id"
+_COLUMNS = f"{_SELECT}\nFROM mindscape.tasks t\n{_PERSONA}\n"
 GET = _COLUMNS + "WHERE t.tenant_id = $1 AND t.id = $2"
 BY_KEY = _COLUMNS + "WHERE t.tenant_id = $1 AND t.idempotency_key = $2"
 
@@ -48,12 +48,17 @@ async def get(conn: Reader, *, tenant_id: UUID, task_id: UUID) -> Task | None:
     return await _fetch(conn, GET, tenant_id, task_id)
 
 
-INSERT = """
-INSERT INTO mindscape.tasks
-    (tenant_id, campaign_id, persona_id, parent_id, title, description, priority, due_at, input, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-RETURNING id
+# The new task as get() reads it, in the same statement (no row: the idempotency key is taken).
+INSERT = f"""
+WITH t AS (
+  INSERT INTO mindscape.tasks
+      (tenant_id, campaign_id, persona_id, parent_id, title, description, priority, due_at, input, idempotency_key)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+  RETURNING *
+){_SELECT}
+FROM t
+{_PERSONA}
 """
 PARENT_CAMPAIGN = "SELECT campaign_id FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2"
 
@@ -95,7 +100,8 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
             raise InvalidArgument(
                 f"campaign {campaign_id} is {status}; tasks can be added only to draft, active or paused campaigns"
             )
-    task_id: UUID | None = await conn.fetchval(
+    created = await _fetch(
+        conn,
         INSERT,
         tenant_id,
         campaign_id,
@@ -108,13 +114,11 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
         new.input or {},
         new.idempotency_key,
     )
-    if task_id is None:
+    if created is None:
         # A concurrent retry inserted the same key first; the conflict waited for its commit.
         winner = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key)
         assert winner is not None
         return winner, True
-    created = await get(conn, tenant_id=tenant_id, task_id=task_id)
-    assert created is not None
     return created, False
 
 
@@ -281,7 +285,8 @@ async def _check_claimant(conn: Connection, *, tenant_id: UUID, task_id: UUID) -
     )
 
 
-CLAIM = """
+# The next claimable task, claimed, and read as get() reads it, in one statement.
+CLAIM = f"""
 WITH next AS (
   SELECT t.id, t.status AS previous_status
   FROM mindscape.tasks t
@@ -295,14 +300,17 @@ WITH next AS (
   ORDER BY t.priority, t.created_at, t.id
   LIMIT 1
   FOR UPDATE OF t SKIP LOCKED
-)
-UPDATE mindscape.tasks t
-SET status = 'in_progress', claimed_by = current_setting('app.principal'),
-    lease_expires_at = now() + $4::int * interval '1 second',
-    attempts = t.attempts + 1, version = t.version + 1, updated_at = now()
-FROM next
-WHERE t.tenant_id = $1 AND t.id = next.id
-RETURNING t.id, next.previous_status
+), t AS (
+  UPDATE mindscape.tasks t
+  SET status = 'in_progress', claimed_by = current_setting('app.principal'),
+      lease_expires_at = now() + $4::int * interval '1 second',
+      attempts = t.attempts + 1, version = t.version + 1, updated_at = now()
+  FROM next
+  WHERE t.tenant_id = $1 AND t.id = next.id
+  RETURNING t.*, next.previous_status
+){_SELECT}, t.previous_status
+FROM t
+{_PERSONA}
 """
 
 
@@ -323,6 +331,6 @@ async def claim(
     row = await conn.fetchrow(CLAIM, tenant_id, campaign_id, persona_id, lease_seconds)
     if row is None:
         return None
-    task = await get(conn, tenant_id=tenant_id, task_id=row["id"])
-    assert task is not None
-    return Claimed(task=task, reclaimed=row["previous_status"] == "in_progress")
+    fields = dict(row)
+    reclaimed = fields.pop("previous_status") == "in_progress"
+    return Claimed(task=Task.model_validate(fields), reclaimed=reclaimed)
