@@ -112,3 +112,26 @@ async def test_create_task_and_claim_next_task_take_four_round_trips(
     warm = [6, 6] if targets.pooled else [4, 4]
     assert created[1:] == warm
     assert claimed[1:] == warm
+
+
+async def test_list_tasks_by_campaign_looks_the_campaign_up_only_for_an_empty_page(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripk")
+    made: dict[str, str] = {}
+
+    async def by_campaign(client: Client) -> None:
+        if not made:
+            made["id"] = data(await client.call_tool("create_campaign", {"name": "c"}))["id"]
+            made["empty"] = data(await client.call_tool("create_campaign", {"name": "e"}))["id"]
+            await client.call_tool("create_task", {"title": "t", "campaign": made["id"]})
+        assert len(data(await client.call_tool("list_tasks", {"campaign": made["id"]}))["tasks"]) == 1
+
+    async def empty(client: Client) -> None:
+        assert data(await client.call_tool("list_tasks", {"campaign": made["empty"]}))["tasks"] == []
+
+    with_tasks = await _counted(targets, tenant.tenant_slug, "list_tasks", by_campaign)
+    without = await _counted(targets, tenant.tenant_slug, "list_tasks", empty)
+    one = 6 if targets.pooled else 1
+    assert with_tasks[1:] == [one, one]
+    assert without[1:] == [2 * one, 2 * one]  # the page, then the campaign's existence

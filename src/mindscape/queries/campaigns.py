@@ -101,12 +101,12 @@ async def get(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> Campaign |
 STATUS = "SELECT status FROM mindscape.campaigns WHERE tenant_id = $1 AND id = $2"
 
 
-async def status_of(conn: Connection, *, tenant_id: UUID, campaign_id: UUID) -> str:
+async def status_of(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> str:
     """The campaign's status; an unknown id (or another tenant's) is a NotFound."""
-    status: str | None = await conn.fetchval(STATUS, tenant_id, campaign_id)
-    if status is None:
+    row = await conn.fetchrow(STATUS, tenant_id, campaign_id)
+    if row is None:
         raise campaign_not_found(campaign_id)
-    return status
+    return row["status"]
 
 
 INSERT = """

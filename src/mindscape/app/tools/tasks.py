@@ -94,11 +94,16 @@ async def list_tasks(
 ) -> TaskPage:
     """List tasks in queue order: priority (0 first), then oldest."""
     campaign_id, parent_id = campaign, parent
-    if campaign_id is None and persona is None:
-        # Nothing to look up first: one query, one round trip (tenancy.one_statement).
-        filters = TaskFilters(status=status, due_before=due_before, parent_id=parent_id)
+    if persona is None:
+        # No slug to look up first: one query, one round trip (tenancy.one_statement). An unknown
+        # campaign is an error, and only an empty page needs the second look that tells.
+        filters = TaskFilters(campaign_id=campaign_id, status=status, due_before=due_before, parent_id=parent_id)
         async with tenant_read(ctx) as tx:
-            return await tasks.list_page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit, after=cursor)
+            page = await tasks.list_page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit, after=cursor)
+        if campaign_id is not None and not page.tasks:
+            async with tenant_read(ctx) as tx:
+                await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
+        return page
     async with tenant_call(ctx, read_only=True) as tx:
         if campaign_id is not None:
             await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)  # unknown: an error
