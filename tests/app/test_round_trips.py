@@ -135,3 +135,26 @@ async def test_list_tasks_by_campaign_looks_the_campaign_up_only_for_an_empty_pa
     one = 6 if targets.pooled else 1
     assert with_tasks[1:] == [one, one]
     assert without[1:] == [2 * one, 2 * one]  # the page, then the campaign's existence
+
+
+async def test_claim_by_campaign_looks_the_campaign_up_only_when_nothing_was_claimed(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripm")
+    made: dict[str, str] = {}
+
+    async def claim(client: Client) -> None:
+        if not made:
+            made["id"] = data(await client.call_tool("create_campaign", {"name": "c", "status": "active"}))["id"]
+            for n in range(3):
+                await client.call_tool("create_task", {"title": f"t{n}", "campaign": made["id"]})
+        assert data(await client.call_tool("claim_next_task", {"campaign": made["id"]}))["task"] is not None
+
+    async def nothing(client: Client) -> None:
+        assert data(await client.call_tool("claim_next_task", {"campaign": made["id"]}))["task"] is None
+
+    claimed = await _counted(targets, tenant.tenant_slug, "claim_next_task", claim)
+    empty = await _counted(targets, tenant.tenant_slug, "claim_next_task", nothing)
+    # BEGIN, context, the claim, COMMIT; with nothing claimed, the campaign's status after the claim.
+    assert claimed[1:] == ([6, 6] if targets.pooled else [4, 4])
+    assert empty[1:] == ([8, 8] if targets.pooled else [5, 5])

@@ -159,13 +159,6 @@ async def claim_next_task(
     lease; finish it, or renew the lease, with update_task."""
     campaign_id = campaign
     async with tenant_call(ctx, read_only=False) as tx:
-        if campaign_id is not None:
-            status = await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
-            if status != "active":
-                raise InvalidArgument(
-                    f"campaign {campaign_id} is {status}; its tasks are handed out only while it is active "
-                    "(update_campaign with status='active')"
-                )
         claimed = await tasks.claim(
             tx.conn,
             tenant_id=tx.tenant_id,
@@ -173,6 +166,15 @@ async def claim_next_task(
             persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
             lease_seconds=lease_seconds,
         )
+        if claimed is None and campaign_id is not None:
+            # The claim only takes tasks of active campaigns: when it found none, say so if the
+            # campaign is why (unknown, or not active). A claimed task needs no second look.
+            status = await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
+            if status != "active":
+                raise InvalidArgument(
+                    f"campaign {campaign_id} is {status}; its tasks are handed out only while it is active "
+                    "(update_campaign with status='active')"
+                )
         if claimed is None:
             return Claim(task=None, note=NOTHING_CLAIMABLE)
     return Claim(task=claimed.task)
