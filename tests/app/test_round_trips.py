@@ -158,3 +158,20 @@ async def test_claim_by_campaign_looks_the_campaign_up_only_when_nothing_was_cla
     # BEGIN, context, the claim, COMMIT; with nothing claimed, the campaign's status after the claim.
     assert claimed[1:] == ([6, 6] if targets.pooled else [4, 4])
     assert empty[1:] == ([8, 8] if targets.pooled else [5, 5])
+
+
+async def test_create_task_in_a_campaign_checks_it_in_the_insert(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripn")
+    made: dict[str, str] = {}
+
+    async def create(client: Client) -> None:
+        if not made:
+            made["id"] = data(await client.call_tool("create_campaign", {"name": "c"}))["id"]
+        created = data(await client.call_tool("create_task", {"title": "t", "campaign": made["id"]}))
+        assert created["status"] == "pending"
+
+    counted = await _counted(targets, tenant.tenant_slug, "create_task", create)
+    # BEGIN, the context statement, the insert (which checks the campaign is open), COMMIT.
+    assert counted[1:] == ([6, 6] if targets.pooled else [4, 4])

@@ -48,12 +48,17 @@ async def get(conn: Reader, *, tenant_id: UUID, task_id: UUID) -> Task | None:
     return await _fetch(conn, GET, tenant_id, task_id)
 
 
-# The new task as get() reads it, in the same statement (no row: the idempotency key is taken).
+# The new task as get() reads it, in the same statement. No row: its campaign is not open (or
+# unknown), or, when the campaign is open, a concurrent retry took the idempotency key first.
 INSERT = f"""
 WITH t AS (
   INSERT INTO mindscape.tasks
       (tenant_id, campaign_id, persona_id, parent_id, title, description, priority, due_at, input, idempotency_key)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+  SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::text, $6::text, $7::smallint, $8::timestamptz, $9::jsonb,
+         $10::text
+  WHERE $2::uuid IS NULL OR EXISTS (
+    SELECT 1 FROM mindscape.campaigns c
+    WHERE c.tenant_id = $1 AND c.id = $2 AND c.status = ANY($11::text[]))
   ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
   RETURNING *
 ){_SELECT}
@@ -94,12 +99,6 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
             raise InvalidArgument(
                 "a subtask belongs to its parent's campaign; omit `campaign` or pass the parent's campaign_id"
             )
-    if campaign_id is not None:
-        status = await campaigns.status_of(conn, tenant_id=tenant_id, campaign_id=campaign_id)
-        if status not in OPEN_CAMPAIGN:
-            raise InvalidArgument(
-                f"campaign {campaign_id} is {status}; tasks can be added only to draft, active or paused campaigns"
-            )
     created = await _fetch(
         conn,
         INSERT,
@@ -113,11 +112,20 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
         new.due_at,
         new.input or {},
         new.idempotency_key,
+        list(OPEN_CAMPAIGN),
     )
     if created is None:
+        if campaign_id is not None:
+            # The insert checked the campaign is open: if that is why it added nothing, say so.
+            status = await campaigns.status_of(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+            if status not in OPEN_CAMPAIGN:
+                raise InvalidArgument(
+                    f"campaign {campaign_id} is {status}; tasks can be added only to draft, active or paused campaigns"
+                )
         # A concurrent retry inserted the same key first; the conflict waited for its commit.
-        winner = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key)
-        assert winner is not None
+        winner = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key) if new.idempotency_key else None
+        if winner is None:  # the campaign opened between the two statements
+            raise InvalidArgument(f"campaign {campaign_id} changed status while the task was added; retry")
         return winner, True
     return created, False
 
