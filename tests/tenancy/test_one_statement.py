@@ -159,3 +159,14 @@ async def test_a_connection_that_cannot_create_functions_reads_in_a_transaction(
         assert await conn.fetchval("SELECT current_user") == "mindscape_app"
     assert found is not None
     assert found.name == "Ada Analyst"
+
+
+async def test_a_session_that_lost_its_functions_makes_them_again(pool: Pool, world: World) -> None:
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        assert await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada") is not None
+    async with pool.acquire() as conn:
+        await conn.execute("DISCARD TEMP")
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert found is not None
+    assert found.name == "Ada Analyst"

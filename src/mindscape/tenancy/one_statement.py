@@ -178,7 +178,15 @@ class OneQuery:
                 log.info("one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate)
                 return await self._in_transaction(query, args)
             session.functions.add(compiled.name)
-        return await self.conn.fetch(compiled.call, *args, self.context)
+        try:
+            return await self.conn.fetch(compiled.call, *args, self.context)
+        except asyncpg.UndefinedFunctionError:
+            # The session lost its temporary functions (DISCARD TEMP or ALL): made again, once.
+            # The failed statement was its own transaction and did nothing.
+            session.functions.clear()
+            await self.conn.execute(compiled.create)
+            session.functions.add(compiled.name)
+            return await self.conn.fetch(compiled.call, *args, self.context)
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
         rows = await self.fetch(query, *args)
