@@ -74,7 +74,12 @@ def log(text: str) -> None:
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list[float])
+    tools: list[str] = field(default_factory=list[str])  # the tool of each latency, in order
     errors: Counter[str] = field(default_factory=Counter[str])
+
+    def slowest(self, n: int) -> str:
+        ranked = sorted(zip(self.latencies, self.tools, strict=True), reverse=True)[:n]
+        return ", ".join(f"{tool} {latency * 1000:.0f}" for latency, tool in ranked)
 
     def pct_ms(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -155,6 +160,7 @@ async def run_a(port: int, key: str, campaign: str, args: argparse.Namespace, st
                     if result.get("isError"):
                         tally.errors[f"{tool}: isError {json.dumps(result.get('content'))[:100]}"] += 1
                 tally.latencies.append(loop.time() - began)
+                tally.tools.append(tool)
                 await asyncio.sleep(args.a_think)
         finally:
             conn.close()
@@ -275,6 +281,8 @@ def report(alone: Tally, attacked: Tally, attack: Attack, args: argparse.Namespa
         f"A's p99 under attack / alone: {ratio:.2f} (target <= {TARGET_RATIO:g}); A's errors under attack: "
         f"{errors} (target 0): {'targets met' if met else 'TARGETS MISSED'}",
     ]
+    for name, tally in (("alone", alone), ("under attack", attacked)):
+        lines.append(f"- A's 5 slowest calls {name} (ms): {tally.slowest(5)}")
     for what, n in (alone.errors + attacked.errors).most_common(5):
         lines.append(f"- A error x{n}: {what}")
     lines += ["", "| what B got | count |", "|---|---:|"]
