@@ -170,3 +170,19 @@ async def test_a_session_that_lost_its_functions_makes_them_again(pool: Pool, wo
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
     assert found is not None
     assert found.name == "Ada Analyst"
+
+
+async def test_a_query_whose_function_cannot_be_made_leaves_the_others_one_statement(pool: Pool, world: World) -> None:
+    """Only a connection that can create no function at all (read-only, no TEMP privilege) is
+    switched to transactions: one query's failed CREATE (here a trailing semicolon, invalid in
+    plpgsql; in practice also a timeout, a deadlock, out of memory) says nothing about the others."""
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        rows = await tx.conn.fetch("SELECT slug FROM mindscape.personas ORDER BY slug;")
+    assert "ada" in {r["slug"] for r in rows}
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    before = await trips_of(pool)
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert found is not None
+    assert await trips_of(pool) == before + 1

@@ -81,6 +81,9 @@ END
 $mindscape_read$
 """
 
+# A connection that fails to create a function with one of these can create none: it is not asked again.
+CANNOT_CREATE = frozenset({"25006", "42501"})  # read-only (a hot standby), no TEMP privilege
+
 TYPE_NAMES = "SELECT format_type(t.oid, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n) ORDER BY t.n"
 
 
@@ -173,9 +176,14 @@ class OneQuery:
         if compiled.name not in session.functions:
             try:
                 await self.conn.execute(compiled.create)
-            except asyncpg.PostgresError as exc:  # e.g. 25006 on a hot standby
-                session.no_functions = True
-                log.info("one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in CANNOT_CREATE:
+                    session.no_functions = True
+                    log.info(
+                        "one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate
+                    )
+                # Anything else (a timeout, a deadlock, out of memory, this query's function): this
+                # read only, in a transaction; the connection's other reads stay one statement.
                 return await self._in_transaction(query, args)
             session.functions.add(compiled.name)
         try:
