@@ -186,3 +186,22 @@ async def test_a_query_whose_function_cannot_be_made_leaves_the_others_one_state
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
     assert found is not None
     assert await trips_of(pool) == before + 1
+
+
+async def test_an_undefined_function_raised_by_the_query_itself_is_its_error(pool: Pool, world: World) -> None:
+    """42883 from the query's own execution is not the lost temporary function: the agent's error
+    is the query's, and the session's functions are still used afterwards."""
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    with pytest.raises(asyncpg.UndefinedFunctionError):
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await tx.conn.fetch(
+                "SELECT slug FROM mindscape.personas WHERE $1::text::regprocedure IS NOT NULL", "nope(int)"
+            )
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    before = await trips_of(pool)
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert found is not None
+    assert await trips_of(pool) == before + 1

@@ -55,7 +55,7 @@ TENANT_UNAVAILABLE = "MS403"
 # session's governs): `ctx` holds context_values() in order. Read-only comes first, so nothing
 # after it can write.
 FUNCTION = """
-CREATE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
+CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
 LANGUAGE plpgsql AS $mindscape_read$
 DECLARE
   mindscape_active__ boolean;
@@ -190,7 +190,8 @@ class OneQuery:
             return await self.conn.fetch(compiled.call, *args, self.context)
         except asyncpg.UndefinedFunctionError:
             # The session lost its temporary functions (DISCARD TEMP or ALL): made again, once.
-            # The failed statement was its own transaction and did nothing.
+            # The failed statement was its own transaction and did nothing. (If the query itself
+            # raised it, OR REPLACE lets the second try raise the query's own error again.)
             session.functions.clear()
             await self.conn.execute(compiled.create)
             session.functions.add(compiled.name)
