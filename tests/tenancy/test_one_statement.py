@@ -205,3 +205,21 @@ async def test_an_undefined_function_raised_by_the_query_itself_is_its_error(poo
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
     assert found is not None
     assert await trips_of(pool) == before + 1
+
+
+async def test_a_query_whose_result_types_changed_is_compiled_again(pool: Pool, world: World) -> None:
+    """A migration while serving changes a column's type: the read works, as a transaction's does,
+    instead of failing with "structure of query does not match function result type"."""
+    query = "SELECT x FROM mindscape.one_statement_probe"
+    owner = await asyncpg.connect(world.targets.owner)
+    try:
+        for type_ in ("int", "bigint"):
+            await owner.execute("DROP VIEW IF EXISTS mindscape.one_statement_probe")
+            await owner.execute(f"CREATE VIEW mindscape.one_statement_probe AS SELECT 1::{type_} AS x")
+            await owner.execute("GRANT SELECT ON mindscape.one_statement_probe TO mindscape_tenant, mindscape_app")
+            async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+                rows = await tx.conn.fetch(query)
+            assert [r["x"] for r in rows] == [1]
+    finally:
+        await owner.execute("DROP VIEW IF EXISTS mindscape.one_statement_probe")
+        await owner.close()
