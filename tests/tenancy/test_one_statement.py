@@ -170,3 +170,56 @@ async def test_a_session_that_lost_its_functions_makes_them_again(pool: Pool, wo
         found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
     assert found is not None
     assert found.name == "Ada Analyst"
+
+
+async def test_a_query_whose_function_cannot_be_made_leaves_the_others_one_statement(pool: Pool, world: World) -> None:
+    """Only a connection that can create no function at all (read-only, no TEMP privilege) is
+    switched to transactions: one query's failed CREATE (here a trailing semicolon, invalid in
+    plpgsql; in practice also a timeout, a deadlock, out of memory) says nothing about the others."""
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        rows = await tx.conn.fetch("SELECT slug FROM mindscape.personas ORDER BY slug;")
+    assert "ada" in {r["slug"] for r in rows}
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    before = await trips_of(pool)
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert found is not None
+    assert await trips_of(pool) == before + 1
+
+
+async def test_an_undefined_function_raised_by_the_query_itself_is_its_error(pool: Pool, world: World) -> None:
+    """42883 from the query's own execution is not the lost temporary function: the agent's error
+    is the query's, and the session's functions are still used afterwards."""
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    with pytest.raises(asyncpg.UndefinedFunctionError):
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+            await tx.conn.fetch(
+                "SELECT slug FROM mindscape.personas WHERE $1::text::regprocedure IS NOT NULL", "nope(int)"
+            )
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    before = await trips_of(pool)
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    assert found is not None
+    assert await trips_of(pool) == before + 1
+
+
+async def test_a_query_whose_result_types_changed_is_compiled_again(pool: Pool, world: World) -> None:
+    """A migration while serving changes a column's type: the read works, as a transaction's does,
+    instead of failing with "structure of query does not match function result type"."""
+    query = "SELECT x FROM mindscape.one_statement_probe"
+    owner = await asyncpg.connect(world.targets.owner)
+    try:
+        for type_ in ("int", "bigint"):
+            await owner.execute("DROP VIEW IF EXISTS mindscape.one_statement_probe")
+            await owner.execute(f"CREATE VIEW mindscape.one_statement_probe AS SELECT 1::{type_} AS x")
+            await owner.execute("GRANT SELECT ON mindscape.one_statement_probe TO mindscape_tenant, mindscape_app")
+            async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+                rows = await tx.conn.fetch(query)
+            assert [r["x"] for r in rows] == [1]
+    finally:
+        await owner.execute("DROP VIEW IF EXISTS mindscape.one_statement_probe")
+        await owner.close()

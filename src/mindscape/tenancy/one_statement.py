@@ -55,7 +55,7 @@ TENANT_UNAVAILABLE = "MS403"
 # session's governs): `ctx` holds context_values() in order. Read-only comes first, so nothing
 # after it can write.
 FUNCTION = """
-CREATE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
+CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
 LANGUAGE plpgsql AS $mindscape_read$
 DECLARE
   mindscape_active__ boolean;
@@ -80,6 +80,9 @@ BEGIN
 END
 $mindscape_read$
 """
+
+# A connection that fails to create a function with one of these can create none: it is not asked again.
+CANNOT_CREATE = frozenset({"25006", "42501"})  # read-only (a hot standby), no TEMP privilege
 
 TYPE_NAMES = "SELECT format_type(t.oid, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n) ORDER BY t.n"
 
@@ -118,7 +121,8 @@ async def _compile(conn: PooledConnection, query: str) -> _Compiled:
     columns = list(statement.get_attributes())
     names: list[str] = [r[0] for r in await conn.fetch(TYPE_NAMES, parameters + [c.type.oid for c in columns])]
     parameter_types, column_types = names[: len(parameters)], names[len(parameters) :]
-    name = "mindscape_read_" + hashlib.sha256(query.encode()).hexdigest()[:16]
+    # The types are part of the name: a query whose types changed (a migration while serving) is another function.
+    name = "mindscape_read_" + hashlib.sha256("\0".join([query, *names]).encode()).hexdigest()[:16]
     definition = ", ".join(f"{_quote(c.name)} {t}" for c, t in zip(columns, column_types, strict=True))
     placeholders = ", ".join(f"${i}" for i in range(1, len(parameters) + 2))
     compiled = _Compiled(
@@ -173,20 +177,31 @@ class OneQuery:
         if compiled.name not in session.functions:
             try:
                 await self.conn.execute(compiled.create)
-            except asyncpg.PostgresError as exc:  # e.g. 25006 on a hot standby
-                session.no_functions = True
-                log.info("one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in CANNOT_CREATE:
+                    session.no_functions = True
+                    log.info(
+                        "one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate
+                    )
+                # Anything else (a timeout, a deadlock, out of memory, this query's function): this
+                # read only, in a transaction; the connection's other reads stay one statement.
                 return await self._in_transaction(query, args)
             session.functions.add(compiled.name)
+        # Either failure below is made good once; the failed statement was its own transaction and did nothing.
         try:
             return await self.conn.fetch(compiled.call, *args, self.context)
         except asyncpg.UndefinedFunctionError:
-            # The session lost its temporary functions (DISCARD TEMP or ALL): made again, once.
-            # The failed statement was its own transaction and did nothing.
+            # The session lost its temporary functions (DISCARD TEMP or ALL): made again. (If the
+            # query itself raised it, OR REPLACE lets the second try raise the query's own error.)
             session.functions.clear()
-            await self.conn.execute(compiled.create)
-            session.functions.add(compiled.name)
-            return await self.conn.fetch(compiled.call, *args, self.context)
+        except asyncpg.DatatypeMismatchError:
+            # "structure of query does not match function result type": the query's result types
+            # changed since it was compiled (a migration while serving): compiled again.
+            _COMPILED.pop(query, None)
+            compiled = await _compile(self.conn, query)
+        await self.conn.execute(compiled.create)
+        session.functions.add(compiled.name)
+        return await self.conn.fetch(compiled.call, *args, self.context)
 
     async def fetchrow(self, query: str, *args: Any) -> Record | None:
         rows = await self.fetch(query, *args)
