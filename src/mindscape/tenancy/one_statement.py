@@ -44,7 +44,7 @@ from mindscape.database.pool import (
 )
 from mindscape.errors import InvalidArgument, TenantUnavailable
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import context_values, set_context, transaction_on
+from mindscape.tenancy.transaction import context_values, set_context, transaction_on, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,3 @@ async def tenant_read(
             counted(conn).mark_reset()
         with anyio.CancelScope(shield=True):
             await release(pool, conn)
-
-
-def unavailable(caller: Caller) -> TenantUnavailable:
-    return TenantUnavailable(f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator")

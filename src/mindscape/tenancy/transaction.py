@@ -155,8 +155,13 @@ async def set_context(conn: Connection, caller: Caller, values: list[str]) -> di
     """Run SET_CONTEXT in the open transaction; the tenant's settings, or TenantUnavailable."""
     context = await conn.fetchrow(SET_CONTEXT, *values)
     if context is None or context["status"] != "active":
-        raise TenantUnavailable(f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator")
+        raise unavailable(caller)
     return context["settings"]
+
+
+def unavailable(caller: Caller) -> TenantUnavailable:
+    """The refusal for a tenant found disabled or gone when its call began."""
+    return TenantUnavailable(f"tenant {caller.tenant_slug!r} is disabled or was removed; contact the operator")
 
 
 async def _commit(conn: Connection) -> None:
