@@ -21,8 +21,8 @@ NO_MEMORY = "00000000-0000-4000-8000-000000000000"
 Call = Callable[[Client], Awaitable[None]]
 
 
-async def _counted(targets: Targets, tenant_slug: str, tool: str, call: Call) -> list[int]:
-    """The round trips of three calls, each once all are counted (a read's end comes after its reply)."""
+async def _counted(targets: Targets, tenant_slug: str, tool: str, call: Call, calls: int = 3) -> list[int]:
+    """The round trips of `calls` calls, each once all are counted (a read's end comes after its reply)."""
     # One connection: every call after the first finds its statements prepared (a statement
     # cache miss is a round trip too, and a pool would spread the misses over calls).
     settings = settings_for(targets, tenant_slug, pool_min_size=1, pool_max_size=1)
@@ -35,12 +35,12 @@ async def _counted(targets: Targets, tenant_slug: str, tool: str, call: Call) ->
         observe(name, trips)
         if name == tool:
             seen.append(trips)
-            if len(seen) == 3:
+            if len(seen) == calls:
                 all_in.set()
 
     server.metrics.observe_trips = record  # pyright: ignore[reportAttributeAccessIssue]
     async with Client(server, raise_exceptions=False) as client:  # pyright: ignore[reportArgumentType]
-        for _ in range(3):
+        for _ in range(calls):
             await call(client)
         with anyio.fail_after(30):
             await all_in.wait()
@@ -175,3 +175,30 @@ async def test_create_task_in_a_campaign_checks_it_in_the_insert(
     counted = await _counted(targets, tenant.tenant_slug, "create_task", create)
     # BEGIN, the context statement, the insert (which checks the campaign is open), COMMIT.
     assert counted[1:] == ([6, 6] if targets.pooled else [4, 4])
+
+
+async def test_recall_is_one_round_trip_once_the_tenant_is_known(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripr")
+
+    async def remember(client: Client) -> None:
+        assert not (await client.call_tool("remember", {"content": "Ada likes hiking in the Alps"})).is_error
+
+    async def recall(client: Client) -> None:
+        found = data(await client.call_tool("recall", {"query": "mountain walks"}))["memories"]
+        assert [m["content"] for m in found] == ["Ada likes hiking in the Alps"]
+
+    async def by_persona(client: Client) -> None:
+        assert data(await client.call_tool("recall", {"query": "mountain walks", "persona": "ada"}))["memories"] == []
+
+    await _counted(targets, tenant.tenant_slug, "remember", remember)
+    plain = await _counted(targets, tenant.tenant_slug, "recall", recall, calls=4)
+    looked_up = await _counted(targets, tenant.tenant_slug, "recall", by_persona)
+    # The first call learns the tenant's model and size in a transaction, the second makes the
+    # query's function; from then on semantic and keyword candidates, their fusion and the rows
+    # are one statement. Through PgBouncer: BEGIN READ ONLY, the context, the plan settings, the
+    # query, ROLLBACK, each statement with parameters prepared first. With a persona to look up:
+    # BEGIN, context, lookup, plan settings, query, ROLLBACK.
+    assert plain[2:] == ([8, 8] if targets.pooled else [1, 1])
+    assert looked_up[1:] == ([10, 10] if targets.pooled else [6, 6])

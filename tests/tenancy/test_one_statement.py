@@ -222,3 +222,41 @@ async def test_a_query_whose_result_types_changed_is_compiled_again(pool: Pool, 
     finally:
         await owner.execute("DROP VIEW IF EXISTS mindscape.one_statement_probe")
         await owner.close()
+
+
+PLANNER = (
+    "SELECT current_setting('plan_cache_mode') AS plan, current_setting('max_parallel_workers_per_gather') AS workers"
+)
+CUSTOM = {"plan_cache_mode": "force_custom_plan", "max_parallel_workers_per_gather": "0"}
+
+
+async def test_a_reads_settings_govern_its_query_and_are_gone_after_it(pool: Pool, world: World) -> None:
+    for _ in range(2):  # made, then reused
+        async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS, settings=CUSTOM) as tx:
+            inside = await tx.conn.fetchrow(PLANNER)
+        assert dict(inside or {}) == {"plan": "force_custom_plan", "workers": "0"}
+    async with pool.acquire() as conn:
+        after = await conn.fetchrow(PLANNER)
+    assert dict(after or {}) == {"plan": "auto", "workers": "2"}
+    # The same query without settings is another function: it runs with the session's.
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS) as tx:
+        plain = await tx.conn.fetchrow(PLANNER)
+    assert dict(plain or {}) == {"plan": "auto", "workers": "2"}
+
+
+async def test_a_reads_settings_govern_its_query_in_a_transaction_too(pool: Pool, world: World) -> None:
+    # A session timeout other than the call's: the read is a transaction (as through a pooler).
+    async with tenant_read(pool, world.a, statement_timeout_ms=TIMEOUT_MS + 1, settings=CUSTOM) as tx:
+        inside = await tx.conn.fetchrow(PLANNER)
+    assert dict(inside or {}) == {"plan": "force_custom_plan", "workers": "0"}
+    # A connection that cannot create functions reads in a transaction of its own.
+    async with pool.acquire() as conn:
+        await conn.execute("SET default_transaction_read_only = on")  # undone by the pool's reset
+        counted(conn).no_functions = True
+        reader = OneQuery(conn, world.a, context_values(world.a, TIMEOUT_MS, "", ""), CUSTOM)
+        fallback = await reader.fetchrow(PLANNER)
+        counted(conn).no_functions = False
+    assert dict(fallback or {}) == {"plan": "force_custom_plan", "workers": "0"}
+    async with pool.acquire() as conn:
+        after = await conn.fetchrow(PLANNER)
+    assert dict(after or {}) == {"plan": "auto", "workers": "2"}

@@ -28,7 +28,7 @@ from mindscape.errors import DatabaseUnreachable
 from mindscape.quotas.db_time import current_run
 from mindscape.tenancy import one_statement
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.one_statement import TenantRead
+from mindscape.tenancy.one_statement import Settings, TenantRead
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 # The tool being called, set by MindscapeServer.call_tool: the audit trail's `tool` (migration 0006).
@@ -77,9 +77,11 @@ async def tenant_call(
 
 
 @asynccontextmanager
-async def tenant_read(ctx: Context[AppState], *, caller: Caller | None = None) -> AsyncGenerator[TenantRead]:
+async def tenant_read(
+    ctx: Context[AppState], *, caller: Caller | None = None, settings: Settings | None = None
+) -> AsyncGenerator[TenantRead]:
     """A read that is one query, as `caller`: one round trip where the pool allows it
-    (tenancy.one_statement), on the replica if there is one."""
+    (tenancy.one_statement), on the replica if there is one; `settings` are in effect for it."""
     state = ctx.request_context.lifespan_context
 
     def open_on(pool: Pool, who: Caller) -> AbstractAsyncContextManager[TenantRead]:
@@ -90,6 +92,7 @@ async def tenant_read(ctx: Context[AppState], *, caller: Caller | None = None) -
             background=state.background,
             call=CURRENT_CALL.get(),
             acquire_timeout_s=state.settings.pool_acquire_timeout_s,
+            settings=settings,
         )
 
     async with _charged(ctx, open_on, read_only=True, caller=caller, primary=False) as tx:

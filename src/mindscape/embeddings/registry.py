@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,9 @@ from mindscape.embeddings.factory import configured_spec, make_embedder
 
 log = logging.getLogger(__name__)
 TENANT_MODEL_KEY = "embedding_model"
+# How old a tenant's last known model may be for a read that cannot check it (recall in one
+# statement): a switch (a re-embed completing) shows within this, as a limit change does.
+MODEL_TTL_S = 30.0
 
 
 def active_spec(tenant_settings: dict[str, Any], default: ModelSpec) -> ModelSpec:
@@ -37,6 +41,7 @@ class Embedders:
         self.default = configured_spec(settings)
         self._embedders: dict[str, Embedder] = {}
         self._tenant_models: dict[UUID, ModelSpec] = {}
+        self._observed_at: dict[UUID, float] = {}
         # (tenant, model key) pairs this process found with nothing pending. Pending rows come
         # from failed embeddings; another process (an import) can add some, which the next
         # restart or `mindscape memory backfill` picks up.
@@ -54,7 +59,15 @@ class Embedders:
     def observe(self, tenant_id: UUID, tenant_settings: dict[str, Any]) -> ModelSpec:
         spec = active_spec(tenant_settings, self.default)
         self._tenant_models[tenant_id] = spec
+        self._observed_at[tenant_id] = time.monotonic()
         return spec
+
+    def known_model(self, tenant_id: UUID) -> ModelSpec | None:
+        """The tenant's model if read from its settings less than MODEL_TTL_S ago, else None."""
+        seen = self._observed_at.get(tenant_id)
+        if seen is None or time.monotonic() - seen >= MODEL_TTL_S:
+            return None
+        return self._tenant_models[tenant_id]
 
     def pending_possible(self, tenant_id: UUID, spec: ModelSpec) -> bool:
         return (tenant_id, spec.key) not in self._clean

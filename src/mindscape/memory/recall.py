@@ -20,6 +20,10 @@ tenant, and misses true neighbours for a large one. Three ways to search are use
   (`on_missing_index`) for an operator or the embedded server to fix.
 If filters leave an approximate search short of the rows it asked for, the exact query runs,
 so a tenant with at least k matching memories always gets k.
+
+The candidates' fusion and the fetch of the k best rows are SQL too, in one statement with the
+keyword search (queries/memories.py `recall`): a tenant ranked exactly is recalled in one query
+(recall_exact, which the recall tool runs as a one-statement read), a larger one in two.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from typing import Literal
 from uuid import UUID
 
 from mindscape.database import vector_index
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.embeddings.base import ModelSpec
 from mindscape.memory.context import CONTEXT_WORDS_WEIGHT
 from mindscape.models.memory import Mode, Recall, RecalledMemory
 from mindscape.queries import memories
 from mindscape.queries.fulltext import SearchTerms
 from mindscape.queries.memories import Filters
+from mindscape.queries.settings import set_locally
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,11 @@ class TenantSizes:
         self._seen[(tenant_id, spec.key)] = (path, ef, now)
         return path, ef
 
+    def known_exact(self, tenant_id: UUID, spec: ModelSpec) -> bool:
+        """Whether the tenant is ranked exactly, as last counted (no more than SIZE_TTL_S ago)."""
+        cached = self._seen.get((tenant_id, spec.key))
+        return cached is not None and cached[0] == "exact" and time.monotonic() - cached[2] < SIZE_TTL_S
+
     def forget(self, tenant_id: UUID, spec: ModelSpec) -> None:
         """Drop the cached path (an index of its own was just built)."""
         self._seen.pop((tenant_id, spec.key), None)
@@ -151,41 +161,6 @@ async def semantic_search(
     return await search(exact=True)
 
 
-@dataclass
-class Candidate:
-    """What recall knows of one memory: its similarity to the query and the share of the query's words it holds."""
-
-    similarity: float | None = None  # cosine; None: keyword mode, or not embedded yet
-    coverage: float = 0.0  # queries.memories.KEYWORD: 1 = every term in the content, rare terms weigh more
-    semantic_rank: int | None = None
-    keyword_rank: int | None = None
-
-    def score(self, mode: Mode, meaning: bool) -> float:
-        """Relevance: similarity in semantic mode, coverage in keyword mode, and in hybrid mode
-        SIMILARITY_WEIGHT * similarity + (1 - SIMILARITY_WEIGHT) * coverage (coverage alone when the
-        query could not be embedded). A memory not embedded yet counts no similarity."""
-        if mode == "semantic":
-            return self.similarity or 0.0
-        if mode == "keyword" or not meaning:
-            return self.coverage
-        return SIMILARITY_WEIGHT * (self.similarity or 0.0) + (1 - SIMILARITY_WEIGHT) * self.coverage
-
-    def best_rank(self) -> int:
-        return min(r for r in (self.semantic_rank, self.keyword_rank, 1 << 30) if r is not None)
-
-
-def fuse(candidates: dict[UUID, Candidate], k: int, mode: Mode, meaning: bool) -> list[tuple[UUID, float, Candidate]]:
-    """The k best candidates as (id, score, candidate), best first; ties go to the better rank in either signal.
-
-    A convex combination of the two scores, not reciprocal rank fusion: ranks drop how far apart
-    candidates are, and on LoCoMo RRF lost 0.03 recall@10 and 0.08 recall@5 against it
-    (docs/memory-ranking.md).
-    """
-    scored = [(memory_id, c.score(mode, meaning), c) for memory_id, c in candidates.items()]
-    scored.sort(key=lambda item: (-item[1], item[2].best_rank()))
-    return scored[:k]
-
-
 def nothing_relevant(mode: Mode, terms: SearchTerms, min_similarity: float, searched_meaning: bool) -> str:
     """Why recall came back empty, in words an agent can act on."""
     if not terms.included:
@@ -194,6 +169,37 @@ def nothing_relevant(mode: Mode, terms: SearchTerms, min_similarity: float, sear
     if mode == "keyword" or not searched_meaning:
         return f"nothing relevant: {words}"
     return f"nothing relevant: no memory is at least {min_similarity:g} similar to the query (min_similarity)"
+
+
+@dataclass(frozen=True)
+class Question:
+    """What one recall asks: `vector` is the embedding of `terms.text` (None: no semantic signal)."""
+
+    terms: SearchTerms
+    k: int
+    filters: Filters
+    mode: Mode
+    spec: ModelSpec
+    vector: list[float] | None
+    min_similarity: float
+
+    def args(self) -> memories.RecallArgs:
+        # Nothing to look for: no meaning either. Keyword mode searches no meaning.
+        vector = self.vector if self.terms.included and self.mode != "keyword" else None
+        return memories.RecallArgs(
+            filters=self.filters,
+            model=self.spec.key,
+            vector=vector,
+            depth=min(max(self.k * 3, 30), 300),  # candidates per signal
+            included=self.terms.included,
+            excluded=self.terms.excluded,
+            keyword=self.mode != "semantic" and bool(self.terms.included),
+            context_weight=CONTEXT_WORDS_WEIGHT,
+            min_similarity=self.min_similarity,
+            mode=self.mode,
+            similarity_weight=SIMILARITY_WEIGHT,
+            k=self.k,
+        )
 
 
 async def recall(
@@ -216,52 +222,57 @@ async def recall(
     whichever signal found it: words in common do not make an unrelated memory relevant. Memories
     not embedded yet are judged by their words alone. Keyword mode does not embed the query, so
     there the floor does not apply and `similarity` is null.
+
+    Runs in the open transaction on `conn`: the semantic candidates of a large tenant come from an
+    approximate search first, then one statement does the rest (queries.memories.recall).
+    recall_exact does it all in one statement, for a tenant known to be ranked exactly.
     """
-    depth = min(max(k * 3, 30), 300)  # candidates per signal
-    candidates: dict[UUID, Candidate] = {}
-    if not terms.included:
-        vector = None  # nothing to look for
-    if mode != "keyword" and vector is not None:
-        nearest = await semantic_search(
-            conn, tenant_id=tenant_id, spec=spec, vector=vector, filters=filters, limit=depth, sizes=sizes
-        )
-        dropped = await memories.containing_excluded(
-            conn, tenant_id=tenant_id, ids=[i for i, _ in nearest], excluded=terms.excluded
-        )
-        kept = [(i, 1.0 - d) for i, d in nearest if i not in dropped and 1.0 - d >= min_similarity]
-        for rank, (memory_id, similarity) in enumerate(kept, start=1):
-            candidates[memory_id] = Candidate(similarity=similarity, semantic_rank=rank)
-    if mode != "semantic":
-        hybrid = mode == "hybrid" and vector is not None
-        hits = await memories.keyword_candidates(
-            conn,
-            tenant_id=tenant_id,
-            terms=terms,
-            filters=filters,
-            limit=depth,
-            context_weight=CONTEXT_WORDS_WEIGHT,
-            model=spec.key if hybrid else None,
-            vector=vector if hybrid else None,
-            also=list(candidates),
-        )
-        hits = [h for h in hits if h.similarity is None or h.similarity >= min_similarity]
-        for rank, hit in enumerate(hits, start=1):
-            candidate = candidates.setdefault(hit.id, Candidate(similarity=hit.similarity))
-            candidate.coverage, candidate.keyword_rank = hit.coverage, rank
-    fused = fuse(candidates, k, mode, meaning=vector is not None)
-    rows = await memories.fetch(conn, tenant_id=tenant_id, ids=[f[0] for f in fused])
+    question = Question(terms, k, filters, mode, spec, vector, min_similarity)
+    args = question.args()
+    given: list[tuple[UUID, float]] | None = None
+    planned = False
+    if args.vector is not None:
+        path, ef = await sizes.path(conn, tenant_id, spec)
+        if path != "exact":
+            planned = True  # the approximate search's settings include PLAN_PER_CALL
+            hits = await memories.semantic_candidates(
+                conn,
+                tenant_id=tenant_id,
+                model=spec.key,
+                dims=spec.dimensions,
+                vector=args.vector,
+                filters=filters,
+                limit=args.depth,
+                exact=False,
+                ef_search=ef,
+                own_index=path == "own_index",
+            )
+            given = hits if len(hits) >= args.depth else None  # short: the exact search runs instead
+    if not planned:
+        await set_locally(conn, memories.PLAN_PER_CALL)
+    ranked = await memories.recall(conn, tenant_id=tenant_id, args=args, given=given)
+    return answer(ranked, question, note)
+
+
+async def recall_exact(reader: Reader, *, tenant_id: UUID, question: Question, note: str | None = None) -> Recall:
+    """recall for a tenant ranked exactly (TenantSizes.known_exact), in one query; `reader` runs it
+    with PLAN_PER_CALL in effect."""
+    return answer(await memories.recall(reader, tenant_id=tenant_id, args=question.args()), question, note)
+
+
+def answer(ranked: list[memories.Ranked], question: Question, note: str | None) -> Recall:
     found = [
         RecalledMemory(
-            **rows[memory_id].model_dump(),
-            score=score,
-            similarity=c.similarity,
-            semantic_rank=c.semantic_rank,
-            keyword_rank=c.keyword_rank,
+            **r.memory.model_dump(),
+            score=r.score,
+            similarity=r.similarity,
+            semantic_rank=r.semantic_rank,
+            keyword_rank=r.keyword_rank,
         )
-        for memory_id, score, c in fused
-        if memory_id in rows
+        for r in ranked
     ]
     if not found:
-        empty = nothing_relevant(mode, terms, min_similarity, searched_meaning=vector is not None)
+        searched = question.args().vector is not None
+        empty = nothing_relevant(question.mode, question.terms, question.min_similarity, searched_meaning=searched)
         note = f"{note}; {empty}" if note else empty
-    return Recall(memories=found, mode=mode, note=note)
+    return Recall(memories=found, mode=question.mode, note=note)

@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from asyncpg import Record
 from pgvector import Vector
 
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.models.memory import Memory
-from mindscape.queries.fulltext import SearchTerms
+from mindscape.queries.settings import set_locally
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ FILTERS = """
   AND ($9::text IS NULL OR m.written_by = $9)
   AND ($10::uuid IS NULL OR m.task_id = $10)
 """
+
+# A memory as models.memory.Memory reads it (m: the memory, p: its persona).
+MEMORY_FIELDS = """m.id, m.content, m.kind, p.slug AS persona, m.metadata, m.importance, m.created_at, m.expires_at,
+       m.visibility, m.written_by, m.client_name, m.client_version, m.source, m.task_id AS task,
+       m.valid_from, m.valid_to, m.superseded_by, m.version"""
 
 # The dedup key (migration 0009): current versions only, per visibility, and per writer for a
 # private memory. written_by and the client come from the transaction's context (column defaults).
@@ -239,16 +245,17 @@ async def count_embedded(conn: Connection, *, tenant_id: UUID, model: str, cap: 
 
 # Exact: ordering by the bare column cannot use the per-model HNSW index (built on a cast), so
 # the tenant's rows are scanned through the primary key and every match is ranked exactly.
+# (Without a query vector, nothing: RECALL_EXACT passes none for keyword recall.)
 SEMANTIC_EXACT = (
     """
-SELECT e.memory_id, e.embedding <=> $12 AS distance
+SELECT e.memory_id, e.embedding <=> $12::vector AS distance
 FROM mindscape.memory_embeddings e
 JOIN mindscape.memories m ON m.tenant_id = e.tenant_id AND m.id = e.memory_id
-WHERE e.tenant_id = $1 AND e.model = $11
+WHERE $12::vector IS NOT NULL AND e.tenant_id = $1 AND e.model = $11
 """
     + FILTERS
     + """
-ORDER BY e.embedding <=> $12
+ORDER BY e.embedding <=> $12::vector
 LIMIT $13
 """
 )
@@ -287,21 +294,21 @@ ORDER BY c.distance
 
 # enable_sort=off: the index's own order is the point of this path, so the planner must not
 # prefer sorting the tenant's rows itself (it does for smaller tenants); the outer re-sort of a
-# few rows is disabled for every plan alike.
+# few rows is disabled for every plan alike. The last two are RECALL_SETTINGS, for the recall
+# query that follows in the same transaction.
 HNSW_SETTINGS = """
 SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('hnsw.ef_search', $1, true),
+       set_config('enable_sort', 'off', true),
        set_config('plan_cache_mode', 'force_custom_plan', true),
-       set_config('enable_sort', 'off', true)
-"""
-
-
-# For the exact path: a custom plan per call (a generic plan scans big tenants badly), and no
-# parallel workers (starting one costs ~3-4 ms, more than a small tenant's whole scan).
-EXACT_SETTINGS = """
-SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
        set_config('max_parallel_workers_per_gather', '0', true)
 """
+
+
+# For the exact path and recall: a custom plan per call (a generic plan scans big tenants badly,
+# and recall's switches fold away only in a custom one), and no parallel workers (starting one
+# costs ~3-4 ms, more than a small tenant's whole scan).
+PLAN_PER_CALL = {"plan_cache_mode": "force_custom_plan", "max_parallel_workers_per_gather": "0"}
 
 
 def semantic_hnsw_sql(dims: int, *, own_index: bool = False) -> str:
@@ -328,7 +335,7 @@ async def semantic_candidates(
     index with `own_index`, else from the model's shared one."""
     params = (*filters.params(tenant_id), model, list(vector), limit)
     if exact:
-        await conn.execute(EXACT_SETTINGS)
+        await set_locally(conn, PLAN_PER_CALL)
         rows = await conn.fetch(SEMANTIC_EXACT, *params)
     else:
         # force_custom_plan lets the planner see the model value and match the partial index.
@@ -337,44 +344,63 @@ async def semantic_candidates(
     return [(r["memory_id"], float(r["distance"])) for r in rows]
 
 
-# Keyword candidates: any term may match (see queries/fulltext.py). Each term weighs its inverse
-# document frequency (BM25's idf) in the tenant, so rare words outweigh common ones: ts_rank_cd
-# alone knows nothing of the tenant's other memories, and let a speaker's name present in half of
-# them outrank the one word that mattered (docs/memory-ranking.md). A memory scores the idf of the
-# terms in its content, plus `context_weight` times the idf of those in its context
-# (`context_search`, migration 0007), as a share of the query's whole idf: its `coverage`, 1 when
-# the content has every term, comparable across queries (recall mixes it with similarity).
-# The tenant's rows are read once: `hits` keeps those holding any term (one OR-ed tsquery), with
-# whether the filters and exclusions let them through; each term's document frequency is counted
-# in `hits` (every row holding the term is there), and each eligible hit's coverage is summed
-# over the terms in place. Reading the table once per term (for its frequency, then again for its
-# matches) and grouping one row per memory and term cost ~30 ms a term at 10,000 memories
-# (benchmarks/query_bounds.py has both). The corpus count stops at $13 rows, and a frequency at
-# the corpus count: a term that common scores ~0 anyway.
-# Returned: the $14 best matches, plus any of the memories $18 that match (recall's semantic
-# candidates, so that both signals are known for each). With a model ($15) and query vector
-# ($16), each one's cosine similarity comes along (NULL when it has no embedding yet), for the
-# min_similarity floor and the fusion. Coverage is rounded so that equal shares tie exactly (the
-# sum's order varies), and the newest memory comes first.
-KEYWORD = (
-    """
-WITH terms AS MATERIALIZED (
-  SELECT DISTINCT tq FROM unnest($11::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
-  WHERE numnode(tq) > 0
+# Recall in one statement: the semantic candidates, the keyword candidates, their fusion and the
+# k best memories' rows (memory/recall.py says why each step is as it is).
+#
+# Semantic: the `depth` nearest embeddings ($13), computed here exactly (RECALL_EXACT) or given
+# by an approximate search ($23 ids, $24 distances: RECALL_GIVEN); those at least $18 similar
+# and holding no excluded term ($15) are kept, ranked by distance. No query vector ($12 NULL):
+# none.
+#
+# Keyword (only with $19): any term may match (see queries/fulltext.py). Each term weighs its
+# inverse document frequency (BM25's idf) in the tenant, so rare words outweigh common ones:
+# ts_rank_cd alone knows nothing of the tenant's other memories, and let a speaker's name present
+# in half of them outrank the one word that mattered (docs/memory-ranking.md). A memory scores the
+# idf of the terms in its content, plus $17 (the context weight) times the idf of those in its
+# context (`context_search`, migration 0007), as a share of the query's whole idf: its
+# `coverage`, 1 when the content has every term, comparable across queries. The tenant's rows are
+# read once: `hits` keeps those holding any term (one OR-ed tsquery), with whether the filters and
+# exclusions let them through; each term's document frequency is counted in `hits` (every row
+# holding the term is there), and each eligible hit's coverage is summed over the terms in place.
+# Reading the table once per term (for its frequency, then again for its matches) and grouping one
+# row per memory and term cost ~30 ms a term at 10,000 memories (benchmarks/query_bounds.py has
+# both). The corpus count stops at $16 rows, and a frequency at the corpus count: a term that
+# common scores ~0 anyway. Picked: the `depth` best matches, plus any kept semantic candidate that
+# matches, so that both signals are known for each; each with its cosine similarity (NULL when not
+# embedded yet), and dropped under the $18 floor. Coverage is rounded so that equal shares tie
+# exactly (the sum's order varies); the newest memory ranks first among equals.
+#
+# Fusion: $20 is the mode; the score is the similarity in semantic mode, the coverage in keyword
+# mode or without a query vector, else $21 * similarity + (1 - $21) * coverage (no similarity
+# counts 0). Ties go to the better rank in either signal, then to semantic candidates. A convex
+# combination of the two scores, not reciprocal rank fusion: ranks drop how far apart candidates
+# are, and on LoCoMo RRF lost 0.03 recall@10 and 0.08 recall@5 against it. The
+# `$12 IS NULL` and `$19` switches fold away in the per-call plan (run it with PLAN_PER_CALL).
+_RECALL_KEPT = """
+), kept AS MATERIALIZED (
+  SELECT s.id, 1 - s.distance AS similarity, row_number() OVER (ORDER BY s.distance, s.id) AS semantic_rank
+  FROM semantic s
+  JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = s.id
+  WHERE 1 - s.distance >= $18
+    AND NOT EXISTS (
+      SELECT 1 FROM unnest($15::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
+    )
+), terms AS MATERIALIZED (
+  SELECT DISTINCT tq FROM unnest($14::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
+  WHERE $19 AND numnode(tq) > 0
 ), anyterm AS MATERIALIZED (
   SELECT string_agg('(' || tq::text || ')', ' | ')::tsquery AS q FROM terms
 ), corpus AS MATERIALIZED (
-  SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 LIMIT $13) capped
+  SELECT count(*) AS n FROM (SELECT 1 FROM mindscape.memories m WHERE $19 AND m.tenant_id = $1 LIMIT $16) capped
 ), hits AS MATERIALIZED (
   SELECT m.id, m.created_at, m.search, m.context_search,
          (true"""
-    + FILTERS
-    + """
+_RECALL_KEYWORD = """
           AND NOT EXISTS (
-            SELECT 1 FROM unnest($12::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
+            SELECT 1 FROM unnest($15::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
           )) AS eligible
   FROM mindscape.memories m, anyterm
-  WHERE m.tenant_id = $1 AND (m.search @@ anyterm.q OR m.context_search @@ anyterm.q)
+  WHERE $19 AND m.tenant_id = $1 AND (m.search @@ anyterm.q OR m.context_search @@ anyterm.q)
 ), weights AS MATERIALIZED (
   SELECT terms.tq, ln(1 + (corpus.n - df.n + 0.5) / (df.n + 0.5)) AS idf
   FROM terms CROSS JOIN corpus
@@ -390,83 +416,133 @@ WITH terms AS MATERIALIZED (
   FROM hits h, total
   WHERE h.eligible
 ), picked AS (
-  (SELECT id, coverage, created_at FROM matched ORDER BY coverage DESC, created_at DESC LIMIT $14)
+  (SELECT id, coverage, created_at FROM matched ORDER BY coverage DESC, created_at DESC, id LIMIT $13)
   UNION
-  SELECT id, coverage, created_at FROM matched WHERE id = ANY($18::uuid[])
+  SELECT id, coverage, created_at FROM matched WHERE id IN (SELECT id FROM kept)
+), keyword AS MATERIALIZED (
+  SELECT p.id, p.coverage, v.similarity,
+         row_number() OVER (ORDER BY p.coverage DESC, p.created_at DESC, p.id) AS keyword_rank
+  FROM picked p
+  LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $11 AND e.memory_id = p.id
+  CROSS JOIN LATERAL (SELECT 1 - (e.embedding <=> $12::vector) AS similarity) v
+  WHERE v.similarity IS NULL OR v.similarity >= $18
+), fused AS (
+  SELECT coalesce(s.id, k.id) AS id, coalesce(s.similarity, k.similarity) AS similarity,
+         coalesce(k.coverage, 0) AS coverage, s.semantic_rank, k.keyword_rank
+  FROM kept s FULL JOIN keyword k ON k.id = s.id
+), best AS (
+  SELECT f.*, CASE
+      WHEN $20 = 'semantic' THEN coalesce(f.similarity, 0)
+      WHEN $20 = 'keyword' OR $12::vector IS NULL THEN f.coverage
+      ELSE $21 * coalesce(f.similarity, 0) + (1 - $21) * f.coverage
+    END AS score
+  FROM fused f
+  ORDER BY score DESC, least(coalesce(f.semantic_rank, 1073741824), coalesce(f.keyword_rank, 1073741824)),
+           f.semantic_rank NULLS LAST, f.keyword_rank
+  LIMIT $22
 )
-SELECT p.id, p.coverage, 1 - (e.embedding <=> $16::vector) AS similarity
-FROM picked p
-LEFT JOIN mindscape.memory_embeddings e ON e.tenant_id = $1 AND e.model = $15 AND e.memory_id = p.id
-ORDER BY p.coverage DESC, p.created_at DESC
+SELECT """
+_RECALL_TAIL = """, b.score, b.similarity, b.semantic_rank, b.keyword_rank
+FROM best b
+JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = b.id
+LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
+ORDER BY b.score DESC, least(coalesce(b.semantic_rank, 1073741824), coalesce(b.keyword_rank, 1073741824)),
+         b.semantic_rank NULLS LAST, b.keyword_rank
 """
-)
+_SEMANTIC_EXACT = "WITH semantic(id, distance) AS MATERIALIZED (" + SEMANTIC_EXACT
+_SEMANTIC_GIVEN = """
+WITH semantic(id, distance) AS MATERIALIZED (
+  SELECT g.id, g.distance FROM unnest($23::uuid[], $24::float8[]) AS g(id, distance)
+"""
+
+
+def _recall_sql(semantic: str) -> str:
+    return semantic + _RECALL_KEPT + FILTERS + _RECALL_KEYWORD + MEMORY_FIELDS + _RECALL_TAIL
+
+
+RECALL_EXACT = _recall_sql(_SEMANTIC_EXACT)
+RECALL_GIVEN = _recall_sql(_SEMANTIC_GIVEN)
 KEYWORD_COUNT_CAP = 20_000
 
 
 @dataclass(frozen=True)
-class KeywordHit:
-    id: UUID
-    coverage: float  # the share of the query's idf the memory holds (context words count context_weight)
-    similarity: float | None  # cosine to the query vector, if one was given and the memory is embedded
+class RecallArgs:
+    """One recall's arguments, as RECALL_EXACT and RECALL_GIVEN take them."""
+
+    filters: Filters
+    model: str
+    vector: Sequence[float] | None  # None: no semantic signal
+    depth: int  # candidates per signal
+    included: Sequence[str]
+    excluded: Sequence[str]
+    keyword: bool  # search by words
+    context_weight: float
+    min_similarity: float
+    mode: str
+    similarity_weight: float
+    k: int
+
+    def params(self, tenant_id: UUID) -> tuple[Any, ...]:
+        return (
+            *self.filters.params(tenant_id),
+            self.model,
+            None if self.vector is None else list(self.vector),
+            self.depth,
+            list(self.included),
+            list(self.excluded),
+            KEYWORD_COUNT_CAP,
+            self.context_weight,
+            self.min_similarity,
+            self.keyword,
+            self.mode,
+            self.similarity_weight,
+            self.k,
+        )
 
 
-async def keyword_candidates(
-    conn: Connection,
-    *,
-    tenant_id: UUID,
-    terms: SearchTerms,
-    filters: Filters,
-    limit: int,
-    context_weight: float,
-    model: str | None = None,
-    vector: Sequence[float] | None = None,
-    also: Sequence[UUID] = (),
-) -> list[KeywordHit]:
-    """The `limit` best memories containing any included term and no excluded one, best first, plus
-    those of `also` that contain one (in their place by coverage)."""
-    if not terms.included:
-        return []
-    rows = await conn.fetch(
-        KEYWORD,
-        *filters.params(tenant_id),
-        list(terms.included),
-        list(terms.excluded),
-        KEYWORD_COUNT_CAP,
-        limit,
-        model if vector is not None else None,
-        list(vector) if vector is not None else None,
-        context_weight,
-        list(also),
+@dataclass(frozen=True)
+class Ranked:
+    memory: Memory
+    score: float
+    similarity: float | None  # cosine to the query; None without a query vector or an embedding
+    semantic_rank: int | None
+    keyword_rank: int | None
+
+
+async def recall(
+    reader: Reader, *, tenant_id: UUID, args: RecallArgs, given: Sequence[tuple[UUID, float]] | None = None
+) -> list[Ranked]:
+    """The k best memories, best first; semantic candidates searched exactly, or `given` as (id,
+    cosine distance) pairs, nearest first. Run with PLAN_PER_CALL in effect."""
+    if given is None:
+        rows = await reader.fetch(RECALL_EXACT, *args.params(tenant_id))
+    else:
+        ids, distances = [i for i, _ in given], [d for _, d in given]
+        rows = await reader.fetch(RECALL_GIVEN, *args.params(tenant_id), ids, distances)
+    return [_ranked(r) for r in rows]
+
+
+def _ranked(row: Record) -> Ranked:
+    fields = dict(row)
+    score, similarity = fields.pop("score"), fields.pop("similarity")
+    semantic_rank, keyword_rank = fields.pop("semantic_rank"), fields.pop("keyword_rank")
+    return Ranked(
+        memory=Memory.model_validate(fields),
+        score=float(score),
+        similarity=None if similarity is None else float(similarity),
+        semantic_rank=semantic_rank,
+        keyword_rank=keyword_rank,
     )
-    return [
-        KeywordHit(r["id"], float(r["coverage"]), None if r["similarity"] is None else float(r["similarity"]))
-        for r in rows
-    ]
 
 
-# Semantic candidates containing an excluded term (`-word`), dropped by recall afterwards.
-EXCLUDED = """
-SELECT m.id FROM mindscape.memories m
-WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])
-  AND EXISTS (SELECT 1 FROM unnest($3::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term))
-"""
-
-
-async def containing_excluded(
-    conn: Connection, *, tenant_id: UUID, ids: Sequence[UUID], excluded: Sequence[str]
-) -> set[UUID]:
-    if not ids or not excluded:
-        return set()
-    return {r["id"] for r in await conn.fetch(EXCLUDED, tenant_id, list(ids), list(excluded))}
-
-
-_MEMORY_COLUMNS = """
-SELECT m.id, m.content, m.kind, p.slug AS persona, m.metadata, m.importance, m.created_at, m.expires_at,
-       m.visibility, m.written_by, m.client_name, m.client_version, m.source, m.task_id AS task,
-       m.valid_from, m.valid_to, m.superseded_by, m.version
+_MEMORY_COLUMNS = (
+    "SELECT "
+    + MEMORY_FIELDS
+    + """
 FROM mindscape.memories m
 LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
 """
+)
 FETCH = _MEMORY_COLUMNS + "WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])"
 GET = _MEMORY_COLUMNS + "WHERE m.tenant_id = $1 AND m.id = $2 AND (m.expires_at IS NULL OR m.expires_at > now())"
 RECENT = (

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncGenerator
+import re
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from mindscape.database.pool import (
     release,
 )
 from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.queries.settings import set_locally
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import context_values, set_context, transaction_on, unavailable
 
@@ -56,7 +58,7 @@ TENANT_UNAVAILABLE = "MS403"
 # after it can write.
 FUNCTION = """
 CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
-LANGUAGE plpgsql AS $mindscape_read$
+LANGUAGE plpgsql{settings} AS $mindscape_read$
 DECLARE
   mindscape_active__ boolean;
 BEGIN
@@ -84,6 +86,9 @@ $mindscape_read$
 # A connection that fails to create a function with one of these can create none: it is not asked again.
 CANNOT_CREATE = frozenset({"25006", "42501"})  # read-only (a hot standby), no TEMP privilege
 
+# A setting's name, as a function's SET clause takes it (the values are quoted).
+SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+
 TYPE_NAMES = "SELECT format_type(t.oid, NULL) FROM unnest($1::oid[]) WITH ORDINALITY AS t(oid, n) ORDER BY t.n"
 
 
@@ -102,27 +107,42 @@ class _Compiled:
     call: str  # SELECT * FROM pg_temp.name($1, ...) AS t(...)
 
 
-# Per process: the SQL of a query -> its function, the same on every connection.
-_COMPILED: dict[str, _Compiled] = {}
+Settings = Mapping[str, str]
+# Per process: the SQL of a query and its settings -> its function, the same on every connection.
+_COMPILED: dict[tuple[str, tuple[tuple[str, str], ...]], _Compiled] = {}
 
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-async def _compile(conn: PooledConnection, query: str) -> _Compiled:
-    known = _COMPILED.get(query)
+def _set_clauses(settings: Settings) -> str:
+    """The function's SET clauses: in effect while it runs, so for its query's planning too."""
+    for name in settings:
+        if not SETTING_NAME.fullmatch(name):
+            raise ValueError(f"bad setting name {name!r}")
+    return "".join(f"\nSET {name} = {_literal(value)}" for name, value in sorted(settings.items()))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def _compile(conn: PooledConnection, query: str, settings: Settings) -> _Compiled:
+    key = (query, tuple(sorted(settings.items())))
+    known = _COMPILED.get(key)
     if known is not None:
         return known
     if "$mindscape_read$" in query:
         raise ValueError("a one-statement query cannot contain the function's quote")
+    clauses = _set_clauses(settings)
     statement = await conn.prepare(query)
     parameters = [p.oid for p in statement.get_parameters()]
     columns = list(statement.get_attributes())
     names: list[str] = [r[0] for r in await conn.fetch(TYPE_NAMES, parameters + [c.type.oid for c in columns])]
     parameter_types, column_types = names[: len(parameters)], names[len(parameters) :]
     # The types are part of the name: a query whose types changed (a migration while serving) is another function.
-    name = "mindscape_read_" + hashlib.sha256("\0".join([query, *names]).encode()).hexdigest()[:16]
+    name = "mindscape_read_" + hashlib.sha256("\0".join([query, clauses, *names]).encode()).hexdigest()[:16]
     definition = ", ".join(f"{_quote(c.name)} {t}" for c, t in zip(columns, column_types, strict=True))
     placeholders = ", ".join(f"${i}" for i in range(1, len(parameters) + 2))
     compiled = _Compiled(
@@ -130,12 +150,13 @@ async def _compile(conn: PooledConnection, query: str) -> _Compiled:
         create=FUNCTION.format(
             name=name,
             parameters="".join(f"{t}, " for t in parameter_types),
+            settings=clauses,
             unavailable=TENANT_UNAVAILABLE,
             query=query.strip(),
         ),
         call=f"SELECT * FROM pg_temp.{name}({placeholders}) AS t({definition})",
     )
-    _COMPILED[query] = compiled
+    _COMPILED[key] = compiled
     return compiled
 
 
@@ -146,6 +167,7 @@ class OneQuery:
     conn: PooledConnection
     caller: Caller
     context: list[str]
+    settings: Settings = field(default_factory=lambda: {})
     ran: bool = field(default=False)
     pending: bool = field(default=False)
     succeeded: bool = field(default=False)
@@ -173,7 +195,7 @@ class OneQuery:
         session = counted(self.conn)
         if session.no_functions:
             return await self._in_transaction(query, args)
-        compiled = await _compile(self.conn, query)
+        compiled = await _compile(self.conn, query, self.settings)
         if compiled.name not in session.functions:
             try:
                 await self.conn.execute(compiled.create)
@@ -197,8 +219,8 @@ class OneQuery:
         except asyncpg.DatatypeMismatchError:
             # "structure of query does not match function result type": the query's result types
             # changed since it was compiled (a migration while serving): compiled again.
-            _COMPILED.pop(query, None)
-            compiled = await _compile(self.conn, query)
+            _COMPILED.pop((query, tuple(sorted(self.settings.items()))), None)
+            compiled = await _compile(self.conn, query, self.settings)
         await self.conn.execute(compiled.create)
         session.functions.add(compiled.name)
         return await self.conn.fetch(compiled.call, *args, self.context)
@@ -212,6 +234,7 @@ class OneQuery:
         await self.conn.execute("BEGIN READ ONLY")
         try:
             await set_context(self.conn, self.caller, self.context)
+            await set_locally(self.conn, self.settings)
             return await self.conn.fetch(query, *args)
         finally:
             await end(self.conn, "ROLLBACK")
@@ -226,9 +249,14 @@ async def tenant_read(
     background: TaskGroup | None = None,
     call: str = "",
     acquire_timeout_s: float | None = None,
+    settings: Settings | None = None,
 ) -> AsyncGenerator[TenantRead]:
     """A read of one query as `caller`'s tenant: one round trip where the connection allows it
-    (see the module's docstring), else tenant_transaction's read (the same arguments)."""
+    (see the module's docstring), else tenant_transaction's read (the same arguments).
+
+    `settings` (name: value) are in effect for the query, however it runs: the function's SET
+    clauses, or set transaction-locally before it (one more round trip)."""
+    settings = settings or {}
     if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise InvalidArgument("tenant identifier is not a UUID")  # as tenant_transaction
     conn = await acquire(pool, wait_s=acquire_timeout_s)
@@ -243,9 +271,10 @@ async def tenant_read(
             background=background,
             call=call,
         ) as tx:
+            await set_locally(tx.conn, settings)
             yield TenantRead(conn=tx.conn, tenant_id=tx.tenant_id)
         return
-    reader = OneQuery(conn, caller, context_values(caller, statement_timeout_ms, call, ""))
+    reader = OneQuery(conn, caller, context_values(caller, statement_timeout_ms, call, ""), settings)
     try:
         yield TenantRead(conn=reader, tenant_id=caller.tenant_id)
     finally:

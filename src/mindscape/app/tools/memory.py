@@ -14,7 +14,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AwareDatetime, Field, WithJsonSchema
 
 from mindscape.app.arguments import Cursor, Limit, MemoryId, Slug, TaskId, Version
-from mindscape.app.calls import REPLICA_NOTE, tenant_call
+from mindscape.app.calls import REPLICA_NOTE, tenant_call, tenant_read
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
@@ -23,6 +23,7 @@ from mindscape.embeddings.base import EmbeddingError, ModelUnavailable
 from mindscape.errors import InvalidArgument, QuotaExceeded
 from mindscape.memory import writes
 from mindscape.memory.context import context_of
+from mindscape.memory.recall import Question, recall_exact
 from mindscape.memory.recall import recall as run_recall
 from mindscape.models.memory import (
     Forgotten,
@@ -156,7 +157,9 @@ async def recall(
         raise ToolError(str(exc)) from exc
     state = ctx.request_context.lifespan_context
     floor = state.settings.memory_min_similarity if min_similarity is None else min_similarity
-    spec = state.embedders.model_for(current_caller(ctx).tenant_id)
+    tenant_id = current_caller(ctx).tenant_id
+    known = state.embedders.known_model(tenant_id)
+    spec = known or state.embedders.model_for(tenant_id)
     vector, note = None, None
     if mode != "keyword" and terms.included:
         try:
@@ -166,25 +169,34 @@ async def recall(
             if mode == "semantic":
                 raise ToolError(f"semantic recall is unavailable ({why}); retry later or use mode='keyword'") from exc
             note = f"semantic search unavailable ({why}); keyword matches only"
-    async with tenant_call(ctx, read_only=True) as tx:
-        active = state.embedders.observe(tx.tenant_id, tx.settings)
-        if vector is not None and active != spec:  # the tenant switched models since we last looked
-            vector = (await state.embedders.get(active).embed([terms.text]))[0]
-        filters = await _filters(tx, persona, kinds, metadata, since, until, include_superseded, written_by, task)
-        filters = dataclasses.replace(filters, as_of=as_of)
-        found = await run_recall(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            terms=terms,
-            k=k,
-            filters=filters,
-            mode=mode,
-            spec=active,
-            vector=vector,
-            sizes=state.sizes,
-            min_similarity=floor,
-            note=note,
-        )
+    plain = dataclasses.replace(
+        _filters(kinds, metadata, since, until, include_superseded, written_by, task), as_of=as_of
+    )
+    # One statement, one round trip, when nothing needs looking up first: no persona to resolve,
+    # the tenant's model known, and its size known to be ranked exactly (memory.recall).
+    if persona is None and known is not None and (vector is None or state.sizes.known_exact(tenant_id, spec)):
+        question = Question(terms, k, plain, mode, spec, vector, floor)
+        async with tenant_read(ctx, settings=memories.PLAN_PER_CALL) as read:
+            found = await recall_exact(read.conn, tenant_id=read.tenant_id, question=question, note=note)
+    else:
+        async with tenant_call(ctx, read_only=True) as tx:
+            active = state.embedders.observe(tx.tenant_id, tx.settings)
+            if vector is not None and active != spec:  # the tenant switched models since we last looked
+                vector = (await state.embedders.get(active).embed([terms.text]))[0]
+            filters = dataclasses.replace(plain, persona_id=await writes.persona_id(tx, persona))
+            found = await run_recall(
+                tx.conn,
+                tenant_id=tx.tenant_id,
+                terms=terms,
+                k=k,
+                filters=filters,
+                mode=mode,
+                spec=active,
+                vector=vector,
+                sizes=state.sizes,
+                min_similarity=floor,
+                note=note,
+            )
     heading = f"Recalled {len(found.memories)} memories for {query!r} ({mode})." + (
         f" Note: {found.note}." if found.note else ""
     )
@@ -258,7 +270,8 @@ async def list_memories(
         key = cursors.decode(cursor, shape)
         after = (_cursor_time(key), _cursor_id(key))
     async with tenant_call(ctx, read_only=True) as tx:
-        filters = await _filters(tx, persona, kinds, metadata, since, until, include_superseded, written_by, task)
+        plain = _filters(kinds, metadata, since, until, include_superseded, written_by, task)
+        filters = dataclasses.replace(plain, persona_id=await writes.persona_id(tx, persona))
         rows = await memories.page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit + 1, after=after)
         total = await memories.count(tx.conn, tenant_id=tx.tenant_id, filters=filters, cap=MAX_COUNT + 1)
     more = len(rows) > limit
@@ -279,9 +292,7 @@ def _cursor_time(key: list[Any]) -> datetime:
         raise InvalidArgument("cursor is not valid; repeat the call without `cursor`") from exc
 
 
-async def _filters(
-    tx: TenantTx,
-    persona: str | None,
+def _filters(
     kinds: list[Kind] | None,
     metadata: Metadata | None,
     since: datetime | None,
@@ -290,9 +301,8 @@ async def _filters(
     written_by: str | None,
     task: uuid.UUID | None,
 ) -> Filters:
-    """What recall and list_memories filter by, with the persona's slug resolved in `tx`."""
+    """What recall and list_memories filter by, but the persona (a slug to look up in the transaction)."""
     return Filters(
-        persona_id=await writes.persona_id(tx, persona),
         kinds=list(kinds) if kinds else None,
         metadata=metadata,
         since=since,
