@@ -202,3 +202,27 @@ async def test_recall_is_one_round_trip_once_the_tenant_is_known(
     # BEGIN, context, lookup, plan settings, query, ROLLBACK.
     assert plain[2:] == ([8, 8] if targets.pooled else [1, 1])
     assert looked_up[1:] == ([10, 10] if targets.pooled else [6, 6])
+
+
+async def test_remember_counts_against_the_quota_in_two_round_trips(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripe")
+    written = [0]
+
+    async def fresh(client: Client) -> None:
+        written[0] += 1
+        assert not (await client.call_tool("remember", {"content": f"Ada likes hiking, day {written[0]}"})).is_error
+
+    async def again(client: Client) -> None:
+        assert data(await client.call_tool("remember", {"content": "Ada likes hiking, day 1"}))["duplicate"]
+
+    new = await _counted(targets, tenant.tenant_slug, "remember", fresh)
+    duplicate = await _counted(targets, tenant.tenant_slug, "remember", again)
+    # BEGIN, the context, the insert (which takes the quota's lock first), the embedding, the
+    # count over every memory (two: see them all, then count and see only one's own again),
+    # COMMIT. A duplicate adds nothing, so nothing is counted. (A server's first remember also
+    # starts a backfill of pending embeddings after its reply, counted as one more remember, in
+    # any order with the next calls: the two warm calls are the two cheapest.)
+    assert sorted(new)[:2] == ([12, 12] if targets.pooled else [7, 7])
+    assert sorted(duplicate)[:2] == ([8, 8] if targets.pooled else [5, 5])

@@ -127,9 +127,11 @@ async def store(
     importance: float | None,
     expires_in_days: int | None,
     versioning: Versioning | None = None,
+    lock: bool = False,
 ) -> Remembered:
     """Store one memory; with `versioning.supersedes`, as the next version of that memory, whose
-    persona, kind and visibility it keeps unless given, closing the old one in this transaction."""
+    persona, kind and visibility it keeps unless given, closing the old one in this transaction.
+    With `lock`, the insert takes the tenant's memory-writes lock (quotas/memories.py) first."""
     how = versioning or Versioning()
     expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
     old: dict[str, Any] | None = None
@@ -163,6 +165,7 @@ async def store(
             expires_at=expires_at,
             visibility=visibility,
             task_id=how.task_id,
+            lock=lock,
         )
     except asyncpg.ForeignKeyViolationError as exc:
         if how.task_id is not None and "task" in (exc.constraint_name or ""):

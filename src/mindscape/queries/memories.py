@@ -23,6 +23,7 @@ from pgvector import Vector
 
 from mindscape.database.pool import Connection, Reader
 from mindscape.models.memory import Memory
+from mindscape.queries.quotas import LOCK_CLASS
 from mindscape.queries.settings import set_locally
 
 
@@ -77,15 +78,22 @@ DEDUP = (
     "(tenant_id, persona_id, content_sha256, visibility,"
     " (CASE WHEN visibility = 'private' THEN written_by ELSE '' END)) WHERE valid_to IS NULL"
 )
-INSERT = f"""
+_INSERT = """
 INSERT INTO mindscape.memories AS m
     (tenant_id, persona_id, kind, content, content_sha256, metadata, importance, expires_at, visibility, task_id,
      source)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'tool')
-ON CONFLICT {DEDUP}
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'tool'{locked}
+ON CONFLICT {dedup}
 DO UPDATE SET expires_at = EXCLUDED.expires_at, updated_at = now()
 RETURNING m.id, (m.xmax = 0) AS created
 """
+INSERT = _INSERT.format(locked="", dedup=DEDUP)
+# The same, first taking the tenant's memory-writes lock (queries/quotas.py LOCK_MEMORY_WRITES,
+# $11 its class): the row to insert comes from the lock's subquery, so the lock is held before
+# the row is written, as a statement of its own before it would (quotas/memories.py).
+INSERT_LOCKED = _INSERT.format(
+    locked="\nFROM (SELECT pg_advisory_xact_lock($11::int, hashtext($1::uuid::text))) AS locked", dedup=DEDUP
+)
 
 
 def content_hash(content: str) -> bytes:
@@ -104,11 +112,12 @@ async def insert(
     expires_at: datetime | None,
     visibility: str = "tenant",
     task_id: UUID | None = None,
+    lock: bool = False,
 ) -> tuple[UUID, bool]:
     """(id, duplicate). Storing the same content for the same persona and visibility again renews its
-    expiry only."""
+    expiry only. With `lock`, the tenant's memory-writes lock is taken first, in the same statement."""
     row = await conn.fetchrow(
-        INSERT,
+        INSERT_LOCKED if lock else INSERT,
         tenant_id,
         persona_id,
         kind,
@@ -119,6 +128,7 @@ async def insert(
         expires_at,
         visibility,
         task_id,
+        *((LOCK_CLASS,) if lock else ()),
     )
     assert row is not None
     return row["id"], not row["created"]

@@ -98,7 +98,6 @@ async def remember(
     async with tenant_call(ctx, read_only=False) as tx:
         limits = effective(tx.settings, state.settings)
         memory_quota.check_content_size(len(content.encode("utf-8")), limits.max_content_bytes)
-        await memory_quota.lock_for_insert(tx, limits.max_memories)
         result = await writes.store(
             tx,
             state.embedders,
@@ -110,6 +109,7 @@ async def remember(
             importance=importance,
             expires_in_days=expires_in_days,
             versioning=writes.Versioning(visibility=visibility, task_id=task, supersedes=supersedes),
+            lock=not limits.max_memories.unlimited,  # quotas/memories.py: before the count below
         )
         await memory_quota.check_count(tx, caller.tenant_slug, limits.max_memories, added=0 if result.duplicate else 1)
     # The provider works again: embed what is pending, after the reply (only when some may be).
