@@ -240,7 +240,7 @@ def test_the_quota_backend_is_the_database_unless_a_single_process_asks_otherwis
 
 def test_the_database_time_budget_has_defaults_and_refuses_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
-    assert (settings.quota_db_ms_per_second, settings.quota_db_burst_ms) == (250, 1000)
+    assert (settings.quota_db_ms_per_second, settings.quota_db_burst_ms) == (250, 250)
     monkeypatch.setenv("MINDSCAPE_QUOTA_DB_MS_PER_SECOND", "0")  # unlimited
     assert load_settings().quota_db_ms_per_second == 0
     monkeypatch.setenv("MINDSCAPE_QUOTA_DB_MS_PER_SECOND", "-5")

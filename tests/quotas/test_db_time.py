@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from mindscape.errors import QuotaExceeded
-from mindscape.quotas.db_time import ACTIVE_S, DbTimeBudget
+from mindscape.quotas.db_time import ACTIVE_S, DbTimeBudget, call_kind
 
 RATE = 100  # ms of database time per second
 
@@ -100,13 +100,12 @@ def test_a_call_costlier_than_the_burst_runs_one_at_a_time(budget: DbTimeBudget,
     first.end()
 
 
-def test_a_tenant_whose_cost_is_unknown_starts_several_calls_until_they_prove_costly(
+def test_a_tenant_whose_cost_is_unknown_starts_two_calls_at_once_while_it_shares(
     budget: DbTimeBudget, now: list[float]
 ) -> None:
     new, other = uuid.uuid4(), uuid.uuid4()
     spend(budget, other, 1)
-    runs = [budget.admit(new, "new", RATE) for _ in range(4)]  # an agent's first parallel calls: assumed cheap
-    now[0] += 0.6  # still running: each now counts the 600 ms it has run, over the burst together
+    runs = [budget.admit(new, "new", RATE) for _ in range(2)]  # each counts half the burst until one ends
     with pytest.raises(QuotaExceeded):
         budget.admit(new, "new", RATE)
     for run in runs:
@@ -117,6 +116,24 @@ def test_a_tenant_whose_cost_is_unknown_starts_several_calls_until_they_prove_co
     first = budget.admit(new, "new", RATE)
     with pytest.raises(QuotaExceeded):
         budget.admit(new, "new", RATE)
+    first.end()
+
+
+def test_a_tenants_cheap_calls_do_not_lower_what_its_costly_ones_are_expected_to_cost(
+    budget: DbTimeBudget, now: list[float]
+) -> None:
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    recall, persona = call_kind("tools/call", "recall"), call_kind("tools/call", "get_persona")
+    for kind, cost in [(recall, 300)] + [(persona, 2)] * 10:
+        run = budget.admit(tenant, "t", RATE, kind)
+        budget.charge(run, cost, RATE)
+        run.end()
+    now[0] += 30.0  # drained
+    spend(budget, other, 1)
+    first = budget.admit(tenant, "t", RATE, recall)
+    with pytest.raises(QuotaExceeded):  # 300 running + 300 expected: over the burst of 500
+        budget.admit(tenant, "t", RATE, recall)
+    budget.admit(tenant, "t", RATE, persona).end()  # a cheap call still runs beside it
     first.end()
 
 

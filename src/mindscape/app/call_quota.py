@@ -29,8 +29,10 @@ from mindscape.quotas.concurrency import adopt_reserved
 
 
 @asynccontextmanager
-async def admitted(context: Context[AppState, Any] | None) -> AsyncGenerator[None]:
-    """Raises QuotaExceeded (mapped by app.errors) when the tenant is over a limit; else holds a call slot."""
+async def admitted(context: Context[AppState, Any] | None, kind: str) -> AsyncGenerator[None]:
+    """Raises QuotaExceeded (mapped by app.errors) when the tenant is over a limit; else holds a call slot.
+
+    `kind` (quotas.db_time.call_kind) is what the call is, for its expected database time."""
     if context is None:
         yield
         return
@@ -47,10 +49,10 @@ async def admitted(context: Context[AppState, Any] | None) -> AsyncGenerator[Non
         limit = (await state.calls.limits(caller.tenant_id)).max_concurrent_calls.value
         slot = state.running.take(caller.tenant_id, caller.tenant_slug, limit)
     try:
-        run = db_time.adopt_reserved(caller.tenant_id)
+        run = db_time.adopt_reserved(caller.tenant_id, kind)
         if run is None:
             per_second = (await state.calls.limits(caller.tenant_id)).db_ms_per_second.value
-            run = state.db_time.admit(caller.tenant_id, caller.tenant_slug, per_second)
+            run = state.db_time.admit(caller.tenant_id, caller.tenant_slug, per_second, kind)
     except BaseException:
         slot.release()
         raise

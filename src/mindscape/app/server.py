@@ -44,6 +44,7 @@ from mindscape.app.state import AppState
 from mindscape.app.tools import campaigns, memory, personas, tasks
 from mindscape.database import trips
 from mindscape.errors import InvalidArgument
+from mindscape.quotas.db_time import call_kind
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
@@ -166,7 +167,7 @@ class MindscapeServer(MCPServer[AppState]):
         self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None
     ) -> CallToolResult | InputRequiredResult:
         try:
-            async with admitted(context):
+            async with admitted(context, call_kind("tools/call", name)):
                 await self._check_scope(name)
                 return await self._run_tool(name, arguments, context)
         except MCPError:
@@ -223,7 +224,7 @@ class MindscapeServer(MCPServer[AppState]):
         tracing.mark_request(context)
         try:
             validation.check_text("the resource URI", str(uri))
-            async with admitted(context):
+            async with admitted(context, call_kind("resources/read")):
                 return await super().read_resource(uri, context)
         except MCPError:
             raise
@@ -239,7 +240,7 @@ class MindscapeServer(MCPServer[AppState]):
         tracing.mark_request(context)
         try:
             self._check_prompt_arguments(name, arguments or {})
-            async with admitted(context):
+            async with admitted(context, call_kind("prompts/get", name)):
                 return await super().get_prompt(name, arguments, context)
         except MCPError:
             raise
@@ -258,7 +259,7 @@ class MindscapeServer(MCPServer[AppState]):
             tracing.mark_request(context)
             try:
                 validation.check_text("the value to complete", params.argument.value)
-                async with admitted(context):
+                async with admitted(context, call_kind("completion/complete")):
                     return CompleteResult(completion=await completions.complete(context, params.ref, params.argument))
             except MCPError:
                 raise

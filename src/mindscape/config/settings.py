@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         "only while other tenants are active (0: unlimited).",
     )
     quota_db_burst_ms: int = Field(
-        default=1000,
+        default=250,
         ge=0,
         le=3_600_000,
         description="Database time (ms) a tenant may use ahead of its quota_db_ms_per_second.",

@@ -230,25 +230,18 @@ async def recall(
     question = Question(terms, k, filters, mode, spec, vector, min_similarity)
     args = question.args()
     given: list[tuple[UUID, float]] | None = None
-    planned = False
-    if args.vector is not None:
-        path, ef = await sizes.path(conn, tenant_id, spec)
-        if path != "exact":
-            planned = True  # the approximate search's settings include PLAN_PER_CALL
-            hits = await memories.semantic_candidates(
-                conn,
-                tenant_id=tenant_id,
-                model=spec.key,
-                dims=spec.dimensions,
-                vector=args.vector,
-                filters=filters,
-                limit=args.depth,
-                exact=False,
-                ef_search=ef,
-                own_index=path == "own_index",
-            )
-            given = hits if len(hits) >= args.depth else None  # short: the exact search runs instead
-    if not planned:
+    if args.vector is not None and (await sizes.path(conn, tenant_id, spec))[0] != "exact":
+        # The approximate search (or the exact one when it comes up short); either sets PLAN_PER_CALL.
+        given = await semantic_search(
+            conn,
+            tenant_id=tenant_id,
+            spec=spec,
+            vector=list(args.vector),
+            filters=filters,
+            limit=args.depth,
+            sizes=sizes,
+        )
+    else:
         await set_locally(conn, memories.PLAN_PER_CALL)
     ranked = await memories.recall(conn, tenant_id=tenant_id, args=args, given=given)
     return answer(ranked, question, note)
@@ -260,17 +253,7 @@ async def recall_exact(reader: Reader, *, tenant_id: UUID, question: Question, n
     return answer(await memories.recall(reader, tenant_id=tenant_id, args=question.args()), question, note)
 
 
-def answer(ranked: list[memories.Ranked], question: Question, note: str | None) -> Recall:
-    found = [
-        RecalledMemory(
-            **r.memory.model_dump(),
-            score=r.score,
-            similarity=r.similarity,
-            semantic_rank=r.semantic_rank,
-            keyword_rank=r.keyword_rank,
-        )
-        for r in ranked
-    ]
+def answer(found: list[RecalledMemory], question: Question, note: str | None) -> Recall:
     if not found:
         searched = question.args().vector is not None
         empty = nothing_relevant(question.mode, question.terms, question.min_similarity, searched_meaning=searched)

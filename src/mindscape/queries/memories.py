@@ -18,11 +18,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from asyncpg import Record
 from pgvector import Vector
 
 from mindscape.database.pool import Connection, Reader
-from mindscape.models.memory import Memory
+from mindscape.models.memory import Memory, RecalledMemory
 from mindscape.queries.quotas import LOCK_CLASS
 from mindscape.queries.settings import set_locally
 
@@ -510,18 +509,9 @@ class RecallArgs:
         )
 
 
-@dataclass(frozen=True)
-class Ranked:
-    memory: Memory
-    score: float
-    similarity: float | None  # cosine to the query; None without a query vector or an embedding
-    semantic_rank: int | None
-    keyword_rank: int | None
-
-
 async def recall(
     reader: Reader, *, tenant_id: UUID, args: RecallArgs, given: Sequence[tuple[UUID, float]] | None = None
-) -> list[Ranked]:
+) -> list[RecalledMemory]:
     """The k best memories, best first; semantic candidates searched exactly, or `given` as (id,
     cosine distance) pairs, nearest first. Run with PLAN_PER_CALL in effect."""
     if given is None:
@@ -529,20 +519,7 @@ async def recall(
     else:
         ids, distances = [i for i, _ in given], [d for _, d in given]
         rows = await reader.fetch(RECALL_GIVEN, *args.params(tenant_id), ids, distances)
-    return [_ranked(r) for r in rows]
-
-
-def _ranked(row: Record) -> Ranked:
-    fields = dict(row)
-    score, similarity = fields.pop("score"), fields.pop("similarity")
-    semantic_rank, keyword_rank = fields.pop("semantic_rank"), fields.pop("keyword_rank")
-    return Ranked(
-        memory=Memory.model_validate(fields),
-        score=float(score),
-        similarity=None if similarity is None else float(similarity),
-        semantic_rank=semantic_rank,
-        keyword_rank=keyword_rank,
-    )
+    return [RecalledMemory.model_validate(dict(r)) for r in rows]
 
 
 _MEMORY_COLUMNS = (

@@ -7,9 +7,9 @@ what calls cost instead: the wall time of each call's tenant transactions (app.c
 in milliseconds, poured into one bucket per tenant that drains at `db_ms_per_second`.
 
 Before a call runs, the tenant's level is its bucket plus what its running calls are expected to
-cost (each the tenant's recent average call, EWMA, or what it has run so far if more), plus, when
-one of its calls is already running, this call's expected cost (UNKNOWN_COST_MS while the
-tenant's cost is still unknown). The call is refused, with the seconds until the bucket is low
+cost (each the tenant's recent average for that kind of call, EWMA by tool, or what it has run so
+far if more), plus, when one of its calls is already running, this call's expected cost (half the
+burst while that kind's cost is still unknown). The call is refused, with the seconds until the bucket is low
 enough (429 + Retry-After over HTTP, an isError result naming the limit otherwise), when that
 level is above `burst_ms` and another tenant that has made a call in the last ACTIVE_S seconds
 stands lower. So:
@@ -19,9 +19,12 @@ stands lower. So:
   machine is busy every call takes longer, the victim's too, and it must not pay for that;
 - counting running calls at their expected cost makes the budget adaptive: a tenant whose calls
   cost about the burst runs one at a time, one whose calls cost milliseconds is held only by
-  max_concurrent_calls. A tenant whose cost is not known yet (its first calls) is assumed cheap,
-  so that an agent's first parallel calls are not refused; a running call counts at least the
-  time it has run, so calls that turn out costly are held within the burst before any finishes;
+  max_concurrent_calls. Costs are learned per kind of call (call_kind: the tool), since cheap
+  calls say nothing of costly ones: a tenant mixing persona lookups into a flood of heavy recalls
+  ran five recalls at once on their lower average. A kind whose cost is not known yet counts half
+  the burst, so two such calls start at once while the tenant shares, and a third waits until
+  one has shown what they cost (five unknown recalls admitted at once were what broke the
+  neighbour's p99); a running call counts at least the time it has run;
 - a tenant with nothing running and its bucket within the burst is always admitted, so a call
   costing more than the burst still runs, one at a time.
 
@@ -45,8 +48,11 @@ from mindscape.errors import QuotaExceeded
 
 LIMIT = "db_ms_per_second"
 ACTIVE_S = 5.0  # a tenant with a call this recent is "active": the budget applies while one other is
-UNKNOWN_COST_MS = 50.0  # a call of a tenant with no finished call yet: a cheap one (tools take 2-50 ms)
-EWMA_WEIGHT = 0.2  # of the latest call in a tenant's average call cost
+# A call of a tenant with no finished call yet counts half the burst: two may start at once while
+# the tenant shares the process, a third waits until one has shown what they cost.
+UNKNOWN_SHARE_OF_BURST = 0.5
+EWMA_WEIGHT = 0.2  # of the latest call in a tenant's average cost of a kind of call
+KINDS_PER_TENANT = 64  # kinds of call whose cost is learned per tenant; a kind past these counts as unknown
 PRUNE_AT = 10_000  # tenants tracked before idle ones (an empty bucket) are dropped
 
 
@@ -57,6 +63,7 @@ class Run:
     tenant_id: UUID
     started: float
     _owner: DbTimeBudget = field(repr=False)
+    kind: str = ""  # call_kind(): what the call is, for its expected cost
     adopted: bool = False
     charged_ms: float = 0.0
     ended: bool = False
@@ -78,7 +85,9 @@ class Run:
 class _Tenant:
     level_ms: float = 0.0  # the bucket, as of `as_of`
     as_of: float = 0.0
-    average_ms: float = 0.0  # EWMA of a finished call's database time
+    # EWMA of a finished call's database time, by call_kind(): a tenant's cheap calls (a persona
+    # lookup) say nothing of what its costly ones (a recall over 10,000 memories) will cost.
+    averages: dict[str, float] = field(default_factory=dict[str, float])
     seen: float = -math.inf  # the last admission
     per_second: int = 0  # its rate, as of its last call (each tenant may have its own)
     running: list[Run] = field(default_factory=list[Run])
@@ -87,31 +96,35 @@ class _Tenant:
 class DbTimeBudget:
     def __init__(self, *, burst_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._burst_ms = burst_ms
+        self._unknown_ms = burst_ms * UNKNOWN_SHARE_OF_BURST
         self._clock = clock
         self._tenants: dict[UUID, _Tenant] = {}
 
     def level_ms(self, tenant_id: UUID, per_second: int) -> float:
         """The tenant's bucket now, plus its running calls at their expected cost (see _level)."""
         known = self._tenants.get(tenant_id)
-        return 0.0 if known is None else _level(known, per_second, self._clock())
+        return 0.0 if known is None else _level(known, per_second, self._clock(), self._unknown_ms)
 
     def lighter_tenant_active(self, tenant_id: UUID, level_ms: float) -> bool:
         """Whether another tenant made a call in the last ACTIVE_S seconds and stands below `level_ms`."""
         now = self._clock()
         return any(
-            other != tenant_id and known.seen >= now - ACTIVE_S and _level(known, known.per_second, now) < level_ms
+            other != tenant_id
+            and known.seen >= now - ACTIVE_S
+            and _level(known, known.per_second, now, self._unknown_ms) < level_ms
             for other, known in self._tenants.items()
         )
 
-    def admit(self, tenant_id: UUID, tenant_slug: str, per_second: int) -> Run:
-        """A running call of the tenant, or QuotaExceeded when it is over its share (0: unlimited)."""
+    def admit(self, tenant_id: UUID, tenant_slug: str, per_second: int, kind: str = "") -> Run:
+        """A running call of the tenant, of `kind` (call_kind()), or QuotaExceeded when it is over its
+        share (0: unlimited)."""
         if per_second:
             level = self.level_ms(tenant_id, per_second)
             known = self._tenants.get(tenant_id)
             if known is not None and any(run.charged_ms == 0 for run in known.running):
                 # Another call of the tenant is running: this one must fit in the burst as well, at
                 # its expected cost.
-                level += known.average_ms or UNKNOWN_COST_MS
+                level += _expected(known, kind, self._unknown_ms)
             over = level - self._burst_ms
             if over > 0 and self.lighter_tenant_active(tenant_id, self.level_ms(tenant_id, per_second)):
                 raise over_limit(tenant_slug, per_second, max(1, math.ceil(over / per_second)))
@@ -121,7 +134,7 @@ class DbTimeBudget:
         state = self._tenants.setdefault(tenant_id, _Tenant(as_of=now))
         state.seen = now
         state.per_second = per_second
-        run = Run(tenant_id, now, self)
+        run = Run(tenant_id, now, self, kind=kind)
         state.running.append(run)
         return run
 
@@ -141,28 +154,42 @@ class DbTimeBudget:
             return
         state.running = [r for r in state.running if r is not run]
         if run.charged_ms:
-            state.average_ms = (
-                run.charged_ms
-                if state.average_ms == 0
-                else (1 - EWMA_WEIGHT) * state.average_ms + EWMA_WEIGHT * run.charged_ms
-            )
+            average = state.averages.get(run.kind)
+            if average is not None:
+                state.averages[run.kind] = (1 - EWMA_WEIGHT) * average + EWMA_WEIGHT * run.charged_ms
+            elif len(state.averages) < KINDS_PER_TENANT:
+                state.averages[run.kind] = run.charged_ms
 
     def _prune(self, now: float) -> None:
         """Drop tenants that hold nothing: no running call, no recent call, an empty bucket."""
         self._tenants = {
             t: known
             for t, known in self._tenants.items()
-            if known.running or known.seen >= now - ACTIVE_S or _level(known, known.per_second, now) > 0
+            if known.running
+            or known.seen >= now - ACTIVE_S
+            or _level(known, known.per_second, now, self._unknown_ms) > 0
         }
 
 
-def _level(known: _Tenant, per_second: int, now: float) -> float:
-    """The bucket now, plus each running call at its expected cost (UNKNOWN_COST_MS while the
-    tenant's is unknown) or what it has run so far, if more."""
+def _level(known: _Tenant, per_second: int, now: float, unknown_ms: float) -> float:
+    """The bucket now, plus each running call at its expected cost (`unknown_ms` while the tenant's
+    is unknown) or what it has run so far, if more."""
     drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
-    expected = known.average_ms or UNKNOWN_COST_MS
-    pending = sum(max(expected, (now - run.started) * 1000) for run in known.running if run.charged_ms == 0)
+    pending = sum(
+        max(_expected(known, run.kind, unknown_ms), (now - run.started) * 1000)
+        for run in known.running
+        if run.charged_ms == 0
+    )
     return drained + pending
+
+
+def _expected(known: _Tenant, kind: str, unknown_ms: float) -> float:
+    return known.averages.get(kind) or unknown_ms
+
+
+def call_kind(method: str, name: str = "") -> str:
+    """What a call is, for its expected cost: the method, and the tool's or prompt's name."""
+    return f"{method} {name[:100]}" if name else method
 
 
 # The runs the HTTP middleware reserved for the request being handled (see quotas.concurrency).
@@ -171,9 +198,11 @@ reserved_runs: ContextVar[list[Run] | None] = ContextVar("mindscape_reserved_db_
 current_run: ContextVar[Run | None] = ContextVar("mindscape_db_run", default=None)
 
 
-def adopt_reserved(tenant_id: UUID) -> Run | None:
-    for run in reserved_runs.get() or ():
-        if run.tenant_id == tenant_id and run.adopt():
+def adopt_reserved(tenant_id: UUID, kind: str = "") -> Run | None:
+    """The run the middleware reserved for this call: one of its kind first (a batch holds several)."""
+    runs = [run for run in reserved_runs.get() or () if run.tenant_id == tenant_id]
+    for run in sorted(runs, key=lambda r: r.kind != kind):
+        if run.adopt():
             return run
     return None
 

@@ -22,7 +22,7 @@ limit, the same for every key of the tenant.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
@@ -79,22 +79,25 @@ class TenantLimits:
         messages, body = await _read_body(receive)
         replay = _replayer(messages, receive)
         requests = _requests(body)
-        counted = [(method, rid) for method, rid in requests if method in COUNTED]
+        counted = [(method, rid, name) for method, rid, name in requests if method in COUNTED]
         reserved: list[Slot] = []
         runs: list[Run] = []
         try:
             if counted:
                 limits = await self._calls.limits(caller.tenant_id)  # also makes known_limits current
                 try:
-                    for method, _ in counted:
+                    for method, _, _ in counted:
                         if method in WORK:
                             limit = limits.max_concurrent_calls.value
                             reserved.append(self._running.take(caller.tenant_id, caller.tenant_slug, limit))
                     if self._db_budget is not None:  # before calls are counted: a refusal costs none
                         per_second = limits.db_ms_per_second.value
-                        for method, _ in counted:
+                        for method, _, name in counted:
                             if method in WORK:
-                                runs.append(self._db_budget.admit(caller.tenant_id, caller.tenant_slug, per_second))
+                                kind = db_time.call_kind(method, name)
+                                runs.append(
+                                    self._db_budget.admit(caller.tenant_id, caller.tenant_slug, per_second, kind)
+                                )
                     for _ in counted:
                         await self._calls.check(caller.tenant_id, caller.tenant_slug)
                 except QuotaExceeded as exc:
@@ -154,21 +157,28 @@ def _replayer(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-def _requests(body: bytes) -> list[tuple[str, Any]]:
-    """(method, id) of the JSON-RPC messages in a body (a message or a batch); malformed bodies hold none."""
+def _requests(body: bytes) -> list[tuple[str, Any, str]]:
+    """(method, id, the tool's or prompt's name) of the JSON-RPC messages in a body (a message or a
+    batch); malformed bodies hold none."""
     try:
         parsed: Any = json.loads(body)
     except ValueError:
         return []  # the SDK answers malformed JSON itself
     items: list[Any] = parsed if isinstance(parsed, list) else [parsed]  # pyright: ignore[reportUnknownVariableType]
-    found: list[tuple[str, Any]] = []
+    found: list[tuple[str, Any, str]] = []
     for item in items:
         if isinstance(item, dict):
             message: dict[str, Any] = item  # pyright: ignore[reportUnknownVariableType]
             method = message.get("method")
             if isinstance(method, str):
-                found.append((method, message.get("id")))
+                found.append((method, message.get("id"), _name(message.get("params"))))
     return found
+
+
+def _name(params: Any) -> str:
+    """A tools/call's or prompts/get's `name` (not checked here: the SDK refuses a bad one)."""
+    name = cast(dict[str, Any], params).get("name") if isinstance(params, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def _too_many(exc: QuotaExceeded, request_id: Any) -> JSONResponse:
