@@ -51,3 +51,12 @@ async def test_every_path_ranks_alike(targets: Targets, tenant_factory: TenantFa
     assert all(one_statement), one_statement
     assert first == one_statement[0]
     assert given == one_statement
+    # What the fusion means, independently of how it runs: semantic mode ranks by similarity alone
+    # (score = similarity, ranks 1..n in order), keyword mode by words alone (no similarity).
+    semantic, keyword = one_statement[1], one_statement[2]
+    assert [(score, rank) for _, score, similarity, rank, _ in semantic if score == similarity] == [
+        (m[1], n) for n, m in enumerate(semantic, start=1)
+    ]
+    assert all(similarity is None and semantic_rank is None for _, _, similarity, semantic_rank, _ in keyword)
+    assert [m[4] for m in keyword] == list(range(1, len(keyword) + 1))
+    assert [m[1] for m in keyword] == sorted((m[1] for m in keyword), reverse=True)

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from mindscape.errors import QuotaExceeded
-from mindscape.quotas.db_time import ACTIVE_S, DbTimeBudget, call_kind
+from mindscape.quotas.db_time import ACTIVE_S, DbTimeBudget, adopt_reserved, call_kind, reserved_runs
 
 RATE = 100  # ms of database time per second
 
@@ -156,3 +156,18 @@ def test_zero_is_unlimited(budget: DbTimeBudget) -> None:
     spend(budget, other, 1)
     spend(budget, noisy, 100_000)
     budget.admit(noisy, "noisy", 0).end()
+
+
+def test_a_call_adopts_only_a_reserved_run_of_its_own_kind(budget: DbTimeBudget) -> None:
+    tenant = uuid.uuid4()
+    recall, persona = call_kind("tools/call", "recall"), call_kind("tools/call", "get_persona")
+    runs = [budget.admit(tenant, "t", RATE, persona), budget.admit(tenant, "t", RATE, recall)]
+    token = reserved_runs.set(runs)
+    try:
+        assert adopt_reserved(tenant, recall) is runs[1]
+        assert adopt_reserved(tenant, recall) is None  # taken; the persona lookup's is not a recall's
+        assert adopt_reserved(tenant, persona) is runs[0]
+    finally:
+        reserved_runs.reset(token)
+    for run in runs:
+        run.end()

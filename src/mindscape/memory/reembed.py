@@ -9,9 +9,10 @@ with exactly the memories still missing.
 `reembed` leaves the tenant on its current model until every memory has an embedding for the
 new one, so recall keeps working, with the old vectors, the whole time. Only then is the
 tenant's `settings.embedding_model` set to the new model's key (over the owner connection:
-tenants cannot change their own settings); servers use it from their next call
-(embeddings.registry.Embedders.observe). The old model's embeddings stay, next to the new ones,
-whatever their dimensions, so switching back costs nothing.
+tenants cannot change their own settings); servers use it from their next call that reads the
+tenant's settings (embeddings.registry.Embedders.observe), and a recall in one statement, which
+does not, within MODEL_TTL_S (30 s): until then it searches the old vectors. The old model's
+embeddings stay, next to the new ones, whatever their dimensions, so switching back costs nothing.
 """
 
 from __future__ import annotations

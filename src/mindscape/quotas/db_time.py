@@ -199,10 +199,10 @@ current_run: ContextVar[Run | None] = ContextVar("mindscape_db_run", default=Non
 
 
 def adopt_reserved(tenant_id: UUID, kind: str = "") -> Run | None:
-    """The run the middleware reserved for this call: one of its kind first (a batch holds several)."""
-    runs = [run for run in reserved_runs.get() or () if run.tenant_id == tenant_id]
-    for run in sorted(runs, key=lambda r: r.kind != kind):
-        if run.adopt():
+    """The run the middleware reserved for this call, of the same kind (a batch may hold several),
+    so that the call's cost is learned as what it is."""
+    for run in reserved_runs.get() or ():
+        if run.tenant_id == tenant_id and run.kind == kind and run.adopt():
             return run
     return None
 

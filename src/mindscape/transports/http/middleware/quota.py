@@ -40,6 +40,7 @@ from mindscape.tenancy.caller import Caller
 from mindscape.transports.http.sessions import SessionRefused
 
 WORK = frozenset({"tools/call", "resources/read", "prompts/get"})  # hold a call slot while they run
+NAMED = frozenset({"tools/call", "prompts/get"})  # their `name` is part of the call's kind
 COUNTED = WORK | {"initialize"}  # count against calls_per_minute
 QUOTA_ERROR_CODE = -32000  # JSON-RPC "server error" range
 
@@ -171,13 +172,16 @@ def _requests(body: bytes) -> list[tuple[str, Any, str]]:
             message: dict[str, Any] = item  # pyright: ignore[reportUnknownVariableType]
             method = message.get("method")
             if isinstance(method, str):
-                found.append((method, message.get("id"), _name(message.get("params"))))
+                found.append((method, message.get("id"), _name(method, message.get("params"))))
     return found
 
 
-def _name(params: Any) -> str:
-    """A tools/call's or prompts/get's `name` (not checked here: the SDK refuses a bad one)."""
-    name = cast(dict[str, Any], params).get("name") if isinstance(params, dict) else None
+def _name(method: str, params: Any) -> str:
+    """A tools/call's or prompts/get's `name` (not checked here: the SDK refuses a bad one); no
+    other method's, so a client cannot file a call under a kind of its choosing (db_time.call_kind)."""
+    if method not in NAMED or not isinstance(params, dict):
+        return ""
+    name = cast(dict[str, Any], params).get("name")
     return name if isinstance(name, str) else ""
 
 
