@@ -183,13 +183,16 @@ class Question:
     vector: list[float] | None
     min_similarity: float
 
+    @property
+    def searched_vector(self) -> list[float] | None:
+        """The vector searched by meaning: none with nothing to look for, or in keyword mode."""
+        return self.vector if self.terms.included and self.mode != "keyword" else None
+
     def args(self) -> memories.RecallArgs:
-        # Nothing to look for: no meaning either. Keyword mode searches no meaning.
-        vector = self.vector if self.terms.included and self.mode != "keyword" else None
         return memories.RecallArgs(
             filters=self.filters,
             model=self.spec.key,
-            vector=vector,
+            vector=self.searched_vector,
             depth=min(max(self.k * 3, 30), 300),  # candidates per signal
             included=self.terms.included,
             excluded=self.terms.excluded,
@@ -255,7 +258,7 @@ async def recall_exact(reader: Reader, *, tenant_id: UUID, question: Question, n
 
 def answer(found: list[RecalledMemory], question: Question, note: str | None) -> Recall:
     if not found:
-        searched = question.args().vector is not None
+        searched = question.searched_vector is not None
         empty = nothing_relevant(question.mode, question.terms, question.min_similarity, searched_meaning=searched)
         note = f"{note}; {empty}" if note else empty
     return Recall(memories=found, mode=question.mode, note=note)

@@ -385,15 +385,22 @@ async def semantic_candidates(
 # combination of the two scores, not reciprocal rank fusion: ranks drop how far apart candidates
 # are, and on LoCoMo RRF lost 0.03 recall@10 and 0.08 recall@5 against it. The
 # `$12 IS NULL` and `$19` switches fold away in the per-call plan (run it with PLAN_PER_CALL).
-_RECALL_KEPT = """
+# Memory m holds none of the excluded terms ($15).
+_NOT_EXCLUDED = """NOT EXISTS (
+    SELECT 1 FROM unnest($15::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
+  )"""
+# Best first: by score, then by the better rank in either signal, then semantic candidates first.
+_BEST_FIRST = """score DESC, least(coalesce(semantic_rank, 1073741824), coalesce(keyword_rank, 1073741824)),
+         semantic_rank NULLS LAST, keyword_rank"""
+_RECALL_KEPT = (
+    """
 ), kept AS MATERIALIZED (
   SELECT s.id, 1 - s.distance AS similarity, row_number() OVER (ORDER BY s.distance, s.id) AS semantic_rank
   FROM semantic s
   JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = s.id
-  WHERE 1 - s.distance >= $18
-    AND NOT EXISTS (
-      SELECT 1 FROM unnest($15::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
-    )
+  WHERE 1 - s.distance >= $18 AND """
+    + _NOT_EXCLUDED
+    + """
 ), terms AS MATERIALIZED (
   SELECT DISTINCT tq FROM unnest($14::text[]) AS t(term), websearch_to_tsquery('english', t.term) AS tq
   WHERE $19 AND numnode(tq) > 0
@@ -404,10 +411,12 @@ _RECALL_KEPT = """
 ), hits AS MATERIALIZED (
   SELECT m.id, m.created_at, m.search, m.context_search,
          (true"""
-_RECALL_KEYWORD = """
-          AND NOT EXISTS (
-            SELECT 1 FROM unnest($15::text[]) AS x(term) WHERE m.search @@ websearch_to_tsquery('english', x.term)
-          )) AS eligible
+)
+_RECALL_KEYWORD = (
+    """
+          AND """
+    + _NOT_EXCLUDED
+    + """) AS eligible
   FROM mindscape.memories m, anyterm
   WHERE $19 AND m.tenant_id = $1 AND (m.search @@ anyterm.q OR m.context_search @@ anyterm.q)
 ), weights AS MATERIALIZED (
@@ -446,18 +455,22 @@ _RECALL_KEYWORD = """
       ELSE $21 * coalesce(f.similarity, 0) + (1 - $21) * f.coverage
     END AS score
   FROM fused f
-  ORDER BY score DESC, least(coalesce(f.semantic_rank, 1073741824), coalesce(f.keyword_rank, 1073741824)),
-           f.semantic_rank NULLS LAST, f.keyword_rank
+  ORDER BY """
+    + _BEST_FIRST
+    + """
   LIMIT $22
 )
 SELECT """
-_RECALL_TAIL = """, b.score, b.similarity, b.semantic_rank, b.keyword_rank
+)
+_RECALL_TAIL = (
+    """, b.score, b.similarity, b.semantic_rank, b.keyword_rank
 FROM best b
 JOIN mindscape.memories m ON m.tenant_id = $1 AND m.id = b.id
 LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
-ORDER BY b.score DESC, least(coalesce(b.semantic_rank, 1073741824), coalesce(b.keyword_rank, 1073741824)),
-         b.semantic_rank NULLS LAST, b.keyword_rank
-"""
+ORDER BY """
+    + _BEST_FIRST
+    + "\n"
+)
 _SEMANTIC_EXACT = "WITH semantic(id, distance) AS MATERIALIZED (" + SEMANTIC_EXACT
 _SEMANTIC_GIVEN = """
 WITH semantic(id, distance) AS MATERIALIZED (

@@ -103,15 +103,13 @@ class DbTimeBudget:
     def level_ms(self, tenant_id: UUID, per_second: int) -> float:
         """The tenant's bucket now, plus its running calls at their expected cost (see _level)."""
         known = self._tenants.get(tenant_id)
-        return 0.0 if known is None else _level(known, per_second, self._clock(), self._unknown_ms)
+        return 0.0 if known is None else self._level(known, per_second, self._clock())
 
     def lighter_tenant_active(self, tenant_id: UUID, level_ms: float) -> bool:
         """Whether another tenant made a call in the last ACTIVE_S seconds and stands below `level_ms`."""
         now = self._clock()
         return any(
-            other != tenant_id
-            and known.seen >= now - ACTIVE_S
-            and _level(known, known.per_second, now, self._unknown_ms) < level_ms
+            other != tenant_id and known.seen >= now - ACTIVE_S and self._level(known, known.per_second, now) < level_ms
             for other, known in self._tenants.items()
         )
 
@@ -124,7 +122,7 @@ class DbTimeBudget:
             if known is not None and any(run.charged_ms == 0 for run in known.running):
                 # Another call of the tenant is running: this one must fit in the burst as well, at
                 # its expected cost.
-                level += _expected(known, kind, self._unknown_ms)
+                level += self._expected(known, kind)
             over = level - self._burst_ms
             if over > 0 and self.lighter_tenant_active(tenant_id, self.level_ms(tenant_id, per_second)):
                 raise over_limit(tenant_slug, per_second, max(1, math.ceil(over / per_second)))
@@ -160,31 +158,27 @@ class DbTimeBudget:
             elif len(state.averages) < KINDS_PER_TENANT:
                 state.averages[run.kind] = run.charged_ms
 
+    def _level(self, known: _Tenant, per_second: int, now: float) -> float:
+        """The bucket now, plus each running call at its expected cost or what it has run so far, if more."""
+        drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
+        pending = sum(
+            max(self._expected(known, run.kind), (now - run.started) * 1000)
+            for run in known.running
+            if run.charged_ms == 0
+        )
+        return drained + pending
+
+    def _expected(self, known: _Tenant, kind: str) -> float:
+        """A call's expected cost: the tenant's average for its kind, else half the burst."""
+        return known.averages.get(kind) or self._unknown_ms
+
     def _prune(self, now: float) -> None:
         """Drop tenants that hold nothing: no running call, no recent call, an empty bucket."""
         self._tenants = {
             t: known
             for t, known in self._tenants.items()
-            if known.running
-            or known.seen >= now - ACTIVE_S
-            or _level(known, known.per_second, now, self._unknown_ms) > 0
+            if known.running or known.seen >= now - ACTIVE_S or self._level(known, known.per_second, now) > 0
         }
-
-
-def _level(known: _Tenant, per_second: int, now: float, unknown_ms: float) -> float:
-    """The bucket now, plus each running call at its expected cost (`unknown_ms` while the tenant's
-    is unknown) or what it has run so far, if more."""
-    drained = max(0.0, known.level_ms - per_second * (now - known.as_of))
-    pending = sum(
-        max(_expected(known, run.kind, unknown_ms), (now - run.started) * 1000)
-        for run in known.running
-        if run.charged_ms == 0
-    )
-    return drained + pending
-
-
-def _expected(known: _Tenant, kind: str, unknown_ms: float) -> float:
-    return known.averages.get(kind) or unknown_ms
 
 
 def call_kind(method: str, name: str = "") -> str:

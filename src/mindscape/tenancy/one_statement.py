@@ -128,8 +128,12 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _key(query: str, settings: Settings) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return query, tuple(sorted(settings.items()))
+
+
 async def _compile(conn: PooledConnection, query: str, settings: Settings) -> _Compiled:
-    key = (query, tuple(sorted(settings.items())))
+    key = _key(query, settings)
     known = _COMPILED.get(key)
     if known is not None:
         return known
@@ -219,7 +223,7 @@ class OneQuery:
         except asyncpg.DatatypeMismatchError:
             # "structure of query does not match function result type": the query's result types
             # changed since it was compiled (a migration while serving): compiled again.
-            _COMPILED.pop((query, tuple(sorted(self.settings.items()))), None)
+            _COMPILED.pop(_key(query, self.settings), None)
             compiled = await _compile(self.conn, query, self.settings)
         await self.conn.execute(compiled.create)
         session.functions.add(compiled.name)
