@@ -122,11 +122,13 @@ async def test_a_write_whose_backend_is_terminated_mid_call_is_a_clean_temporary
     cluster: Cluster, tenant: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
     results: list[CallToolResult] = []
+    # With a persona, remember is a transaction (a one-statement write is the next test).
+    call = {"content": "cut off mid-call", "persona": "ada"}
     async with session(cluster, tenant) as client:
         async with memory_writes_held(cluster.targets, tenant.tenant_id) as held, anyio.create_task_group() as group:
 
             async def remember() -> None:
-                results.append(await client.call_tool("remember", {"content": "cut off mid-call"}))
+                results.append(await client.call_tool("remember", call))
 
             group.start_soon(remember)
             await polled(held.holds_calls)  # the call is in its transaction, waiting on the lock
@@ -138,8 +140,34 @@ async def test_a_write_whose_backend_is_terminated_mid_call_is_a_clean_temporary
         assert await stored(cluster, tenant, "cut off mid-call") == 0
         # The session goes on: the next call gets a fresh connection and the retry is stored once.
         await polled(lambda: served(client))
-        assert not data(await client.call_tool("remember", {"content": "cut off mid-call"}))["duplicate"]
+        assert not data(await client.call_tool("remember", call))["duplicate"]
     assert await stored(cluster, tenant, "cut off mid-call") == 1
+    assert_no_second_error(caplog)
+
+
+async def test_a_one_statement_write_whose_backend_is_terminated_may_have_been_saved(
+    cluster: Cluster, tenant: Caller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that commits as its statement ends cannot tell an end before the commit from one
+    after it: the answer says it may have been saved, and the retry the message suggests is safe."""
+    results: list[CallToolResult] = []
+    async with session(cluster, tenant) as client:
+        assert not (await client.call_tool("remember", {"content": "learns the tenant's settings"})).is_error
+        async with memory_writes_held(cluster.targets, tenant.tenant_id) as held, anyio.create_task_group() as group:
+
+            async def remember() -> None:
+                results.append(await client.call_tool("remember", {"content": "cut off mid-statement"}))
+
+            group.start_soon(remember)
+            await polled(held.holds_calls)  # the call's one statement waits on the lock
+            assert await cluster.terminate_backends() >= 1
+        message = error_text(results[0])
+        assert message.startswith(TEMPORARY + "the database is restarting or ended this connection while the change")
+        assert "remembering the same content again returns the stored memory if it was saved" in message
+        assert await stored(cluster, tenant, "cut off mid-statement") == 0  # it was waiting: not saved
+        await polled(lambda: served(client))
+        assert not data(await client.call_tool("remember", {"content": "cut off mid-statement"}))["duplicate"]
+    assert await stored(cluster, tenant, "cut off mid-statement") == 1
     assert_no_second_error(caplog)
 
 

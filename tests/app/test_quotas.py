@@ -240,6 +240,27 @@ async def test_max_memories_holds_under_concurrent_remembers(targets: Targets, t
     assert await memory_count(targets, tenant) == 5
 
 
+async def test_remembers_let_go_together_fill_the_last_place_once(targets: Targets, tenant: Caller) -> None:
+    """Each remember takes the tenant's lock before it counts: three waiting on it, let go at once
+    with one place left, store one memory between them (whichever path each write takes)."""
+    await set_quota(targets, tenant.tenant_slug, max_memories=3)
+    outcomes: list[bool] = []
+    async with session(targets, tenant, pool_max_size=8, quota_max_concurrent_calls=0) as client:
+        for i in range(2):
+            data(await client.call_tool("remember", {"content": f"stored before {i}"}))
+        async with memory_writes_held(targets, tenant.tenant_id) as held, anyio.create_task_group() as group:
+
+            async def one(i: int) -> None:
+                outcomes.append((await client.call_tool("remember", {"content": f"let go {i}"})).is_error)
+
+            for i in range(3):
+                group.start_soon(one, i)
+            await polled(lambda: held.holds_calls(3))
+            await held.release()
+    assert sorted(outcomes) == [False, True, True]
+    assert await memory_count(targets, tenant) == 3
+
+
 async def test_the_default_max_memories_applies_and_an_override_beats_it(targets: Targets, tenant: Caller) -> None:
     async with session(targets, tenant, quota_max_memories=1) as client:
         data(await client.call_tool("remember", {"content": "only one"}))

@@ -204,7 +204,7 @@ async def test_recall_is_one_round_trip_once_the_tenant_is_known(
     assert looked_up[1:] == ([10, 10] if targets.pooled else [6, 6])
 
 
-async def test_remember_counts_against_the_quota_in_two_round_trips(
+async def test_remember_is_one_round_trip_and_counts_against_the_quota(
     targets: Targets, tenant_factory: TenantFactory
 ) -> None:
     tenant = await tenant_factory(PERSONAS_A, "tripe")
@@ -219,10 +219,12 @@ async def test_remember_counts_against_the_quota_in_two_round_trips(
 
     new = await _counted(targets, tenant.tenant_slug, "remember", fresh)
     duplicate = await _counted(targets, tenant.tenant_slug, "remember", again)
-    # BEGIN, the context, the insert (which takes the quota's lock first), the embedding, the
-    # count over every memory (two: see them all, then count and see only one's own again),
-    # COMMIT. A duplicate adds nothing, so nothing is counted. (A server's first remember also
-    # starts a backfill of pending embeddings after its reply, counted as one more remember, in
-    # any order with the next calls: the two warm calls are the two cheapest.)
-    assert sorted(new)[:2] == ([12, 12] if targets.pooled else [7, 7])
-    assert sorted(duplicate)[:2] == ([8, 8] if targets.pooled else [5, 5])
+    # One statement: the context, the insert under the quota's lock, the embedding and the count
+    # over every memory, committed as it ends (queries/memories.py REMEMBER). Through PgBouncer a
+    # transaction: BEGIN, the context, the insert, the embedding, the count (two: see them all,
+    # then count and see only one's own again), COMMIT, each statement prepared first; a duplicate
+    # adds nothing, so nothing is counted. (A server's first remember also starts a backfill of
+    # pending embeddings after its reply, counted as one more remember, in any order with the
+    # next calls: the two warm calls are the two cheapest.)
+    assert sorted(new)[:2] == ([12, 12] if targets.pooled else [1, 1])
+    assert sorted(duplicate)[:2] == ([8, 8] if targets.pooled else [1, 1])

@@ -23,7 +23,7 @@ from mindscape.queries.quotas import LOCK_CLASS
 
 WAITING = """
 SELECT count(*) FROM pg_stat_activity
-WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%' AND pid <> pg_backend_pid()
+WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND pid <> pg_backend_pid()
 """
 
 

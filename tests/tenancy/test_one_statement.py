@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
 from mindscape.database.pool import Pool, counted, create_pool
+from mindscape.database.scripts import Script
 from mindscape.errors import TenantUnavailable
 from mindscape.ops import tenants as tenant_ops
 from mindscape.queries import personas
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.one_statement import OneQuery, tenant_read
+from mindscape.tenancy.one_statement import OneQuery, tenant_read, tenant_write
 from mindscape.tenancy.transaction import context_values
-from tests.support.tenants import TenantFactory, World, persona
+from tests.support.tenants import TenantFactory, World, persona, set_quota
 
 pytestmark = [
     pytest.mark.anyio,
@@ -260,3 +262,111 @@ async def test_a_reads_settings_govern_its_query_in_a_transaction_too(pool: Pool
     async with pool.acquire() as conn:
         after = await conn.fetchrow(PLANNER)
     assert dict(after or {}) == {"plan": "auto", "workers": "2"}
+
+
+# --- writes: a script in one statement -------------------------------------------------------
+
+RENAME = Script(
+    parameters="text, boolean",
+    returns="slug text, role text, tenant text, read_only text",
+    body="""
+  UPDATE mindscape.personas SET name = $1 WHERE slug = 'ada';
+  IF $2 THEN
+    RAISE EXCEPTION 'the second statement fails' USING ERRCODE = '22012';
+  END IF;
+  RETURN QUERY SELECT p.slug, current_user::text, current_setting('app.tenant_id', true),
+                      current_setting('transaction_read_only')
+               FROM mindscape.personas p WHERE p.slug = 'ada';
+""",
+)
+
+
+async def rename(
+    pool: Pool, caller: Caller, name: str, *, fail: bool = False, seen: dict[str, Any] | None = None
+) -> list[asyncpg.Record] | None:
+    async with tenant_write(pool, caller, statement_timeout_ms=TIMEOUT_MS) as writer:
+        return await writer.run(RENAME, name, fail, seen={} if seen is None else seen)
+
+
+async def name_of(pool: Pool, caller: Caller) -> str | None:
+    async with tenant_read(pool, caller, statement_timeout_ms=TIMEOUT_MS) as tx:
+        found = await personas.get(tx.conn, tenant_id=tx.tenant_id, slug="ada")
+    return found.name if found is not None else None
+
+
+async def test_a_write_is_one_round_trip_commits_and_changes_only_its_tenant(
+    pool: Pool, world: World, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    assert await rename(pool, caller, "Ada One") is not None  # the function made first
+    before = await trips_of(pool)
+    rows = await rename(pool, caller, "Ada Two")
+    assert await trips_of(pool) == before + 1  # the statement; its release sent no reset
+    assert rows is not None
+    assert [dict(r) for r in rows] == [
+        {"slug": "ada", "role": "mindscape_tenant", "tenant": str(caller.tenant_id), "read_only": "off"}
+    ]
+    assert await name_of(pool, caller) == "Ada Two"  # committed, seen by the next statement
+    assert await name_of(pool, world.b) == "Ada of B"  # another tenant's persona of the same slug is untouched
+    async with pool.acquire() as conn:
+        after = await conn.fetchrow(SESSION)
+    assert after is not None
+    assert after["role"] == "mindscape_app"
+    assert not after["tenant"]
+
+
+async def test_a_write_that_fails_in_its_second_statement_writes_nothing(
+    pool: Pool, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await rename(pool, caller, "Half Written", fail=True)
+    assert await name_of(pool, caller) == "Ada"
+
+
+async def test_a_write_whose_tenant_settings_changed_writes_nothing(
+    pool: Pool, world: World, tenant_factory: TenantFactory
+) -> None:
+    """The caller decided from settings it saw; changed since, nothing is written and it is told to
+    write in a transaction (None)."""
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    assert await rename(pool, caller, "Ada Seen", seen={}) is not None
+    await set_quota(world.targets, caller.tenant_slug, max_memories=5)
+    assert await rename(pool, caller, "Ada Unseen", seen={}) is None
+    assert await name_of(pool, caller) == "Ada Seen"
+    assert await rename(pool, caller, "Ada Current", seen={"max_memories": 5}) is not None
+    assert await name_of(pool, caller) == "Ada Current"
+
+
+async def test_a_write_of_a_disabled_tenant_is_refused(pool: Pool, world: World, tenant_factory: TenantFactory) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    await tenant_ops.set_tenant_status(world.targets, slug=caller.tenant_slug, status="disabled")
+    with pytest.raises(TenantUnavailable, match="disabled"):
+        await rename(pool, caller, "Ada Disabled")
+
+
+async def test_a_pool_without_that_session_timeout_is_told_to_write_in_a_transaction(
+    pool: Pool, world: World, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    other = await create_pool(world.targets.runtime, min_size=1, max_size=1, pooled=False)
+    try:
+        await trips_of(other)  # the new connection's first release resets it
+        idle = -(await trips_of(other)) + await trips_of(other)  # what looking costs
+        before = await trips_of(other)
+        assert await rename(other, caller, "Ada Elsewhere") is None
+        assert await trips_of(other) - before == idle  # the write sent nothing
+    finally:
+        await other.close()
+    assert await name_of(pool, caller) == "Ada"
+
+
+async def test_a_write_on_a_session_that_lost_its_functions_makes_them_again(
+    pool: Pool, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    assert await rename(pool, caller, "Ada Before") is not None
+    async with pool.acquire() as conn:
+        await conn.execute("DISCARD TEMP")
+    assert await rename(pool, caller, "Ada After") is not None
+    assert await name_of(pool, caller) == "Ada After"

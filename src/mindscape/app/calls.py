@@ -28,7 +28,7 @@ from mindscape.errors import DatabaseUnreachable
 from mindscape.quotas.db_time import current_run
 from mindscape.tenancy import one_statement
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.one_statement import Settings, TenantRead
+from mindscape.tenancy.one_statement import OneWrite, Settings, TenantRead
 from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 
 # The tool being called, set by MindscapeServer.call_tool: the audit trail's `tool` (migration 0006).
@@ -97,6 +97,26 @@ async def tenant_read(
 
     async with _charged(ctx, open_on, read_only=True, caller=caller, primary=False) as tx:
         yield tx
+
+
+@asynccontextmanager
+async def tenant_write(ctx: Context[AppState]) -> AsyncGenerator[OneWrite]:
+    """A write that is one script, as the request's caller, on the primary: one round trip where
+    the pool allows it (tenancy.one_statement); else its `run` answers None and the caller writes
+    in a transaction (tenant_call)."""
+    state = ctx.request_context.lifespan_context
+
+    def open_on(pool: Pool, who: Caller) -> AbstractAsyncContextManager[OneWrite]:
+        return one_statement.tenant_write(
+            pool,
+            who,
+            statement_timeout_ms=state.settings.statement_timeout_ms,
+            call=CURRENT_CALL.get(),
+            acquire_timeout_s=state.settings.pool_acquire_timeout_s,
+        )
+
+    async with _charged(ctx, open_on, read_only=False, caller=None, primary=True) as writer:
+        yield writer
 
 
 @asynccontextmanager

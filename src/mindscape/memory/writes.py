@@ -18,14 +18,15 @@ from uuid import UUID
 
 import asyncpg
 
+from mindscape.database.scripts import ScriptRunner
 from mindscape.embeddings.base import EmbeddingError, ModelSpec, ModelUnavailable
-from mindscape.embeddings.registry import Embedders
+from mindscape.embeddings.registry import Embedders, active_spec
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.memory.context import context_of, embed_with_context
 from mindscape.models.memory import Memory, Remembered, Visibility
 from mindscape.queries import lookups, memories
-from mindscape.quotas.limits import Limit
-from mindscape.quotas.memories import check_content_size
+from mindscape.quotas.limits import Limit, Limits
+from mindscape.quotas.memories import check_content_size, refused
 from mindscape.tenancy.caller import Caller
 from mindscape.tenancy.transaction import TenantTx
 
@@ -168,9 +169,7 @@ async def store(
             lock=lock,
         )
     except asyncpg.ForeignKeyViolationError as exc:
-        if how.task_id is not None and "task" in (exc.constraint_name or ""):
-            raise NotFound(f"no task with id {how.task_id} in this workspace; list_tasks shows the ids") from None
-        raise
+        raise _no_such_task(exc, how.task_id) from None
     if old is not None and how.supersedes is not None:
         if duplicate:
             same = memory_id == how.supersedes
@@ -200,6 +199,65 @@ async def store(
         embedding="ready" if ready else "pending",
         note=note,
     )
+
+
+def _no_such_task(exc: asyncpg.ForeignKeyViolationError, task_id: UUID | None) -> Exception:
+    if task_id is not None and "task" in (exc.constraint_name or ""):
+        return NotFound(f"no task with id {task_id} in this workspace; list_tasks shows the ids")
+    return exc
+
+
+def at_once(embedders: Embedders, prepared: Prepared, seen: dict[str, Any]) -> bool:
+    """Whether store_at_once can store `prepared` for a tenant whose settings are `seen`: it was
+    embedded with the model those settings name."""
+    return prepared.vector is not None and prepared.spec == active_spec(seen, embedders.default)
+
+
+async def store_at_once(
+    writer: ScriptRunner,
+    prepared: Prepared,
+    *,
+    tenant_id: UUID,
+    tenant_slug: str,
+    seen: tuple[dict[str, Any], Limits],
+    kind: str | None,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_in_days: int | None,
+    visibility: Visibility | None,
+    task_id: UUID | None,
+) -> Remembered | None:
+    """store() in one statement, for a memory of no persona that replaces none, embedded (see
+    `at_once`): the same answers, errors and quota check, from the tenant's settings as `seen`
+    (settings and the limits made from them). None: nothing was written, use store()."""
+    settings, limits = seen
+    if prepared.vector is None or visibility == "persona":
+        return None
+    check_content_size(len(prepared.content.encode("utf-8")), limits.max_content_bytes)
+    try:
+        done = await memories.remember_at_once(
+            writer,
+            tenant_id=tenant_id,
+            kind=kind or "note",
+            content=prepared.content,
+            metadata=metadata,
+            importance=importance,
+            expires_at=datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None,
+            visibility=visibility or "tenant",
+            task_id=task_id,
+            max_memories=limits.max_memories.value,
+            model=prepared.spec.key,
+            vector=prepared.vector,
+            seen=settings,
+        )
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise _no_such_task(exc, task_id) from None
+    if done is None:
+        return None
+    if done.id is None:
+        held = (done.live or 0) - 1
+        raise refused(tenant_slug, limits.max_memories, held=held, adding=1)
+    return Remembered(id=done.id, duplicate=done.duplicate, embedding="ready", note=None)
 
 
 async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, batch: int = BACKFILL_BATCH) -> int:

@@ -12,17 +12,19 @@ narrows what the policy shows: by default to the versions valid now.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from pgvector import Vector
 
 from mindscape.database.pool import Connection, Reader
+from mindscape.database.scripts import Script, ScriptRunner, literal
 from mindscape.models.memory import Memory, RecalledMemory
-from mindscape.queries.quotas import LOCK_CLASS
+from mindscape.queries.quotas import LIVE, LOCK_CLASS, UP_TO
 from mindscape.queries.settings import set_locally
 
 
@@ -208,6 +210,104 @@ SELECT EXISTS (SELECT 1 FROM mindscape.memory_embeddings WHERE tenant_id = $1 AN
 
 async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory_id: UUID) -> bool:
     return bool(await conn.fetchval(HAS_EMBEDDING, tenant_id, model, memory_id))
+
+
+# remember in one statement (tenancy.one_statement.tenant_write): the insert as INSERT runs it
+# ($1-$11; under the lock when there is a limit, $12 > 0), the embedding ($13 model, $14 vector),
+# and, for a new row under a limit, the count over every memory. Each statement of the function
+# takes its own snapshot as it starts, so the count sees every earlier lock holder's rows, and the
+# embeddings policy sees the new row. Over the limit it raises OVER_LIMIT with the live count as
+# its detail: the statement, the insert with it, is rolled back.
+OVER_LIMIT = "MS429"
+REMEMBER = Script(
+    # INSERT's tenant, persona, kind, content, hash, metadata, importance, expiry, visibility, task,
+    # lock class; then the limit, the model, the vector.
+    parameters="uuid, uuid, text, text, bytea, jsonb, real, timestamptz, text, uuid, integer, integer, text, vector",
+    returns="id uuid, created boolean",
+    declare="""
+        mindscape_id__ uuid;
+        mindscape_created__ boolean;
+        mindscape_n__ bigint;
+        mindscape_before__ text;
+    """,
+    body=f"""
+  IF $12 > 0 THEN
+    {INSERT_LOCKED.strip()}
+    INTO mindscape_id__, mindscape_created__;
+  ELSE
+    {INSERT.strip()}
+    INTO mindscape_id__, mindscape_created__;
+  END IF;
+  EXECUTE {literal(STORE_EMBEDDINGS)} USING $1, $13, ARRAY[mindscape_id__], ARRAY[$14];
+  IF $12 > 0 AND mindscape_created__ THEN
+    mindscape_before__ := coalesce(current_setting('app.all_memories', true), '');
+    PERFORM set_config('app.all_memories', 'on', true);  -- the quota counts every memory (queries/quotas.py)
+    EXECUTE {literal(UP_TO)} INTO mindscape_n__ USING $1, $12 + 1;
+    IF mindscape_n__ > $12 THEN
+      EXECUTE {literal(LIVE)} INTO mindscape_n__ USING $1;
+    END IF;
+    PERFORM set_config('app.all_memories', mindscape_before__, true);
+    IF mindscape_n__ > $12 THEN
+      RAISE EXCEPTION 'over max_memories' USING ERRCODE = '{OVER_LIMIT}', DETAIL = mindscape_n__::text;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT mindscape_id__, mindscape_created__;
+""",
+)
+
+
+@dataclass(frozen=True)
+class RememberedAtOnce:
+    id: UUID | None  # None: over the limit, nothing was written
+    duplicate: bool = False
+    live: int | None = None  # over the limit: the tenant's live memories, the new one included
+
+
+async def remember_at_once(
+    writer: ScriptRunner,
+    *,
+    tenant_id: UUID,
+    kind: str,
+    content: str,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_at: datetime | None,
+    visibility: str,
+    task_id: UUID | None,
+    max_memories: int,
+    model: str,
+    vector: Sequence[float],
+    seen: Mapping[str, Any],
+) -> RememberedAtOnce | None:
+    """REMEMBER; None when nothing was written and the caller should write in a transaction
+    (`seen`, the tenant's settings `max_memories` and `model` came from, changed, or the
+    connection cannot run scripts)."""
+    try:
+        rows = await writer.run(
+            REMEMBER,
+            tenant_id,
+            None,
+            kind,
+            content,
+            content_hash(content),
+            metadata,
+            importance,
+            expires_at,
+            visibility,
+            task_id,
+            LOCK_CLASS,
+            max_memories,
+            model,
+            Vector(list(vector)),
+            seen=seen,
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != OVER_LIMIT:
+            raise
+        return RememberedAtOnce(id=None, live=int(str(exc.detail)))
+    if rows is None:
+        return None
+    return RememberedAtOnce(id=rows[0]["id"], duplicate=not rows[0]["created"])
 
 
 PENDING = """

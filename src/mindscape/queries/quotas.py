@@ -23,16 +23,14 @@ COUNTED_THEN_RESTORED = "SELECT c.n, set_config('app.all_memories', ${restore}, 
 
 # Every row, expired or not, stopping past $2: an index-only scan costing at most the limit. A tenant
 # under the limit by this count is under it; only one over it is counted again, exactly.
-COUNT_MEMORIES_UP_TO = COUNTED_THEN_RESTORED.format(
-    restore=3, count="SELECT count(*) AS n FROM (SELECT FROM mindscape.memories WHERE tenant_id = $1 LIMIT $2) m"
-)
+UP_TO = "SELECT count(*) AS n FROM (SELECT FROM mindscape.memories WHERE tenant_id = $1 LIMIT $2) m"
 # Expired memories are never returned and never purged, so they do not count against the limit.
 # This one reads the heap (expires_at), so it runs only when the cheap count above is over the limit.
-COUNT_LIVE_MEMORIES = COUNTED_THEN_RESTORED.format(
-    restore=2,
-    count="SELECT count(*) AS n FROM mindscape.memories"
-    " WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now())",
+LIVE = (
+    "SELECT count(*) AS n FROM mindscape.memories WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > now())"
 )
+COUNT_MEMORIES_UP_TO = COUNTED_THEN_RESTORED.format(restore=3, count=UP_TO)
+COUNT_LIVE_MEMORIES = COUNTED_THEN_RESTORED.format(restore=2, count=LIVE)
 
 
 async def lock_memory_writes(conn: Connection, *, tenant_id: UUID) -> None:

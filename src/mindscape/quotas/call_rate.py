@@ -99,6 +99,15 @@ class CallQuota:
             else effective_own(TenantQuotas(), self._settings)
         )
 
+    def seen(self, tenant_id: UUID) -> tuple[dict[str, Any], Limits] | None:
+        """The tenant's settings as last read (however long ago) and the limits made from them, for
+        a write that checks in its own statement that they are still current (tenancy.one_statement)."""
+        known = self._known.get(tenant_id)
+        settings = self._seen.get(tenant_id)
+        if known is None or settings is None:
+            return None
+        return settings, self._limits_from(tenant_id, known[0])
+
     def _limits_from(self, tenant_id: UUID, own: TenantQuotas) -> Limits:
         made = self._effective.get(tenant_id)
         if made is not None and made[0] is own:

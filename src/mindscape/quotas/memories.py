@@ -53,7 +53,7 @@ async def check_count(tx: TenantTx, tenant_slug: str, limit: Limit, *, added: in
         return
     live = await live_count_if_over(tx, limit)
     if live is not None:
-        raise _over(tenant_slug, limit, held=live - added, adding=added)
+        raise refused(tenant_slug, limit, held=live - added, adding=added)
 
 
 async def check_room(tx: TenantTx, tenant_slug: str, limit: Limit, *, adding: int) -> None:
@@ -62,10 +62,10 @@ async def check_room(tx: TenantTx, tenant_slug: str, limit: Limit, *, adding: in
         return
     live = await live_count_if_over(tx, limit, adding=adding)
     if live is not None:
-        raise _over(tenant_slug, limit, held=live, adding=adding)
+        raise refused(tenant_slug, limit, held=live, adding=adding)
 
 
-def _over(tenant_slug: str, limit: Limit, *, held: int, adding: int) -> QuotaExceeded:
+def refused(tenant_slug: str, limit: Limit, *, held: int, adding: int) -> QuotaExceeded:
     return QuotaExceeded(
         f"tenant {tenant_slug} holds {held} memories, limit {limit.value}"
         + (f" (this import adds {adding})" if adding > 1 else "")

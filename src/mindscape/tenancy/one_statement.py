@@ -1,4 +1,5 @@
-"""A read that is one query, in one round trip: context and query in one statement.
+"""A read that is one query, or a write that is one script, in one round trip: context and
+query in one statement.
 
 A tenant transaction costs BEGIN, the context statement, the query and the end: four round
 trips for a read such as get_persona. Here the query's own SQL constant becomes a function in
@@ -15,6 +16,13 @@ It is used only where it keeps every guarantee of tenant_transaction:
 - a direct connection: through a transaction-mode pooler a temporary function would live on one
   server connection only; and one that can create it (a hot standby cannot): a connection that
   fails to is not asked again.
+
+A write (`tenant_write`, a `Script`: several statements in plpgsql) is made into a function the
+same way, without read-only. What a transaction's caller decides from the tenant's settings (its
+limits, its model) the write's caller decides from the settings it last saw, which the function
+compares with the tenant's current ones before writing anything; if they differ, or the
+connection cannot run it, nothing is written and the caller writes in a transaction instead.
+The statement commits as it ends, so a connection lost under it is CommitUnknown, as a COMMIT is.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from anyio.abc import TaskGroup
 from asyncpg import Record
 
 from mindscape.database.pool import (
+    FAILURES,
     Pool,
     PooledConnection,
     Reader,
@@ -43,28 +52,22 @@ from mindscape.database.pool import (
     end,
     release,
 )
-from mindscape.errors import InvalidArgument, TenantUnavailable
+from mindscape.database.scripts import Script, literal
+from mindscape.errors import CommitUnknown, InvalidArgument, TenantUnavailable
 from mindscape.queries.settings import set_locally
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import context_values, set_context, transaction_on, unavailable
+from mindscape.tenancy.transaction import context_values, server_answered, set_context, transaction_on, unavailable
 
 log = logging.getLogger(__name__)
 
-# Raised by the function when the tenant is disabled or gone (a code of our own, class "MS").
+# Raised by the function when the tenant is disabled or gone (codes of our own, class "MS"), and
+# by a write's when the tenant's settings are no longer those the caller saw.
 TENANT_UNAVAILABLE = "MS403"
+SETTINGS_CHANGED = "MS412"
 
-# The context as tenant_transaction's SET_CONTEXT sets it, less the statement timeout (the
-# session's governs): `ctx` holds context_values() in order. Read-only comes first, so nothing
-# after it can write.
-FUNCTION = """
-CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
-LANGUAGE plpgsql{settings} AS $mindscape_read$
-DECLARE
-  mindscape_active__ boolean;
-BEGIN
-  SELECT c.status = 'active' INTO mindscape_active__
-  FROM mindscape.tenant_context(
-      set_config('transaction_read_only', 'on', true),
+# tenant_context's arguments: the context as tenant_transaction's SET_CONTEXT sets it, less the
+# statement timeout (the session's governs); `mindscape_ctx__` holds context_values() in order.
+CONTEXT = """mindscape.tenant_context({first}
       set_config('role', 'mindscape_tenant', true),
       set_config('app.tenant_id', mindscape_ctx__[1], true),
       set_config('app.principal', mindscape_ctx__[2], true),
@@ -74,13 +77,46 @@ BEGIN
       set_config('app.client_name', mindscape_ctx__[7], true),
       set_config('app.client_version', mindscape_ctx__[8], true),
       set_config('app.all_memories', mindscape_ctx__[9], true)
-  ) c;
+  ) c"""
+
+# A read: read-only comes first, so nothing after it can write.
+FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[]) RETURNS SETOF record
+LANGUAGE plpgsql{settings} AS $mindscape_read$
+DECLARE
+  mindscape_active__ boolean;
+BEGIN
+  SELECT c.status = 'active' INTO mindscape_active__
+  FROM {context};
   IF mindscape_active__ IS NOT TRUE THEN
     RAISE EXCEPTION 'tenant unavailable' USING ERRCODE = '{unavailable}';
   END IF;
   RETURN QUERY {query};
 END
 $mindscape_read$
+"""
+READ_CONTEXT = CONTEXT.format(first="\n      set_config('transaction_read_only', 'on', true),")
+
+# A write (a Script): its statements run only if the tenant's settings are still those the caller
+# decided with (`mindscape_seen__`: limits, model), else SETTINGS_CHANGED and nothing is written.
+WRITE_FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.{name}({parameters}mindscape_ctx__ text[], mindscape_seen__ jsonb)
+RETURNS SETOF record LANGUAGE plpgsql AS $mindscape_write$
+DECLARE
+  mindscape_active__ boolean;
+  mindscape_same__ boolean;{declare}
+BEGIN
+  SELECT c.status = 'active', c.settings = mindscape_seen__ INTO mindscape_active__, mindscape_same__
+  FROM {context};
+  IF mindscape_active__ IS NOT TRUE THEN
+    RAISE EXCEPTION 'tenant unavailable' USING ERRCODE = '{unavailable}';
+  END IF;
+  IF mindscape_same__ IS NOT TRUE THEN
+    RAISE EXCEPTION 'tenant settings changed' USING ERRCODE = '{changed}';
+  END IF;
+{body}
+END
+$mindscape_write$
 """
 
 # A connection that fails to create a function with one of these can create none: it is not asked again.
@@ -121,11 +157,7 @@ def _set_clauses(settings: Settings) -> str:
     for name in settings:
         if not SETTING_NAME.fullmatch(name):
             raise ValueError(f"bad setting name {name!r}")
-    return "".join(f"\nSET {name} = {_literal(value)}" for name, value in sorted(settings.items()))
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    return "".join(f"\nSET {name} = {literal(value)}" for name, value in sorted(settings.items()))
 
 
 def _key(query: str, settings: Settings) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -155,6 +187,7 @@ async def _compile(conn: PooledConnection, query: str, settings: Settings) -> _C
             name=name,
             parameters="".join(f"{t}, " for t in parameter_types),
             settings=clauses,
+            context=READ_CONTEXT,
             unavailable=TENANT_UNAVAILABLE,
             query=query.strip(),
         ),
@@ -162,6 +195,54 @@ async def _compile(conn: PooledConnection, query: str, settings: Settings) -> _C
     )
     _COMPILED[key] = compiled
     return compiled
+
+
+_SCRIPTS: dict[Script, _Compiled] = {}
+
+
+def _compile_script(script: Script) -> _Compiled:
+    known = _SCRIPTS.get(script)
+    if known is not None:
+        return known
+    if "$mindscape_write$" in script.body:
+        raise ValueError("a script cannot contain the function's quote")
+    declare = "".join(f"\n  {line.strip()}" for line in script.declare.strip().splitlines())
+    types = [t.strip() for t in script.parameters.split(",")]
+    text = "\0".join([*types, script.returns, declare, script.body])
+    name = "mindscape_write_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(types) + 3))
+    compiled = _Compiled(
+        name=name,
+        create=WRITE_FUNCTION.format(
+            name=name,
+            parameters="".join(f"{t}, " for t in types),
+            declare=declare,
+            context=CONTEXT.format(first=""),
+            unavailable=TENANT_UNAVAILABLE,
+            changed=SETTINGS_CHANGED,
+            body=script.body.strip("\n"),
+        ),
+        call=f"SELECT * FROM pg_temp.{name}({placeholders}) AS t({script.returns})",
+    )
+    _SCRIPTS[script] = compiled
+    return compiled
+
+
+async def _created(conn: PooledConnection, compiled: _Compiled) -> bool:
+    """Whether `compiled`'s function exists on `conn`, made now if need be; False if it could not be.
+    A connection that fails with CANNOT_CREATE is not asked again."""
+    session = counted(conn)
+    if compiled.name in session.functions:
+        return True
+    try:
+        await conn.execute(compiled.create)
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate in CANNOT_CREATE:
+            session.no_functions = True
+            log.info("one-statement calls are off on a connection that cannot create functions (%s)", exc.sqlstate)
+        return False
+    session.functions.add(compiled.name)
+    return True
 
 
 @dataclass
@@ -200,19 +281,10 @@ class OneQuery:
         if session.no_functions:
             return await self._in_transaction(query, args)
         compiled = await _compile(self.conn, query, self.settings)
-        if compiled.name not in session.functions:
-            try:
-                await self.conn.execute(compiled.create)
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate in CANNOT_CREATE:
-                    session.no_functions = True
-                    log.info(
-                        "one-statement reads are off on a connection that cannot create functions (%s)", exc.sqlstate
-                    )
-                # Anything else (a timeout, a deadlock, out of memory, this query's function): this
-                # read only, in a transaction; the connection's other reads stay one statement.
-                return await self._in_transaction(query, args)
-            session.functions.add(compiled.name)
+        if not await _created(self.conn, compiled):
+            # Anything but a connection that can create none (a timeout, a deadlock, out of memory,
+            # this query's function): this read only, in a transaction; the others stay one statement.
+            return await self._in_transaction(query, args)
         # Either failure below is made good once; the failed statement was its own transaction and did nothing.
         try:
             return await self.conn.fetch(compiled.call, *args, self.context)
@@ -288,6 +360,89 @@ async def tenant_read(
             # One statement, its own transaction, every setting in it local: the session is as the
             # pool's reset would leave it, so release costs no round trip. (After an error, the
             # pool's reset runs, to be sure.)
+            counted(conn).mark_reset()
+        with anyio.CancelScope(shield=True):
+            await release(pool, conn)
+
+
+@dataclass
+class OneWrite:
+    """A pooled connection that runs one Script as `caller`'s tenant, in one statement (its own
+    transaction), where the connection allows it (see the module's docstring and `run`)."""
+
+    conn: PooledConnection
+    caller: Caller
+    context: list[str]
+    possible: bool
+    ran: bool = field(default=False)
+    sent: bool = field(default=False)
+    pending: bool = field(default=False)
+    succeeded: bool = field(default=False)
+
+    async def run(self, script: Script, *args: Any, seen: Mapping[str, Any]) -> list[Record] | None:
+        """`script`'s rows, committed; None when nothing was written and the caller should write in a
+        transaction instead: this connection cannot run it, or the tenant's settings are no longer
+        `seen` (the settings the caller's limits and choices came from)."""
+        if self.ran:
+            raise RuntimeError("a one-statement write runs one script")
+        self.ran = True
+        if not self.possible or counted(self.conn).no_functions:
+            return None
+        compiled = _compile_script(script)
+        self.sent = True
+        if not await _created(self.conn, compiled):
+            return None
+        self.pending = True  # until the server has answered: if the wait ends otherwise, discard
+        try:
+            try:
+                rows = await self.conn.fetch(compiled.call, *args, self.context, seen)
+            except asyncpg.UndefinedFunctionError:
+                # The session lost its temporary functions (DISCARD TEMP or ALL); nothing ran: made again.
+                counted(self.conn).functions.clear()
+                if not await _created(self.conn, compiled):
+                    self.pending = False
+                    return None
+                rows = await self.conn.fetch(compiled.call, *args, self.context, seen)
+        except asyncpg.PostgresError as exc:
+            if not server_answered(exc):
+                raise CommitUnknown() from exc  # pending: the connection is discarded
+            self.pending = False  # the server answered: the statement's transaction was rolled back
+            if exc.sqlstate == TENANT_UNAVAILABLE:
+                raise unavailable(self.caller) from None
+            if exc.sqlstate == SETTINGS_CHANGED:
+                return None
+            raise
+        except FAILURES as exc:
+            raise CommitUnknown() from exc  # sent, or about to be: nobody knows whether it committed
+        self.pending = False
+        self.succeeded = True
+        return rows
+
+
+@asynccontextmanager
+async def tenant_write(
+    pool: Pool,
+    caller: Caller,
+    *,
+    statement_timeout_ms: int,
+    call: str = "",
+    acquire_timeout_s: float | None = None,
+) -> AsyncGenerator[OneWrite]:
+    """A write of one Script as `caller`'s tenant, in one round trip where the connection allows
+    it (the conditions of a one-statement read); else `run` answers None and sends nothing."""
+    if not isinstance(caller.tenant_id, UUID):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise InvalidArgument("tenant identifier is not a UUID")  # as tenant_transaction
+    conn = await acquire(pool, wait_s=acquire_timeout_s)
+    session = counted(conn)
+    possible = session.resets and session.session_timeout_ms == statement_timeout_ms
+    writer = OneWrite(conn, caller, context_values(caller, statement_timeout_ms, call, ""), possible)
+    try:
+        yield writer
+    finally:
+        if writer.pending:
+            discard(conn)  # cancelled or lost mid-statement: never reused
+        elif writer.succeeded or not writer.sent:
+            # As tenant_read's: every setting was local to the statement (or nothing was sent).
             counted(conn).mark_reset()
         with anyio.CancelScope(shield=True):
             await release(pool, conn)

@@ -168,7 +168,7 @@ async def _commit(conn: Connection) -> None:
     try:
         await end(conn, "COMMIT")  # with the session's reset: nothing after COMMIT can fail on its own
     except asyncpg.PostgresError as exc:
-        if _server_refused(exc):
+        if server_answered(exc):
             raise  # the server answered: the transaction was rolled back (e.g. a serialization failure)
         discard(conn)
         raise CommitUnknown() from exc
@@ -177,7 +177,7 @@ async def _commit(conn: Connection) -> None:
         raise CommitUnknown() from exc
 
 
-def _server_refused(exc: asyncpg.PostgresError) -> bool:
+def server_answered(exc: asyncpg.PostgresError) -> bool:
     """Whether the server answered COMMIT with an error (the outcome is known: not saved), rather
     than the connection ending under it (08: connection exceptions; 57P0x: the backend was shut down)."""
     state = exc.sqlstate or ""

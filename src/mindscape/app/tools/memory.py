@@ -14,7 +14,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import AwareDatetime, Field, WithJsonSchema
 
 from mindscape.app.arguments import Cursor, Limit, MemoryId, Slug, TaskId, Version
-from mindscape.app.calls import REPLICA_NOTE, tenant_call, tenant_read
+from mindscape.app.calls import REPLICA_NOTE, tenant_call, tenant_read, tenant_write
 from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
@@ -95,23 +95,45 @@ async def remember(
         )
     except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
-    async with tenant_call(ctx, read_only=False) as tx:
-        limits = effective(tx.settings, state.settings)
-        memory_quota.check_content_size(len(content.encode("utf-8")), limits.max_content_bytes)
-        result = await writes.store(
-            tx,
-            state.embedders,
-            prepared,
-            caller=current_caller(ctx),
-            persona=persona,
-            kind=kind,
-            metadata=metadata or {},
-            importance=importance,
-            expires_in_days=expires_in_days,
-            versioning=writes.Versioning(visibility=visibility, task_id=task, supersedes=supersedes),
-            lock=not limits.max_memories.unlimited,  # quotas/memories.py: before the count below
-        )
-        await memory_quota.check_count(tx, caller.tenant_slug, limits.max_memories, added=0 if result.duplicate else 1)
+    # One statement, one round trip, when nothing needs looking up first: no persona, no version
+    # it replaces, and the tenant's settings known (the statement checks they are still current).
+    result = None
+    seen = state.calls.seen(caller.tenant_id)
+    plain = persona is None and supersedes is None
+    if seen is not None and plain and writes.at_once(state.embedders, prepared, seen[0]):
+        async with tenant_write(ctx) as writer:
+            result = await writes.store_at_once(
+                writer,
+                prepared,
+                tenant_id=caller.tenant_id,
+                tenant_slug=caller.tenant_slug,
+                seen=seen,
+                kind=kind,
+                metadata=metadata or {},
+                importance=importance,
+                expires_in_days=expires_in_days,
+                visibility=visibility,
+                task_id=task,
+            )
+    if result is None:
+        async with tenant_call(ctx, read_only=False) as tx:
+            limits = effective(tx.settings, state.settings)
+            memory_quota.check_content_size(len(content.encode("utf-8")), limits.max_content_bytes)
+            result = await writes.store(
+                tx,
+                state.embedders,
+                prepared,
+                caller=current_caller(ctx),
+                persona=persona,
+                kind=kind,
+                metadata=metadata or {},
+                importance=importance,
+                expires_in_days=expires_in_days,
+                versioning=writes.Versioning(visibility=visibility, task_id=task, supersedes=supersedes),
+                lock=not limits.max_memories.unlimited,  # quotas/memories.py: before the count below
+            )
+            added = 0 if result.duplicate else 1
+            await memory_quota.check_count(tx, caller.tenant_slug, limits.max_memories, added=added)
     # The provider works again: embed what is pending, after the reply (only when some may be).
     spec = state.embedders.model_for(caller.tenant_id)
     if prepared.vector is not None and state.embedders.pending_possible(caller.tenant_id, spec):

@@ -1,0 +1,152 @@
+"""remember runs as one statement where it can (memory/writes.py store_at_once) and as a
+transaction otherwise (store): both store, deduplicate, refuse and record alike."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from mindscape.database.pool import connect
+from mindscape.database.targets import Targets
+from mindscape.embeddings.registry import Embedders
+from mindscape.memory import writes
+from mindscape.models.memory import Remembered
+from mindscape.tenancy.caller import Caller
+from mindscape.tenancy.transaction import TenantTx
+from tests.support.external import inspect_url
+from tests.support.memory import client_with, remember
+from tests.support.results import error_text
+from tests.support.tenant_snapshot import snapshot
+from tests.support.tenants import TenantFactory, set_quota
+
+pytestmark = pytest.mark.anyio
+
+# A direct pool writes in one statement; one configured as behind a transaction-mode pooler
+# (here over the same direct connection) writes in a transaction.
+PATHS: dict[str, dict[str, Any]] = {"statement": {}, "transaction": {"database_pooler": "transaction"}}
+STORED = """
+SELECT m.content, m.kind, m.metadata, m.importance, m.visibility, m.written_by, m.client_name, m.source,
+       m.expires_at IS NOT NULL AS expires, m.valid_to, m.version,
+       (SELECT count(*) FROM mindscape.memory_embeddings e
+        WHERE e.tenant_id = m.tenant_id AND e.memory_id = m.id
+          AND e.visibility = m.visibility AND e.written_by = m.written_by) AS embeddings,
+       (SELECT array_agg(a.tool || ':' || a.outcome || ':' || a.principal ORDER BY a.seq) FROM mindscape.audit_events a
+        WHERE a.tenant_id = m.tenant_id AND m.id::text = ANY (a.target_ids)) AS audit
+FROM mindscape.memories m WHERE m.tenant_id = $1 ORDER BY m.content
+"""
+CASES: list[dict[str, Any]] = [
+    {"content": "the printer on floor 2 jams"},
+    {"content": "my own note", "visibility": "private", "kind": "fact", "importance": 0.5},
+    {"content": "the lift is out", "expires_in_days": 3, "metadata": {"context": "facilities", "floor": 2}},
+]
+
+
+@pytest.fixture
+def in_transaction(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The contents `remember` stored through the transaction path (store), to tell the paths apart."""
+    seen: list[str] = []
+    real = writes.store
+
+    async def store(tx: TenantTx, embedders: Embedders, prepared: writes.Prepared, **args: Any) -> Remembered:
+        seen.append(prepared.content)
+        return await real(tx, embedders, prepared, **args)
+
+    monkeypatch.setattr(writes, "store", store)
+    return seen
+
+
+async def stored(targets: Targets, tenant: Caller) -> list[dict[str, Any]]:
+    conn = await connect(inspect_url(targets))
+    try:
+        return [dict(r) for r in await conn.fetch(STORED, tenant.tenant_id)]
+    finally:
+        await conn.close()
+
+
+async def test_both_paths_store_deduplicate_and_record_alike(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    tenants = {path: await tenant_factory([], "wp") for path in PATHS}
+    for path, settings in PATHS.items():
+        async with client_with(targets, tenants[path].tenant_slug, **settings) as client:
+            for case in CASES:
+                first = await remember(client, **case)
+                again = await remember(client, **case)
+                assert first["embedding"] == again["embedding"] == "ready"
+                assert (first["duplicate"], again["duplicate"]) == (False, True)
+                assert again["id"] == first["id"]
+        if path == "statement" and not targets.pooled:
+            assert in_transaction == []
+    assert len(in_transaction) == (2 if targets.pooled else 1) * 2 * len(CASES)
+    one, other = [await stored(targets, tenants[path]) for path in PATHS]
+    assert len(one) == len(CASES)
+    assert all(row["embeddings"] == 1 for row in one)
+    assert one == other
+
+
+async def test_what_one_path_stored_is_a_duplicate_on_the_other(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory([], "wx")
+    ids: dict[str, str] = {}
+    for path, settings in PATHS.items():
+        async with client_with(targets, tenant.tenant_slug, **settings) as client:
+            stored_here = await remember(client, f"first stored by the {path} path")
+            ids[path] = stored_here["id"]
+            for earlier, memory_id in ids.items():
+                repeated = await remember(client, f"first stored by the {earlier} path")
+                assert (repeated["id"], repeated["duplicate"]) == (memory_id, True)
+    assert len(await stored(targets, tenant)) == 2
+
+
+async def test_over_the_limit_both_paths_refuse_alike_and_write_nothing(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    tenant = await tenant_factory([], "wl")
+    await set_quota(targets, tenant.tenant_slug, max_memories=2)
+    refusals: list[str] = []
+    for path, settings in PATHS.items():
+        async with client_with(targets, tenant.tenant_slug, **settings) as client:
+            if path == "statement":
+                await remember(client, "one")
+                await remember(client, "two")
+            before = await snapshot(targets, tenant.tenant_id)
+            refusals.append(error_text(await client.call_tool("remember", {"content": f"three, by {path}"})))
+            assert await snapshot(targets, tenant.tenant_id) == before
+            assert (await remember(client, "two"))["duplicate"]  # a duplicate adds nothing: still accepted
+    if not targets.pooled:
+        assert in_transaction == ["three, by transaction", "two"]
+    assert refusals[0] == refusals[1]
+    assert refusals[0].startswith(f"tenant {tenant.tenant_slug} holds 2 memories, limit 2;")
+
+
+async def test_a_limit_lowered_since_the_server_saw_it_is_obeyed_at_once(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    """The one statement runs only on the settings the server last saw; lowered by an operator
+    since, the write is a transaction that reads the new limit."""
+    tenant = await tenant_factory([], "wc")
+    async with client_with(targets, tenant.tenant_slug) as client:
+        await remember(client, "one")
+        await set_quota(targets, tenant.tenant_slug, max_memories=1)
+        refused = error_text(await client.call_tool("remember", {"content": "two"}))
+    assert refused.startswith(f"tenant {tenant.tenant_slug} holds 1 memories, limit 1;")
+    assert [row["content"] for row in await stored(targets, tenant)] == ["one"]
+    if not targets.pooled:
+        assert in_transaction == ["two"]  # "one" in one statement; "two" found the settings changed
+
+
+async def test_an_unknown_task_is_not_found_on_both_paths(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    tenant = await tenant_factory([], "wt")
+    task = str(uuid.uuid4())
+    messages: list[str] = []
+    for settings in PATHS.values():
+        async with client_with(targets, tenant.tenant_slug, **settings) as client:
+            messages.append(error_text(await client.call_tool("remember", {"content": "about a task", "task": task})))
+    assert messages[0] == messages[1] == f"no task with id {task} in this workspace; list_tasks shows the ids"
+    assert len(in_transaction) == (2 if targets.pooled else 1)
+    assert await stored(targets, tenant) == []
