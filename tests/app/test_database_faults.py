@@ -66,9 +66,9 @@ def database_up(cluster: Cluster) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def session(cluster: Cluster, tenant: Caller) -> AsyncGenerator[Client]:
+async def session(cluster: Cluster, tenant: Caller, **extra: Any) -> AsyncGenerator[Client]:
     """An in-memory session with its own pool; calls wait on held locks, not on a statement timer."""
-    settings = settings_for(cluster.targets, tenant.tenant_slug, statement_timeout_ms=600_000)
+    settings = settings_for(cluster.targets, tenant.tenant_slug, statement_timeout_ms=600_000, **extra)
     async with Client(build_server(lambda: open_state(settings, cluster.targets.runtime))) as client:
         yield client
 
@@ -122,9 +122,9 @@ async def test_a_write_whose_backend_is_terminated_mid_call_is_a_clean_temporary
     cluster: Cluster, tenant: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
     results: list[CallToolResult] = []
-    # With a persona, remember is a transaction (a one-statement write is the next test).
-    call = {"content": "cut off mid-call", "persona": "ada"}
-    async with session(cluster, tenant) as client:
+    call = {"content": "cut off mid-call"}
+    # A pool configured as behind a pooler writes in transactions (a one-statement write is the next test).
+    async with session(cluster, tenant, database_pooler="transaction") as client:
         async with memory_writes_held(cluster.targets, tenant.tenant_id) as held, anyio.create_task_group() as group:
 
             async def remember() -> None:

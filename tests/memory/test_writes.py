@@ -19,7 +19,7 @@ from tests.support.external import inspect_url
 from tests.support.memory import client_with, remember
 from tests.support.results import error_text
 from tests.support.tenant_snapshot import snapshot
-from tests.support.tenants import TenantFactory, set_quota
+from tests.support.tenants import PERSONAS_A, TenantFactory, set_quota
 
 pytestmark = pytest.mark.anyio
 
@@ -27,19 +27,22 @@ pytestmark = pytest.mark.anyio
 # (here over the same direct connection) writes in a transaction.
 PATHS: dict[str, dict[str, Any]] = {"statement": {}, "transaction": {"database_pooler": "transaction"}}
 STORED = """
-SELECT m.content, m.kind, m.metadata, m.importance, m.visibility, m.written_by, m.client_name, m.source,
-       m.expires_at IS NOT NULL AS expires, m.valid_to, m.version,
+SELECT m.content, p.slug AS persona, m.kind, m.metadata, m.importance, m.visibility, m.written_by,
+       m.client_name, m.source, m.expires_at IS NOT NULL AS expires, m.valid_to, m.version,
        (SELECT count(*) FROM mindscape.memory_embeddings e
         WHERE e.tenant_id = m.tenant_id AND e.memory_id = m.id
           AND e.visibility = m.visibility AND e.written_by = m.written_by) AS embeddings,
        (SELECT array_agg(a.tool || ':' || a.outcome || ':' || a.principal ORDER BY a.seq) FROM mindscape.audit_events a
         WHERE a.tenant_id = m.tenant_id AND m.id::text = ANY (a.target_ids)) AS audit
-FROM mindscape.memories m WHERE m.tenant_id = $1 ORDER BY m.content
+FROM mindscape.memories m LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
+WHERE m.tenant_id = $1 ORDER BY m.content, p.slug NULLS FIRST
 """
 CASES: list[dict[str, Any]] = [
     {"content": "the printer on floor 2 jams"},
     {"content": "my own note", "visibility": "private", "kind": "fact", "importance": 0.5},
     {"content": "the lift is out", "expires_in_days": 3, "metadata": {"context": "facilities", "floor": 2}},
+    {"content": "the printer on floor 2 jams", "persona": "ada"},  # the same content, another persona's
+    {"content": "Ada's own private note", "persona": "ada", "visibility": "private"},
 ]
 
 
@@ -68,7 +71,7 @@ async def stored(targets: Targets, tenant: Caller) -> list[dict[str, Any]]:
 async def test_both_paths_store_deduplicate_and_record_alike(
     targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
 ) -> None:
-    tenants = {path: await tenant_factory([], "wp") for path in PATHS}
+    tenants = {path: await tenant_factory(PERSONAS_A, "wp") for path in PATHS}
     for path, settings in PATHS.items():
         async with client_with(targets, tenants[path].tenant_slug, **settings) as client:
             for case in CASES:
@@ -136,6 +139,24 @@ async def test_a_limit_lowered_since_the_server_saw_it_is_obeyed_at_once(
     assert [row["content"] for row in await stored(targets, tenant)] == ["one"]
     if not targets.pooled:
         assert in_transaction == ["two"]  # "one" in one statement; "two" found the settings changed
+
+
+async def test_an_unknown_persona_is_not_found_on_both_paths(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "wn")
+    messages: list[str] = []
+    for settings in PATHS.values():
+        async with client_with(targets, tenant.tenant_slug, **settings) as client:
+            call = {"content": "about nobody", "persona": "nobody"}
+            messages.append(error_text(await client.call_tool("remember", call)))
+    assert (
+        messages[0]
+        == messages[1]
+        == "no persona with slug 'nobody' in this workspace; call list_personas to see the slugs"
+    )
+    assert await stored(targets, tenant) == []
+    assert len(in_transaction) == (2 if targets.pooled else 1)
 
 
 async def test_an_unknown_task_is_not_found_on_both_paths(

@@ -220,6 +220,7 @@ async def store_at_once(
     tenant_id: UUID,
     tenant_slug: str,
     seen: tuple[dict[str, Any], Limits],
+    persona: str | None,
     kind: str | None,
     metadata: dict[str, Any],
     importance: float | None,
@@ -227,9 +228,10 @@ async def store_at_once(
     visibility: Visibility | None,
     task_id: UUID | None,
 ) -> Remembered | None:
-    """store() in one statement, for a memory of no persona that replaces none, embedded (see
-    `at_once`): the same answers, errors and quota check, from the tenant's settings as `seen`
-    (settings and the limits made from them). None: nothing was written, use store()."""
+    """store() in one statement, for a memory that replaces none and is not persona-visible,
+    embedded (see `at_once`): the same answers, errors and quota check, from the tenant's
+    settings as `seen` (settings and the limits made from them). None: nothing was written, use
+    store()."""
     settings, limits = seen
     if prepared.vector is None or visibility == "persona":
         return None
@@ -238,6 +240,7 @@ async def store_at_once(
         done = await memories.remember_at_once(
             writer,
             tenant_id=tenant_id,
+            persona=persona,
             kind=kind or "note",
             content=prepared.content,
             metadata=metadata,

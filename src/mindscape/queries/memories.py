@@ -24,6 +24,7 @@ from pgvector import Vector
 from mindscape.database.pool import Connection, Reader
 from mindscape.database.scripts import Script, ScriptRunner, literal
 from mindscape.models.memory import Memory, RecalledMemory
+from mindscape.queries.lookups import PERSONA_IDS, persona_not_found
 from mindscape.queries.quotas import LIVE, LOCK_CLASS, UP_TO
 from mindscape.queries.settings import set_locally
 
@@ -212,25 +213,39 @@ async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory
     return bool(await conn.fetchval(HAS_EMBEDDING, tenant_id, model, memory_id))
 
 
-# remember in one statement (tenancy.one_statement.tenant_write): the insert as INSERT runs it
-# ($1-$11; under the lock when there is a limit, $12 > 0), the embedding ($13 model, $14 vector),
+# remember in one statement (tenancy.one_statement.tenant_write): the persona's id from its slug
+# ($15, as lookups.persona_id finds it), the insert as INSERT runs it ($1-$11; under the lock
+# when there is a limit, $12 > 0), the embedding ($13 model, $14 vector),
 # and, for a new row under a limit, the count over every memory. Each statement of the function
 # takes its own snapshot as it starts, so the count sees every earlier lock holder's rows, and the
 # embeddings policy sees the new row. Over the limit it raises OVER_LIMIT with the live count as
 # its detail: the statement, the insert with it, is rolled back.
 OVER_LIMIT = "MS429"
+NO_PERSONA = "MS404"  # $15 names no live persona
 REMEMBER = Script(
-    # INSERT's tenant, persona, kind, content, hash, metadata, importance, expiry, visibility, task,
-    # lock class; then the limit, the model, the vector.
-    parameters="uuid, uuid, text, text, bytea, jsonb, real, timestamptz, text, uuid, integer, integer, text, vector",
+    # INSERT's tenant, persona (its id, set here from $15), kind, content, hash, metadata,
+    # importance, expiry, visibility, task, lock class; then the limit, the model, the vector, and
+    # the persona's slug.
+    parameters=(
+        "uuid, uuid, text, text, bytea, jsonb, real, timestamptz, text, uuid, integer, integer, text, vector, text"
+    ),
     returns="id uuid, created boolean",
     declare="""
+        mindscape_slug__ text;
+        mindscape_persona__ uuid;
         mindscape_id__ uuid;
         mindscape_created__ boolean;
         mindscape_n__ bigint;
         mindscape_before__ text;
     """,
     body=f"""
+  IF $15 IS NOT NULL THEN
+    EXECUTE {literal(PERSONA_IDS)} INTO mindscape_slug__, mindscape_persona__ USING $1, ARRAY[$15];
+    IF mindscape_persona__ IS NULL THEN
+      RAISE EXCEPTION 'no such persona' USING ERRCODE = '{NO_PERSONA}';
+    END IF;
+    $2 := mindscape_persona__;
+  END IF;
   IF $12 > 0 THEN
     {INSERT_LOCKED.strip()}
     INTO mindscape_id__, mindscape_created__;
@@ -267,6 +282,7 @@ async def remember_at_once(
     writer: ScriptRunner,
     *,
     tenant_id: UUID,
+    persona: str | None,
     kind: str,
     content: str,
     metadata: dict[str, Any],
@@ -279,9 +295,9 @@ async def remember_at_once(
     vector: Sequence[float],
     seen: Mapping[str, Any],
 ) -> RememberedAtOnce | None:
-    """REMEMBER; None when nothing was written and the caller should write in a transaction
-    (`seen`, the tenant's settings `max_memories` and `model` came from, changed, or the
-    connection cannot run scripts)."""
+    """REMEMBER, for the persona of slug `persona` (NotFound when none is live); None when nothing
+    was written and the caller should write in a transaction (`seen`, the tenant's settings
+    `max_memories` and `model` came from, changed, or the connection cannot run scripts)."""
     try:
         rows = await writer.run(
             REMEMBER,
@@ -299,9 +315,12 @@ async def remember_at_once(
             max_memories,
             model,
             Vector(list(vector)),
+            persona,
             seen=seen,
         )
     except asyncpg.PostgresError as exc:
+        if exc.sqlstate == NO_PERSONA and persona is not None:
+            raise persona_not_found(persona) from None
         if exc.sqlstate != OVER_LIMIT:
             raise
         return RememberedAtOnce(id=None, live=int(str(exc.detail)))

@@ -95,11 +95,11 @@ async def remember(
         )
     except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
-    # One statement, one round trip, when nothing needs looking up first: no persona, no version
-    # it replaces, and the tenant's settings known (the statement checks they are still current).
+    # One statement, one round trip, unless it replaces a version or is persona-visible (checks
+    # that read first), with the tenant's settings known (the statement checks they still hold).
     result = None
     seen = state.calls.seen(caller.tenant_id)
-    plain = persona is None and supersedes is None
+    plain = supersedes is None and visibility != "persona"
     if seen is not None and plain and writes.at_once(state.embedders, prepared, seen[0]):
         async with tenant_write(ctx) as writer:
             result = await writes.store_at_once(
@@ -108,6 +108,7 @@ async def remember(
                 tenant_id=caller.tenant_id,
                 tenant_slug=caller.tenant_slug,
                 seen=seen,
+                persona=persona,
                 kind=kind,
                 metadata=metadata or {},
                 importance=importance,
