@@ -28,6 +28,7 @@ from mindscape.database.targets import Targets
 from mindscape.models.persona import PersonaIn
 from mindscape.tenancy.caller import Caller
 from tests.support.external import check_at_head, external_targets, skip_for
+from tests.support.memory import in_transaction as in_transaction  # the fixture, for every test module
 from tests.support.openai_stub import stub as stub  # the fixture, for every test module
 from tests.support.replication import Replicated, replicated
 from tests.support.tenants import (

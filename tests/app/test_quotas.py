@@ -240,9 +240,11 @@ async def test_max_memories_holds_under_concurrent_remembers(targets: Targets, t
     assert await memory_count(targets, tenant) == 5
 
 
-async def test_remembers_let_go_together_fill_the_last_place_once(targets: Targets, tenant: Caller) -> None:
+async def test_remembers_let_go_together_fill_the_last_place_once(
+    targets: Targets, tenant: Caller, in_transaction: list[str]
+) -> None:
     """Each remember takes the tenant's lock before it counts: three waiting on it, let go at once
-    with one place left, store one memory between them (whichever path each write takes)."""
+    with one place left, store one memory between them (in one statement each, on a direct pool)."""
     await set_quota(targets, tenant.tenant_slug, max_memories=3)
     outcomes: list[bool] = []
     async with session(targets, tenant, pool_max_size=8, quota_max_concurrent_calls=0) as client:
@@ -259,6 +261,7 @@ async def test_remembers_let_go_together_fill_the_last_place_once(targets: Targe
             await held.release()
     assert sorted(outcomes) == [False, True, True]
     assert await memory_count(targets, tenant) == 3
+    assert len(in_transaction) == (5 if targets.pooled else 0)
 
 
 async def test_the_default_max_memories_applies_and_an_override_beats_it(targets: Targets, tenant: Caller) -> None:

@@ -3,18 +3,17 @@ transaction otherwise (store): both store, deduplicate, refuse and record alike.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 import pytest
 
-from mindscape.database.pool import connect
+from mindscape.database.pool import connect, create_pool
 from mindscape.database.targets import Targets
-from mindscape.embeddings.registry import Embedders
-from mindscape.memory import writes
-from mindscape.models.memory import Remembered
+from mindscape.queries import memories
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import TenantTx
+from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.external import inspect_url
 from tests.support.memory import client_with, remember
 from tests.support.results import error_text
@@ -44,20 +43,6 @@ CASES: list[dict[str, Any]] = [
     {"content": "the printer on floor 2 jams", "persona": "ada"},  # the same content, another persona's
     {"content": "Ada's own private note", "persona": "ada", "visibility": "private"},
 ]
-
-
-@pytest.fixture
-def in_transaction(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The contents `remember` stored through the transaction path (store), to tell the paths apart."""
-    seen: list[str] = []
-    real = writes.store
-
-    async def store(tx: TenantTx, embedders: Embedders, prepared: writes.Prepared, **args: Any) -> Remembered:
-        seen.append(prepared.content)
-        return await real(tx, embedders, prepared, **args)
-
-    monkeypatch.setattr(writes, "store", store)
-    return seen
 
 
 async def stored(targets: Targets, tenant: Caller) -> list[dict[str, Any]]:
@@ -123,6 +108,38 @@ async def test_over_the_limit_both_paths_refuse_alike_and_write_nothing(
         assert in_transaction == ["three, by transaction", "two"]
     assert refusals[0] == refusals[1]
     assert refusals[0].startswith(f"tenant {tenant.tenant_slug} holds 2 memories, limit 2;")
+
+
+async def test_other_agents_private_memories_count_on_both_paths(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    """The quota is the tenant's: a memory only another agent can see fills the last place."""
+    tenant = await tenant_factory([], "wv")
+    await set_quota(targets, tenant.tenant_slug, max_memories=1)
+    other = dataclasses.replace(tenant, principal="another-agent")
+    pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
+    try:
+        async with tenant_transaction(pool, other, read_only=False, statement_timeout_ms=5000) as tx:
+            await memories.insert(
+                tx.conn,
+                tenant_id=tx.tenant_id,
+                persona_id=None,
+                kind="note",
+                content="only another agent sees this",
+                metadata={},
+                importance=None,
+                expires_at=None,
+                visibility="private",
+            )
+    finally:
+        await pool.close()
+    refusals: list[str] = []
+    for settings in PATHS.values():
+        async with client_with(targets, tenant.tenant_slug, **settings) as client:
+            refusals.append(error_text(await client.call_tool("remember", {"content": "mine"})))
+    assert refusals[0] == refusals[1]
+    assert refusals[0].startswith(f"tenant {tenant.tenant_slug} holds 1 memories, limit 1;")
+    assert len(in_transaction) == (2 if targets.pooled else 1)
 
 
 async def test_a_limit_lowered_since_the_server_saw_it_is_obeyed_at_once(

@@ -1,4 +1,5 @@
-"""Memory tool helpers shared by the memory tests: calls, a client with settings, SQL as a tenant, backfill waits."""
+"""Memory tool helpers shared by the memory tests: calls, a client with settings, SQL as a tenant, backfill
+waits, and the `in_transaction` fixture (which remember calls took the transaction path)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -14,9 +16,12 @@ from mindscape.app.server import build_server
 from mindscape.app.state import open_state
 from mindscape.database.pool import create_pool
 from mindscape.database.targets import Targets
+from mindscape.embeddings.registry import Embedders
+from mindscape.memory import writes
+from mindscape.models.memory import Remembered
 from mindscape.queries import memories
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import tenant_transaction
+from mindscape.tenancy.transaction import TenantTx, tenant_transaction
 from tests.support.results import data
 from tests.support.tenants import settings_for
 
@@ -34,6 +39,20 @@ async def client_with(targets: Targets, tenant: str, **settings: Any) -> AsyncGe
     configured = settings_for(targets, tenant, **settings)
     async with Client(build_server(lambda: open_state(configured, targets.runtime))) as client:
         yield client
+
+
+@pytest.fixture
+def in_transaction(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The contents `remember` stored through the transaction path (store), to tell the paths apart."""
+    seen: list[str] = []
+    real = writes.store
+
+    async def store(tx: TenantTx, embedders: Embedders, prepared: writes.Prepared, **args: Any) -> Remembered:
+        seen.append(prepared.content)
+        return await real(tx, embedders, prepared, **args)
+
+    monkeypatch.setattr(writes, "store", store)
+    return seen
 
 
 async def sql(targets: Targets, caller: Caller, statement: str, *args: Any) -> Any:

@@ -370,3 +370,33 @@ async def test_a_write_on_a_session_that_lost_its_functions_makes_them_again(
         await conn.execute("DISCARD TEMP")
     assert await rename(pool, caller, "Ada After") is not None
     assert await name_of(pool, caller) == "Ada After"
+
+
+async def test_a_write_cancelled_mid_statement_discards_its_connection_and_runs_to_its_end(
+    pool: Pool, tenant_factory: TenantFactory
+) -> None:
+    caller = await tenant_factory([persona("ada", "Ada")], "ow")
+    slow = Script(
+        parameters="text",
+        returns="slug text",
+        body="""
+  UPDATE mindscape.personas SET name = $1 WHERE slug = 'ada';
+  PERFORM pg_sleep(3);
+  RETURN QUERY SELECT p.slug FROM mindscape.personas p WHERE p.slug = 'ada';
+""",
+    )
+    async with pool.acquire() as conn:
+        pid = conn.get_server_pid()
+    with anyio.move_on_after(0.5):
+        async with tenant_write(pool, caller, statement_timeout_ms=TIMEOUT_MS) as writer:
+            await writer.run(slow, "Ada Cut Off", seen={})
+    async with pool.acquire() as conn:
+        assert conn.get_server_pid() != pid
+        assert await conn.fetchval("SELECT current_user") == "mindscape_app"
+    # The server is not told: the statement runs to its end and commits, as a COMMIT sent just
+    # before a cancellation would (docs/decisions.md). Never half of it: it is one transaction.
+    for _ in range(100):
+        if await name_of(pool, caller) != "Ada":
+            break
+        await anyio.sleep(0.1)
+    assert await name_of(pool, caller) == "Ada Cut Off"

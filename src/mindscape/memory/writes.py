@@ -134,7 +134,7 @@ async def store(
     persona, kind and visibility it keeps unless given, closing the old one in this transaction.
     With `lock`, the insert takes the tenant's memory-writes lock (quotas/memories.py) first."""
     how = versioning or Versioning()
-    expires_at = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = expiry(expires_in_days)
     old: dict[str, Any] | None = None
     the_persona = await persona_id(tx, persona)
     visibility: str | None = how.visibility
@@ -207,10 +207,20 @@ def _no_such_task(exc: asyncpg.ForeignKeyViolationError, task_id: UUID | None) -
     return exc
 
 
-def at_once(embedders: Embedders, prepared: Prepared, seen: dict[str, Any]) -> bool:
-    """Whether store_at_once can store `prepared` for a tenant whose settings are `seen`: it was
-    embedded with the model those settings name."""
-    return prepared.vector is not None and prepared.spec == active_spec(seen, embedders.default)
+def at_once(
+    embedders: Embedders, prepared: Prepared, seen: dict[str, Any], *, supersedes: UUID | None, visibility: str | None
+) -> bool:
+    """Whether store_at_once can store `prepared` for a tenant whose settings are `seen`: it replaces
+    no version and is not persona-visible (checks that read first), and was embedded with the model
+    those settings name (JSON numbers only, as the statement compares them: json.dumps would
+    write NaN or Infinity, which PostgreSQL refuses)."""
+    if supersedes is not None or visibility == "persona" or prepared.vector is None:
+        return False
+    try:
+        json.dumps(seen, allow_nan=False)
+    except ValueError:
+        return False
+    return prepared.spec == active_spec(seen, embedders.default)
 
 
 async def store_at_once(
@@ -228,12 +238,11 @@ async def store_at_once(
     visibility: Visibility | None,
     task_id: UUID | None,
 ) -> Remembered | None:
-    """store() in one statement, for a memory that replaces none and is not persona-visible,
-    embedded (see `at_once`): the same answers, errors and quota check, from the tenant's
-    settings as `seen` (settings and the limits made from them). None: nothing was written, use
-    store()."""
+    """store() in one statement, where `at_once` says it can: the same answers, errors and quota
+    check, from the tenant's settings as `seen` (settings and the limits made from them). None:
+    nothing was written, use store()."""
     settings, limits = seen
-    if prepared.vector is None or visibility == "persona":
+    if prepared.vector is None:
         return None
     check_content_size(len(prepared.content.encode("utf-8")), limits.max_content_bytes)
     try:
@@ -245,7 +254,7 @@ async def store_at_once(
             content=prepared.content,
             metadata=metadata,
             importance=importance,
-            expires_at=datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None,
+            expires_at=expiry(expires_in_days),
             visibility=visibility or "tenant",
             task_id=task_id,
             max_memories=limits.max_memories.value,
@@ -255,12 +264,16 @@ async def store_at_once(
         )
     except asyncpg.ForeignKeyViolationError as exc:
         raise _no_such_task(exc, task_id) from None
+    except memories.MemoryLimitReached as over:
+        raise refused(tenant_slug, limits.max_memories, held=over.live - 1, adding=1) from None
     if done is None:
         return None
-    if done.id is None:
-        held = (done.live or 0) - 1
-        raise refused(tenant_slug, limits.max_memories, held=held, adding=1)
-    return Remembered(id=done.id, duplicate=done.duplicate, embedding="ready", note=None)
+    memory_id, duplicate = done
+    return Remembered(id=memory_id, duplicate=duplicate, embedding="ready", note=None)
+
+
+def expiry(expires_in_days: int | None) -> datetime | None:
+    return datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
 
 
 async def backfill(open_tx: OpenTx, embedders: Embedders, spec: ModelSpec, *, batch: int = BACKFILL_BATCH) -> int:

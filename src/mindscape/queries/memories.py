@@ -271,11 +271,13 @@ REMEMBER = Script(
 )
 
 
-@dataclass(frozen=True)
-class RememberedAtOnce:
-    id: UUID | None  # None: over the limit, nothing was written
-    duplicate: bool = False
-    live: int | None = None  # over the limit: the tenant's live memories, the new one included
+class MemoryLimitReached(Exception):
+    """REMEMBER found the tenant over its limit and wrote nothing; `live`: its live memories, the
+    refused one included."""
+
+    def __init__(self, live: int) -> None:
+        super().__init__(f"{live} live memories")
+        self.live = live
 
 
 async def remember_at_once(
@@ -294,10 +296,11 @@ async def remember_at_once(
     model: str,
     vector: Sequence[float],
     seen: Mapping[str, Any],
-) -> RememberedAtOnce | None:
-    """REMEMBER, for the persona of slug `persona` (NotFound when none is live); None when nothing
-    was written and the caller should write in a transaction (`seen`, the tenant's settings
-    `max_memories` and `model` came from, changed, or the connection cannot run scripts)."""
+) -> tuple[UUID, bool] | None:
+    """REMEMBER's (id, duplicate), for the persona of slug `persona` (NotFound when none is live;
+    MemoryLimitReached over `max_memories`); None when nothing was written and the caller should
+    write in a transaction (`seen`, the tenant's settings `max_memories` and `model` came from,
+    changed, or the connection cannot run scripts)."""
     try:
         rows = await writer.run(
             REMEMBER,
@@ -323,10 +326,10 @@ async def remember_at_once(
             raise persona_not_found(persona) from None
         if exc.sqlstate != OVER_LIMIT:
             raise
-        return RememberedAtOnce(id=None, live=int(str(exc.detail)))
+        raise MemoryLimitReached(int(str(exc.detail))) from None
     if rows is None:
         return None
-    return RememberedAtOnce(id=rows[0]["id"], duplicate=not rows[0]["created"])
+    return rows[0]["id"], not rows[0]["created"]
 
 
 PENDING = """

@@ -198,6 +198,7 @@ async def _compile(conn: PooledConnection, query: str, settings: Settings) -> _C
 
 
 _SCRIPTS: dict[Script, _Compiled] = {}
+_FAILED: set[str] = set()  # functions whose creation failed in this process (logged once)
 
 
 def _compile_script(script: Script) -> _Compiled:
@@ -240,6 +241,9 @@ async def _created(conn: PooledConnection, compiled: _Compiled) -> bool:
         if exc.sqlstate in CANNOT_CREATE:
             session.no_functions = True
             log.info("one-statement calls are off on a connection that cannot create functions (%s)", exc.sqlstate)
+        elif compiled.name not in _FAILED:
+            _FAILED.add(compiled.name)  # once a process: a function that cannot be made is a defect to see
+            log.warning("could not make %s (%s); its calls run in transactions", compiled.name, exc.sqlstate)
         return False
     session.functions.add(compiled.name)
     return True
@@ -390,23 +394,29 @@ class OneWrite:
             return None
         compiled = _compile_script(script)
         self.sent = True
-        if not await _created(self.conn, compiled):
-            return None
-        self.pending = True  # until the server has answered: if the wait ends otherwise, discard
-        try:
+        for attempt in range(2):
+            self.pending = True  # until the server has answered: if the wait ends otherwise, discard
+            if not await _created(self.conn, compiled):
+                self.pending = False
+                return None
             try:
-                rows = await self.conn.fetch(compiled.call, *args, self.context, seen)
+                return await self._call(compiled, args, seen)
             except asyncpg.UndefinedFunctionError:
+                if attempt:
+                    raise  # made again and still missing: the script's own error
                 # The session lost its temporary functions (DISCARD TEMP or ALL); nothing ran: made again.
                 counted(self.conn).functions.clear()
-                if not await _created(self.conn, compiled):
-                    self.pending = False
-                    return None
-                rows = await self.conn.fetch(compiled.call, *args, self.context, seen)
+        raise AssertionError("unreachable")
+
+    async def _call(self, compiled: _Compiled, args: tuple[Any, ...], seen: Mapping[str, Any]) -> list[Record] | None:
+        try:
+            rows = await self.conn.fetch(compiled.call, *args, self.context, seen)
         except asyncpg.PostgresError as exc:
             if not server_answered(exc):
                 raise CommitUnknown() from exc  # pending: the connection is discarded
-            self.pending = False  # the server answered: the statement's transaction was rolled back
+            # The server answered (or asyncpg refused an argument, class 22, before sending): the
+            # statement's transaction was rolled back, or never began.
+            self.pending = False
             if exc.sqlstate == TENANT_UNAVAILABLE:
                 raise unavailable(self.caller) from None
             if exc.sqlstate == SETTINGS_CHANGED:

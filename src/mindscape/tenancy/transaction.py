@@ -1,4 +1,5 @@
-"""The one way tenant data is touched: a transaction bound to a caller's tenant.
+"""The one way tenant data is touched: a transaction bound to a caller's tenant (or its context
+in one statement, tenancy/one_statement.py, for a read of one query or a write of one script).
 
 Role, tenant, principal and statement timeout are set transaction-locally in one statement
 with bound parameters, so they vanish at commit, rollback, error or cancellation, and

@@ -95,12 +95,15 @@ async def remember(
         )
     except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
-    # One statement, one round trip, unless it replaces a version or is persona-visible (checks
-    # that read first), with the tenant's settings known (the statement checks they still hold).
+    # One statement, one round trip, where writes.at_once says it can, with the tenant's settings
+    # as last read (the statement checks they still hold) and a pool that can run it.
     result = None
     seen = state.calls.seen(caller.tenant_id)
-    plain = supersedes is None and visibility != "persona"
-    if seen is not None and plain and writes.at_once(state.embedders, prepared, seen[0]):
+    if (
+        seen is not None
+        and state.settings.database_pooler != "transaction"  # tenant_write would fall back: spare its connection
+        and writes.at_once(state.embedders, prepared, seen[0], supersedes=supersedes, visibility=visibility)
+    ):
         async with tenant_write(ctx) as writer:
             result = await writes.store_at_once(
                 writer,
@@ -116,6 +119,9 @@ async def remember(
                 visibility=visibility,
                 task_id=task,
             )
+        if result is not None:  # the statement found `seen` current: as a transaction's context would
+            state.calls.observe(caller.tenant_id, seen[0])
+            state.embedders.observe(caller.tenant_id, seen[0])
     if result is None:
         async with tenant_call(ctx, read_only=False) as tx:
             limits = effective(tx.settings, state.settings)
@@ -150,7 +156,7 @@ async def _backfill(ctx: Context[AppState], caller: Caller) -> int:
         # On the primary: what it reads (the pending memories) it writes next; a replica may lag.
         return tenant_call(ctx, read_only=read_only, caller=caller, primary=True)
 
-    # The model the tenant uses now (store() just observed it), not the one this call embedded with.
+    # The model the tenant uses now (just observed), not the one this call embedded with.
     return await writes.backfill(open_tx, state.embedders, state.embedders.model_for(caller.tenant_id))
 
 
