@@ -11,11 +11,9 @@ import pytest
 
 from mindscape.database.pool import connect, create_pool
 from mindscape.database.targets import Targets
-from mindscape.queries import memories
 from mindscape.tenancy.caller import Caller
-from mindscape.tenancy.transaction import tenant_transaction
 from tests.support.external import inspect_url
-from tests.support.memory import client_with, remember
+from tests.support.memory import client_with, private_memory, remember
 from tests.support.results import error_text
 from tests.support.tenant_snapshot import snapshot
 from tests.support.tenants import PERSONAS_A, TenantFactory, set_quota
@@ -119,18 +117,7 @@ async def test_other_agents_private_memories_count_on_both_paths(
     other = dataclasses.replace(tenant, principal="another-agent")
     pool = await create_pool(targets.runtime, min_size=1, max_size=1, pooled=targets.pooled)
     try:
-        async with tenant_transaction(pool, other, read_only=False, statement_timeout_ms=5000) as tx:
-            await memories.insert(
-                tx.conn,
-                tenant_id=tx.tenant_id,
-                persona_id=None,
-                kind="note",
-                content="only another agent sees this",
-                metadata={},
-                importance=None,
-                expires_at=None,
-                visibility="private",
-            )
+        await private_memory(pool, other, "only another agent sees this")
     finally:
         await pool.close()
     refusals: list[str] = []

@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 
 from mindscape.database.pool import Pool
-from mindscape.queries import memories, quotas
+from mindscape.queries import quotas
 from mindscape.tenancy.transaction import tenant_transaction
+from tests.support.memory import private_memory
 from tests.support.tenants import World
 
 pytestmark = pytest.mark.anyio
@@ -19,18 +20,7 @@ VISIBLE = "SELECT count(*) FROM mindscape.memories"
 async def test_the_count_sees_every_memory_and_then_only_the_callers_again(pool: Pool, world: World) -> None:
     writer = dataclasses.replace(world.a, principal="quota-writer")
     counter = dataclasses.replace(world.a, principal="quota-counter")
-    async with tenant_transaction(pool, writer, read_only=False, statement_timeout_ms=5000) as tx:
-        await memories.insert(
-            tx.conn,
-            tenant_id=tx.tenant_id,
-            persona_id=None,
-            kind="note",
-            content="only the writer sees this",
-            metadata={},
-            importance=None,
-            expires_at=None,
-            visibility="private",
-        )
+    await private_memory(pool, writer, "only the writer sees this")
     async with tenant_transaction(pool, counter, read_only=True, statement_timeout_ms=5000) as tx:
         seen = await tx.conn.fetchval(VISIBLE)
         counted = await quotas.count_memories_up_to(tx.conn, tenant_id=tx.tenant_id, at_most=100_000)

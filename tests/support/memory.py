@@ -14,7 +14,7 @@ from mcp.types import CallToolResult
 
 from mindscape.app.server import build_server
 from mindscape.app.state import open_state
-from mindscape.database.pool import create_pool
+from mindscape.database.pool import Pool, create_pool
 from mindscape.database.targets import Targets
 from mindscape.embeddings.registry import Embedders
 from mindscape.memory import writes
@@ -72,3 +72,19 @@ async def wait_until_embedded(targets: Targets, caller: Caller, key: str) -> Non
             return
         await anyio.sleep(0.05)
     raise AssertionError(f"memories still pending for {key}")
+
+
+async def private_memory(pool: Pool, writer: Caller, content: str) -> None:
+    """A memory only `writer` (a principal of its tenant) can see, written as it."""
+    async with tenant_transaction(pool, writer, read_only=False, statement_timeout_ms=5000) as tx:
+        await memories.insert(
+            tx.conn,
+            tenant_id=tx.tenant_id,
+            persona_id=None,
+            kind="note",
+            content=content,
+            metadata={},
+            importance=None,
+            expires_at=None,
+            visibility="private",
+        )

@@ -102,6 +102,32 @@ def content_hash(content: str) -> bytes:
     return hashlib.sha256(content.encode("utf-8")).digest()
 
 
+def _insert_args(
+    tenant_id: UUID,
+    persona_id: UUID | None,
+    kind: str,
+    content: str,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_at: datetime | None,
+    visibility: str,
+    task_id: UUID | None,
+) -> tuple[Any, ...]:
+    """INSERT's $1-$10, in order (REMEMBER runs INSERT as written, so it takes them in the same places)."""
+    return (
+        tenant_id,
+        persona_id,
+        kind,
+        content,
+        content_hash(content),
+        metadata,
+        importance,
+        expires_at,
+        visibility,
+        task_id,
+    )
+
+
 async def insert(
     conn: Connection,
     *,
@@ -118,20 +144,8 @@ async def insert(
 ) -> tuple[UUID, bool]:
     """(id, duplicate). Storing the same content for the same persona and visibility again renews its
     expiry only. With `lock`, the tenant's memory-writes lock is taken first, in the same statement."""
-    row = await conn.fetchrow(
-        INSERT_LOCKED if lock else INSERT,
-        tenant_id,
-        persona_id,
-        kind,
-        content,
-        content_hash(content),
-        metadata,
-        importance,
-        expires_at,
-        visibility,
-        task_id,
-        *((LOCK_CLASS,) if lock else ()),
-    )
+    args = _insert_args(tenant_id, persona_id, kind, content, metadata, importance, expires_at, visibility, task_id)
+    row = await conn.fetchrow(INSERT_LOCKED if lock else INSERT, *args, *((LOCK_CLASS,) if lock else ()))
     assert row is not None
     return row["id"], not row["created"]
 
@@ -304,16 +318,7 @@ async def remember_at_once(
     try:
         rows = await writer.run(
             REMEMBER,
-            tenant_id,
-            None,
-            kind,
-            content,
-            content_hash(content),
-            metadata,
-            importance,
-            expires_at,
-            visibility,
-            task_id,
+            *_insert_args(tenant_id, None, kind, content, metadata, importance, expires_at, visibility, task_id),
             LOCK_CLASS,
             max_memories,
             model,

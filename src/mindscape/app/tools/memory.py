@@ -95,33 +95,18 @@ async def remember(
         )
     except (InvalidArgument, QuotaExceeded) as exc:
         raise ToolError(str(exc)) from exc
-    # One statement, one round trip, where writes.at_once says it can, with the tenant's settings
-    # as last read (the statement checks they still hold) and a pool that can run it.
-    result = None
-    seen = state.calls.seen(caller.tenant_id)
-    if (
-        seen is not None
-        and state.settings.database_pooler != "transaction"  # tenant_write would fall back: spare its connection
-        and writes.at_once(state.embedders, prepared, seen[0], supersedes=supersedes, visibility=visibility)
-    ):
-        async with tenant_write(ctx) as writer:
-            result = await writes.store_at_once(
-                writer,
-                prepared,
-                tenant_id=caller.tenant_id,
-                tenant_slug=caller.tenant_slug,
-                seen=seen,
-                persona=persona,
-                kind=kind,
-                metadata=metadata or {},
-                importance=importance,
-                expires_in_days=expires_in_days,
-                visibility=visibility,
-                task_id=task,
-            )
-        if result is not None:  # the statement found `seen` current: as a transaction's context would
-            state.calls.observe(caller.tenant_id, seen[0])
-            state.embedders.observe(caller.tenant_id, seen[0])
+    result = await _at_once(
+        ctx,
+        prepared,
+        persona=persona,
+        kind=kind,
+        metadata=metadata or {},
+        importance=importance,
+        expires_in_days=expires_in_days,
+        visibility=visibility,
+        task=task,
+        supersedes=supersedes,
+    )
     if result is None:
         async with tenant_call(ctx, read_only=False) as tx:
             limits = effective(tx.settings, state.settings)
@@ -145,6 +130,52 @@ async def remember(
     spec = state.embedders.model_for(caller.tenant_id)
     if prepared.vector is not None and state.embedders.pending_possible(caller.tenant_id, spec):
         state.background.start_soon(writes.backfill_quietly, lambda: _backfill(ctx, caller))
+    return result
+
+
+async def _at_once(
+    ctx: Context[AppState],
+    prepared: writes.Prepared,
+    *,
+    persona: str | None,
+    kind: Kind | None,
+    metadata: dict[str, Any],
+    importance: float | None,
+    expires_in_days: int | None,
+    visibility: Visibility | None,
+    task: uuid.UUID | None,
+    supersedes: uuid.UUID | None,
+) -> Remembered | None:
+    """remember in one statement, one round trip, where writes.at_once says it can, with the
+    tenant's settings as last read (the statement checks they still hold) and a pool that can run
+    it; None: nothing was written, write in a transaction."""
+    state = ctx.request_context.lifespan_context
+    caller = current_caller(ctx)
+    seen = state.calls.seen(caller.tenant_id)
+    if (
+        seen is None
+        or state.settings.database_pooler == "transaction"  # tenant_write would fall back: spare its connection
+        or not writes.at_once(state.embedders, prepared, seen[0], supersedes=supersedes, visibility=visibility)
+    ):
+        return None
+    async with tenant_write(ctx) as writer:
+        result = await writes.store_at_once(
+            writer,
+            prepared,
+            tenant_id=caller.tenant_id,
+            tenant_slug=caller.tenant_slug,
+            seen=seen,
+            persona=persona,
+            kind=kind,
+            metadata=metadata,
+            importance=importance,
+            expires_in_days=expires_in_days,
+            visibility=visibility,
+            task_id=task,
+        )
+    if result is not None:  # the statement found `seen` current, as a transaction's context would have
+        state.calls.observe(caller.tenant_id, seen[0])
+        state.embedders.observe(caller.tenant_id, seen[0])
     return result
 
 
