@@ -4,7 +4,8 @@ With a memory limit set, a writer first takes a transaction-level advisory lock 
 tenant, then inserts, then counts: two concurrent writers cannot both see room for one more.
 What matters is that the count's statement starts once the lock is held (its snapshot then holds
 every earlier holder's committed rows): `remember` takes the lock in its insert statement
-(queries/memories.py INSERT_LOCKED), an import in a statement of its own (lock_for_insert).
+(queries/memories.py INSERT_LOCKED; in one statement, the REMEMBER script counts in a statement
+of the script after it), an import in a statement of its own (lock_for_insert).
 Counting after the insert lets a duplicate (which inserts nothing) through even at the limit.
 Without a limit (0) neither the lock nor the count is paid.
 """
