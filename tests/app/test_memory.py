@@ -160,6 +160,7 @@ async def test_filters(office: Caller, client_for: ClientFactory, targets: Targe
         ("recall", {"query": "x", "since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "earlier"),
         ("recall", {"query": "x", "persona": "nobody"}, "no persona with slug 'nobody'"),
         ("recall", {"query": "x", "metadata": {"a": {"b": 1}}}, "metadata"),
+        ("list_memories", {"persona": "nobody"}, "no persona with slug 'nobody'"),
         ("forget", {"id": "not-a-uuid-but-long-enough-to-pass"}, "expected a memory id such as"),
         ("forget", {"id": str(uuid.uuid4())}, "no memory with id"),
     ],

@@ -76,7 +76,7 @@ async def test_a_write_takes_four_round_trips(targets: Targets, tenant_factory: 
     assert counted[1:] == [warm, warm]
 
 
-async def test_list_tasks_is_one_round_trip_unless_a_filter_needs_a_lookup(
+async def test_list_tasks_is_one_round_trip_and_looks_a_persona_up_only_for_an_empty_page(
     targets: Targets, tenant_factory: TenantFactory
 ) -> None:
     tenant = await tenant_factory(PERSONAS_A, "tripl")
@@ -85,14 +85,29 @@ async def test_list_tasks_is_one_round_trip_unless_a_filter_needs_a_lookup(
         assert data(await client.call_tool("list_tasks", {"status": "pending"}))["tasks"] == []
 
     async def by_persona(client: Client) -> None:
-        assert data(await client.call_tool("list_tasks", {"persona": "ada"}))["tasks"] == []
+        if not data(await client.call_tool("list_tasks", {"persona": "ada"}))["tasks"]:
+            assert not (await client.call_tool("create_task", {"title": "t", "persona": "ada"})).is_error
+            assert data(await client.call_tool("list_tasks", {"persona": "ada"}))["tasks"]
+
+    async def empty(client: Client) -> None:
+        assert data(await client.call_tool("list_tasks", {"persona": "basil"}))["tasks"] == []
+
+    async def unknown(client: Client) -> None:
+        failed = await client.call_tool("list_tasks", {"persona": "nobody"})
+        assert failed.is_error and "no persona with slug 'nobody'" in str(failed.content)
 
     plain = await _counted(targets, tenant.tenant_slug, "list_tasks", unfiltered)
-    looked_up = await _counted(targets, tenant.tenant_slug, "list_tasks", by_persona)
-    # The persona's slug is looked up first, in the same transaction: BEGIN, context, lookup,
-    # query, ROLLBACK (through PgBouncer each statement with parameters is prepared first).
-    assert plain[1:] == ([6, 6] if targets.pooled else [1, 1])
-    assert looked_up[1:] == ([8, 8] if targets.pooled else [5, 5])
+    found = await _counted(targets, tenant.tenant_slug, "list_tasks", by_persona)
+    nothing = await _counted(targets, tenant.tenant_slug, "list_tasks", empty)
+    refused = await _counted(targets, tenant.tenant_slug, "list_tasks", unknown)
+    # The persona's slug is resolved in the query itself; only an empty page looks it up, to tell
+    # an unknown slug (NotFound) from a persona without tasks. Through PgBouncer each read is a
+    # transaction: BEGIN READ ONLY, the context, the query (prepared first), ROLLBACK.
+    one = 6 if targets.pooled else 1
+    assert plain[1:] == [one, one]
+    assert found[-2:] == [one, one]  # (the first call found an empty page and created the task)
+    assert nothing[1:] == [2 * one, 2 * one]
+    assert refused[1:] == [2 * one, 2 * one]
 
 
 async def test_create_task_and_claim_next_task_take_four_round_trips(
@@ -106,12 +121,23 @@ async def test_create_task_and_claim_next_task_take_four_round_trips(
     async def claim(client: Client) -> None:
         assert data(await client.call_tool("claim_next_task", {}))["task"]["status"] == "in_progress"
 
+    async def create_for(client: Client) -> None:
+        assert data(await client.call_tool("create_task", {"title": "t", "persona": "ada"}))["persona"] == "ada"
+
+    async def claim_for(client: Client) -> None:
+        assert data(await client.call_tool("claim_next_task", {"persona": "ada"}))["task"]["persona"] == "ada"
+
     created = await _counted(targets, tenant.tenant_slug, "create_task", create)
     claimed = await _counted(targets, tenant.tenant_slug, "claim_next_task", claim)
-    # BEGIN, the context statement, the write that also reads the task back, COMMIT with the reset.
+    created_for = await _counted(targets, tenant.tenant_slug, "create_task", create_for)
+    claimed_for = await _counted(targets, tenant.tenant_slug, "claim_next_task", claim_for)
+    # BEGIN, the context statement, the write that also reads the task back, COMMIT with the reset;
+    # a persona's slug is resolved in the write itself.
     warm = [6, 6] if targets.pooled else [4, 4]
     assert created[1:] == warm
     assert claimed[1:] == warm
+    assert created_for[1:] == warm
+    assert claimed_for[1:] == warm
 
 
 async def test_list_tasks_by_campaign_looks_the_campaign_up_only_for_an_empty_page(
@@ -192,16 +218,28 @@ async def test_recall_is_one_round_trip_once_the_tenant_is_known(
     async def by_persona(client: Client) -> None:
         assert data(await client.call_tool("recall", {"query": "mountain walks", "persona": "ada"}))["memories"] == []
 
+    async def of_persona(client: Client) -> None:
+        found = data(await client.call_tool("recall", {"query": "tea", "persona": "basil"}))["memories"]
+        assert [m["content"] for m in found] == ["Basil drinks tea"]
+
+    async def remember_of_persona(client: Client) -> None:
+        arguments = {"content": "Basil drinks tea", "persona": "basil"}
+        assert not (await client.call_tool("remember", arguments)).is_error
+
     await _counted(targets, tenant.tenant_slug, "remember", remember)
     plain = await _counted(targets, tenant.tenant_slug, "recall", recall, calls=4)
-    looked_up = await _counted(targets, tenant.tenant_slug, "recall", by_persona)
+    looked_up = await _counted(targets, tenant.tenant_slug, "recall", by_persona, calls=4)
+    await _counted(targets, tenant.tenant_slug, "remember", remember_of_persona, calls=1)
+    of_one = await _counted(targets, tenant.tenant_slug, "recall", of_persona, calls=4)
     # The first call learns the tenant's model and size in a transaction, the second makes the
     # query's function; from then on semantic and keyword candidates, their fusion and the rows
-    # are one statement. Through PgBouncer: BEGIN READ ONLY, the context, the plan settings, the
-    # query, ROLLBACK, each statement with parameters prepared first. With a persona to look up:
-    # BEGIN, context, lookup, plan settings, query, ROLLBACK.
+    # are one statement, with the persona's slug resolved in it. Through PgBouncer: BEGIN READ
+    # ONLY, the context, the plan settings, the query, ROLLBACK, each statement with parameters
+    # prepared first. A persona whose filter found nothing is looked up after (an unknown slug is
+    # an error): one more read.
     assert plain[2:] == ([8, 8] if targets.pooled else [1, 1])
-    assert looked_up[1:] == ([10, 10] if targets.pooled else [6, 6])
+    assert of_one[2:] == ([8, 8] if targets.pooled else [1, 1])
+    assert looked_up[2:] == ([14, 14] if targets.pooled else [2, 2])
 
 
 async def test_remember_is_one_round_trip_and_counts_against_the_quota(

@@ -70,7 +70,10 @@ async def wait_until_blocked(targets: Targets, statement: str) -> None:
     try:
         for _ in range(1000):
             waiting = await owner.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query = $1", statement
+                # pg_stat_activity keeps the first track_activity_query_size bytes of the query only.
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query <> ''"
+                " AND left($1, length(query)) = query",
+                statement,
             )
             if waiting:
                 return
@@ -90,7 +93,7 @@ async def test_fifty_claimers_each_get_a_different_task(targets: Targets, office
         async def claim() -> uuid.UUID | None:
             async with tenant_transaction(pool, worker, read_only=False, statement_timeout_ms=10_000) as tx:
                 got = await tasks.claim(
-                    tx.conn, tenant_id=tx.tenant_id, campaign_id=None, persona_id=None, lease_seconds=300
+                    tx.conn, tenant_id=tx.tenant_id, campaign_id=None, persona=None, lease_seconds=300
                 )
             return got.task.id if got else None
 
@@ -121,7 +124,7 @@ async def test_a_claimer_skips_a_task_locked_by_an_open_claim(office: Caller, po
         # A claim queued behind the open one would deadlock this test; the timeout turns that into a failure.
         async with tenant_transaction(pool, office, read_only=False, statement_timeout_ms=10_000) as tx:
             claimed = await tasks.claim(
-                tx.conn, tenant_id=tx.tenant_id, campaign_id=None, persona_id=None, lease_seconds=300
+                tx.conn, tenant_id=tx.tenant_id, campaign_id=None, persona=None, lease_seconds=300
             )
             assert claimed is not None
             got[name] = claimed.task.id

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from mindscape.database.pool import Connection
+from mindscape.database.pool import Connection, Reader
 from mindscape.errors import NotFound
 from mindscape.models.tenant import Tenant
 from mindscape.queries import tenants
@@ -29,13 +29,24 @@ WHERE tenant_id = $1 AND slug = ANY($2::text[]) AND deleted_at IS NULL
 """
 
 
-async def live_persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> dict[str, UUID]:
+def live_persona(tenant: str, slug: str) -> str:
+    """A scalar subquery: the id of the live persona whose slug is the parameter `slug` of the
+    tenant `tenant` (parameters such as "$2"), NULL when there is none. A query that filters by a
+    persona this way needs no lookup first; when it finds nothing, `persona_id` tells whether the
+    slug is why (NotFound)."""
+    return (
+        f"(SELECT lp.id FROM mindscape.personas lp"
+        f" WHERE lp.tenant_id = {tenant} AND lp.slug = {slug}::text AND lp.deleted_at IS NULL)"
+    )
+
+
+async def live_persona_ids(conn: Reader, *, tenant_id: UUID, slugs: Sequence[str]) -> dict[str, UUID]:
     """Slug -> id for those of `slugs` that name a live persona (one query for any number)."""
     rows = await conn.fetch(PERSONA_IDS, tenant_id, list(slugs))
     return {r["slug"]: r["id"] for r in rows}
 
 
-async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]) -> list[UUID]:
+async def persona_ids(conn: Reader, *, tenant_id: UUID, slugs: Sequence[str]) -> list[UUID]:
     """Ids of `slugs`, in order; the first unknown slug is a NotFound."""
     found = await live_persona_ids(conn, tenant_id=tenant_id, slugs=slugs)
     for slug in slugs:
@@ -44,7 +55,7 @@ async def persona_ids(conn: Connection, *, tenant_id: UUID, slugs: Sequence[str]
     return [found[slug] for slug in slugs]
 
 
-async def persona_id(conn: Connection, *, tenant_id: UUID, slug: str | None) -> UUID | None:
+async def persona_id(conn: Reader, *, tenant_id: UUID, slug: str | None) -> UUID | None:
     """The persona's id; None when no slug is given; NotFound when it names no live persona."""
     if slug is None:
         return None

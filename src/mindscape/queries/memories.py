@@ -1,7 +1,7 @@
 """Memory SQL: writes, candidate searches (vector and full text) and reads.
 
 Every search query shares the filter block below, whose parameters are always $1..$10:
-$1 tenant, $2 persona id, $3 kinds, $4 metadata containment, $5 since, $6 until, $7 as of (NULL:
+$1 tenant, $2 persona slug, $3 kinds, $4 metadata containment, $5 since, $6 until, $7 as of (NULL:
 now), $8 include superseded versions, $9 written by (principal), $10 task id.
 
 Which memories a caller may see at all (visibility: tenant, persona, private) is not here: it is
@@ -24,14 +24,14 @@ from pgvector import Vector
 from mindscape.database.pool import Connection, Reader
 from mindscape.database.scripts import Script, ScriptRunner, literal
 from mindscape.models.memory import Memory, RecalledMemory
-from mindscape.queries.lookups import PERSONA_IDS, persona_not_found
+from mindscape.queries.lookups import PERSONA_IDS, live_persona, persona_not_found
 from mindscape.queries.quotas import LIVE, LOCK_CLASS, UP_TO
 from mindscape.queries.settings import set_locally
 
 
 @dataclass(frozen=True)
 class Filters:
-    persona_id: UUID | None = None
+    persona: str | None = None  # a slug: no live persona of that slug, no memories
     kinds: list[str] | None = None
     metadata: dict[str, Any] | None = None
     since: datetime | None = None
@@ -44,7 +44,7 @@ class Filters:
     def params(self, tenant_id: UUID) -> tuple[Any, ...]:
         return (
             tenant_id,
-            self.persona_id,
+            self.persona,
             self.kinds,
             self.metadata,
             self.since,
@@ -56,8 +56,8 @@ class Filters:
         )
 
 
-FILTERS = """
-  AND ($2::uuid IS NULL OR m.persona_id = $2)
+FILTERS = f"""
+  AND ($2::text IS NULL OR m.persona_id = {live_persona("$1", "$2")})
   AND ($3::text[] IS NULL OR m.kind = ANY($3))
   AND ($4::jsonb IS NULL OR m.metadata @> $4)
   AND ($5::timestamptz IS NULL OR m.created_at >= $5)
@@ -803,36 +803,41 @@ async def update(
 
 
 # Browse: newest first, a keyset cursor on (created_at, id), and a count that stops at a bound.
-PAGE = (
-    _MEMORY_COLUMNS
-    + "WHERE m.tenant_id = $1"
-    + FILTERS
-    + """
-  AND ($11::timestamptz IS NULL OR (m.created_at, m.id) < ($11, $12::uuid))
-ORDER BY m.created_at DESC, m.id DESC
-LIMIT $13
-"""
+# list_memories in one statement: the page ($11, $12: the cursor; $13: rows) and how many match,
+# counting at most $14, from the same snapshot. Each row carries the total; an empty page is one
+# row with only the total.
+PAGE = f"""
+WITH total AS (
+  SELECT count(*) AS total FROM (
+    SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1 {FILTERS}
+    LIMIT $14
+  ) capped
 )
-COUNT = "SELECT count(*) FROM (SELECT 1 FROM mindscape.memories m WHERE m.tenant_id = $1" + FILTERS + "LIMIT $11) c"
+SELECT total.total, page.* FROM total LEFT JOIN LATERAL (
+  {_MEMORY_COLUMNS}WHERE m.tenant_id = $1 {FILTERS}
+    AND ($11::timestamptz IS NULL OR (m.created_at, m.id) < ($11, $12::uuid))
+  ORDER BY m.created_at DESC, m.id DESC
+  LIMIT $13
+) page ON true
+ORDER BY page.created_at DESC, page.id DESC
+"""
 
 
 async def page(
-    conn: Connection,
+    conn: Reader,
     *,
     tenant_id: UUID,
     filters: Filters,
     limit: int,
     after: tuple[datetime, UUID] | None,
-) -> list[Memory]:
+    cap: int,
+) -> tuple[list[Memory], int]:
+    """Up to `limit` memories newest first (after the cursor `after`), and how many match in all,
+    counting at most `cap`."""
     at, last = after if after is not None else (None, None)
-    rows = await conn.fetch(PAGE, *filters.params(tenant_id), at, last, limit)
-    return [Memory.model_validate(dict(r)) for r in rows]
-
-
-async def count(conn: Connection, *, tenant_id: UUID, filters: Filters, cap: int) -> int:
-    """How many memories match, counting at most `cap`."""
-    found: int = await conn.fetchval(COUNT, *filters.params(tenant_id), cap)
-    return found
+    rows = await conn.fetch(PAGE, *filters.params(tenant_id), at, last, limit, cap)
+    found = [Memory.model_validate({k: v for k, v in r.items() if k != "total"}) for r in rows if r["id"] is not None]
+    return found, rows[0]["total"]
 
 
 DELETE = "DELETE FROM mindscape.memories WHERE tenant_id = $1 AND id = ANY($2::uuid[])"

@@ -18,6 +18,7 @@ from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.task import TASK_TRANSITIONS, Task, TaskPage, TaskSummary
 from mindscape.queries import campaigns, cursor, lookups
 from mindscape.queries.campaigns import check_transition, conflict, cursor_time, cursor_uuid, sources
+from mindscape.queries.lookups import live_persona
 
 DEFAULT_LEASE_SECONDS = 300
 # Tasks are added while a campaign is being planned or worked on, not after it ended.
@@ -48,17 +49,19 @@ async def get(conn: Reader, *, tenant_id: UUID, task_id: UUID) -> Task | None:
     return await _fetch(conn, GET, tenant_id, task_id)
 
 
-# The new task as get() reads it, in the same statement. No row: its campaign is not open (or
-# unknown), or, when the campaign is open, a concurrent retry took the idempotency key first.
+# The new task as get() reads it, in the same statement, its persona found by slug ($3). No row:
+# its campaign is not open (or unknown), its persona unknown, or a concurrent retry took the
+# idempotency key first.
 INSERT = f"""
 WITH t AS (
   INSERT INTO mindscape.tasks
       (tenant_id, campaign_id, persona_id, parent_id, title, description, priority, due_at, input, idempotency_key)
-  SELECT $1::uuid, $2::uuid, $3::uuid, $4::uuid, $5::text, $6::text, $7::smallint, $8::timestamptz, $9::jsonb,
-         $10::text
-  WHERE $2::uuid IS NULL OR EXISTS (
+  SELECT $1::uuid, $2::uuid, {live_persona("$1", "$3")}, $4::uuid, $5::text, $6::text, $7::smallint,
+         $8::timestamptz, $9::jsonb, $10::text
+  WHERE ($2::uuid IS NULL OR EXISTS (
     SELECT 1 FROM mindscape.campaigns c
-    WHERE c.tenant_id = $1 AND c.id = $2 AND c.status = ANY($11::text[]))
+    WHERE c.tenant_id = $1 AND c.id = $2 AND c.status = ANY($11::text[])))
+    AND ($3::text IS NULL OR {live_persona("$1", "$3")} IS NOT NULL)
   ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
   RETURNING *
 ){_SELECT}
@@ -104,7 +107,7 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
         INSERT,
         tenant_id,
         campaign_id,
-        await lookups.persona_id(conn, tenant_id=tenant_id, slug=new.persona),
+        new.persona,
         new.parent_id,
         new.title,
         new.description,
@@ -115,6 +118,7 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
         list(OPEN_CAMPAIGN),
     )
     if created is None:
+        await lookups.persona_id(conn, tenant_id=tenant_id, slug=new.persona)  # unknown: NotFound
         if campaign_id is not None:
             # The insert checked the campaign is open: if that is why it added nothing, say so.
             status = await campaigns.status_of(conn, tenant_id=tenant_id, campaign_id=campaign_id)
@@ -124,13 +128,14 @@ async def create(conn: Connection, *, tenant_id: UUID, new: NewTask) -> tuple[Ta
                 )
         # A concurrent retry inserted the same key first; the conflict waited for its commit.
         winner = await _fetch(conn, BY_KEY, tenant_id, new.idempotency_key) if new.idempotency_key else None
-        if winner is None:  # the campaign opened between the two statements
-            raise InvalidArgument(f"campaign {campaign_id} changed status while the task was added; retry")
+        if winner is None:  # the campaign opened, or the persona appeared, between the statements
+            what = f"campaign {campaign_id} changed status" if campaign_id is not None else "its persona was added"
+            raise InvalidArgument(f"{what} while the task was added; retry")
         return winner, True
     return created, False
 
 
-LIST = """
+LIST = f"""
 SELECT t.id, t.title, t.status, t.priority, t.campaign_id, p.slug AS persona, t.parent_id, t.due_at,
        t.claimed_by, t.lease_expires_at, t.attempts, t.version, t.created_at, t.updated_at
 FROM mindscape.tasks t
@@ -138,7 +143,7 @@ LEFT JOIN mindscape.personas p ON p.tenant_id = t.tenant_id AND p.id = t.persona
 WHERE t.tenant_id = $1
   AND ($2::uuid IS NULL OR t.campaign_id = $2)
   AND ($3::text IS NULL OR t.status = $3)
-  AND ($4::uuid IS NULL OR t.persona_id = $4)
+  AND ($4::text IS NULL OR t.persona_id = {live_persona("$1", "$4")})
   AND ($5::timestamptz IS NULL OR t.due_at < $5)
   AND ($6::uuid IS NULL OR t.parent_id = $6)
   AND ($7::int IS NULL OR (t.priority, t.created_at, t.id) > ($7::smallint, $8::timestamptz, $9::uuid))
@@ -151,7 +156,7 @@ LIMIT $10
 class TaskFilters:
     campaign_id: UUID | None = None
     status: str | None = None
-    persona_id: UUID | None = None
+    persona: str | None = None  # a slug: no live persona of that slug, no tasks
     due_before: datetime | None = None
     parent_id: UUID | None = None
 
@@ -167,7 +172,7 @@ async def list_page(conn: Reader, *, tenant_id: UUID, filters: TaskFilters, limi
     last = (int(cursor.key_float(key, 0)), cursor_time(key, 1), cursor_uuid(key, 2)) if key else (None, None, None)
     f = filters
     rows = await conn.fetch(
-        LIST, tenant_id, f.campaign_id, f.status, f.persona_id, f.due_before, f.parent_id, *last, limit + 1
+        LIST, tenant_id, f.campaign_id, f.status, f.persona, f.due_before, f.parent_id, *last, limit + 1
     )
     page = [TaskSummary.model_validate(dict(r)) for r in rows[:limit]]
     more = len(rows) > limit
@@ -301,7 +306,7 @@ WITH next AS (
   WHERE t.tenant_id = $1
     AND (t.status = 'pending' OR (t.status = 'in_progress' AND t.lease_expires_at < now()))
     AND ($2::uuid IS NULL OR t.campaign_id = $2)
-    AND ($3::uuid IS NULL OR t.persona_id = $3)
+    AND ($3::text IS NULL OR t.persona_id = {live_persona("$1", "$3")})
     AND (t.campaign_id IS NULL OR EXISTS (
       SELECT 1 FROM mindscape.campaigns c
       WHERE c.tenant_id = t.tenant_id AND c.id = t.campaign_id AND c.status = 'active'))
@@ -329,14 +334,15 @@ class Claimed:
 
 
 async def claim(
-    conn: Connection, *, tenant_id: UUID, campaign_id: UUID | None, persona_id: UUID | None, lease_seconds: int
+    conn: Connection, *, tenant_id: UUID, campaign_id: UUID | None, persona: str | None, lease_seconds: int
 ) -> Claimed | None:
     """Hand the next claimable task to the transaction's principal; None when there is none.
 
     Claimable: pending, or in progress with an expired lease, and outside any campaign or in an
-    active one. Order: priority (0 first), then oldest.
+    active one, and of the live persona of slug `persona` if one is given. Order: priority (0
+    first), then oldest.
     """
-    row = await conn.fetchrow(CLAIM, tenant_id, campaign_id, persona_id, lease_seconds)
+    row = await conn.fetchrow(CLAIM, tenant_id, campaign_id, persona, lease_seconds)
     if row is None:
         return None
     fields = dict(row)

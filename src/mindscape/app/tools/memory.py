@@ -38,7 +38,7 @@ from mindscape.models.memory import (
     Visibility,
 )
 from mindscape.queries import cursor as cursors
-from mindscape.queries import fulltext, memories
+from mindscape.queries import fulltext, lookups, memories
 from mindscape.queries.memories import Filters, MemoryChanges
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import effective, effective_own
@@ -232,18 +232,21 @@ async def recall(
     plain = dataclasses.replace(
         _filters(kinds, metadata, since, until, include_superseded, written_by, task), as_of=as_of
     )
-    # One statement, one round trip, when nothing needs looking up first: no persona to resolve,
-    # the tenant's model known, and its size known to be ranked exactly (memory.recall).
-    if persona is None and known is not None and (vector is None or state.sizes.known_exact(tenant_id, spec)):
+    plain = dataclasses.replace(plain, persona=persona)
+    # One statement, one round trip, when the tenant's model is known and its size known to be
+    # ranked exactly (memory.recall); the persona's slug is resolved in the statement itself.
+    if known is not None and (vector is None or state.sizes.known_exact(tenant_id, spec)):
         question = Question(terms, k, plain, mode, spec, vector, floor)
         async with tenant_read(ctx, settings=memories.PLAN_PER_CALL) as read:
             found = await recall_exact(read.conn, tenant_id=read.tenant_id, question=question, note=note)
+        if persona is not None and not found.memories:
+            await _persona_exists(ctx, persona)
     else:
         async with tenant_call(ctx, read_only=True) as tx:
             active = state.embedders.observe(tx.tenant_id, tx.settings)
             if vector is not None and active != spec:  # the tenant switched models since we last looked
                 vector = (await state.embedders.get(active).embed([terms.text]))[0]
-            filters = dataclasses.replace(plain, persona_id=await writes.persona_id(tx, persona))
+            filters = plain
             found = await run_recall(
                 tx.conn,
                 tenant_id=tx.tenant_id,
@@ -257,6 +260,8 @@ async def recall(
                 min_similarity=floor,
                 note=note,
             )
+            if persona is not None and not found.memories:
+                await writes.persona_id(tx, persona)  # NotFound, if the slug is why nothing matched
     heading = f"Recalled {len(found.memories)} memories for {query!r} ({mode})." + (
         f" Note: {found.note}." if found.note else ""
     )
@@ -329,11 +334,17 @@ async def list_memories(
     if cursor is not None:
         key = cursors.decode(cursor, shape)
         after = (_cursor_time(key), _cursor_id(key))
-    async with tenant_call(ctx, read_only=True) as tx:
-        plain = _filters(kinds, metadata, since, until, include_superseded, written_by, task)
-        filters = dataclasses.replace(plain, persona_id=await writes.persona_id(tx, persona))
-        rows = await memories.page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit + 1, after=after)
-        total = await memories.count(tx.conn, tenant_id=tx.tenant_id, filters=filters, cap=MAX_COUNT + 1)
+    filters = dataclasses.replace(
+        _filters(kinds, metadata, since, until, include_superseded, written_by, task), persona=persona
+    )
+    # One statement, one round trip (tenancy.one_statement): the page and the total, the persona's
+    # slug resolved in it; only when nothing matched is the persona looked up, to tell an unknown slug.
+    async with tenant_read(ctx) as tx:
+        rows, total = await memories.page(
+            tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit + 1, after=after, cap=MAX_COUNT + 1
+        )
+    if persona is not None and not total:
+        await _persona_exists(ctx, persona)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
@@ -361,7 +372,7 @@ def _filters(
     written_by: str | None,
     task: uuid.UUID | None,
 ) -> Filters:
-    """What recall and list_memories filter by, but the persona (a slug to look up in the transaction)."""
+    """What recall and list_memories filter by, but the persona."""
     return Filters(
         kinds=list(kinds) if kinds else None,
         metadata=metadata,
@@ -371,6 +382,12 @@ def _filters(
         written_by=written_by,
         task_id=task,
     )
+
+
+async def _persona_exists(ctx: Context[AppState], slug: str) -> None:
+    """NotFound when `slug` names no live persona: asked only when a filter by it found nothing."""
+    async with tenant_read(ctx) as tx:
+        await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug)
 
 
 def _cursor_id(key: list[Any]) -> uuid.UUID:

@@ -112,7 +112,7 @@ async def _persona_memories(
     ctx: Context[AppState], tx: TenantTx, slug: str, task: str | None, count: int, vector: list[float] | None
 ) -> list[Memory]:
     state = ctx.request_context.lifespan_context
-    filters = Filters(persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug))
+    filters = Filters(persona=slug)  # the prompt has read the persona: it is there
     if not task:
         return await memories.recent(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=count)
     spec = state.embedders.observe(tx.tenant_id, tx.settings)

@@ -93,28 +93,18 @@ async def list_tasks(
     cursor: Cursor | None = None,
 ) -> TaskPage:
     """List tasks in queue order: priority (0 first), then oldest."""
-    campaign_id, parent_id = campaign, parent
-    if persona is None:
-        # No slug to look up first: one query, one round trip (tenancy.one_statement). An unknown
-        # campaign is an error, and only an empty page needs the second look that tells.
-        filters = TaskFilters(campaign_id=campaign_id, status=status, due_before=due_before, parent_id=parent_id)
+    # One query, one round trip (tenancy.one_statement), the persona's slug resolved in it. An
+    # unknown campaign or persona is an error, and only an empty page needs the look that tells.
+    filters = TaskFilters(campaign_id=campaign, status=status, persona=persona, due_before=due_before, parent_id=parent)
+    async with tenant_read(ctx) as tx:
+        page = await tasks.list_page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit, after=cursor)
+    if not page.tasks and campaign is not None:
         async with tenant_read(ctx) as tx:
-            page = await tasks.list_page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit, after=cursor)
-        if campaign_id is not None and not page.tasks:
-            async with tenant_read(ctx) as tx:
-                await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)
-        return page
-    async with tenant_call(ctx, read_only=True) as tx:
-        if campaign_id is not None:
-            await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id)  # unknown: an error
-        filters = TaskFilters(
-            campaign_id=campaign_id,
-            status=status,
-            persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
-            due_before=due_before,
-            parent_id=parent_id,
-        )
-        return await tasks.list_page(tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit, after=cursor)
+            await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign)
+    if not page.tasks and persona is not None:
+        async with tenant_read(ctx) as tx:
+            await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona)
+    return page
 
 
 async def update_task(
@@ -163,9 +153,11 @@ async def claim_next_task(
             tx.conn,
             tenant_id=tx.tenant_id,
             campaign_id=campaign_id,
-            persona_id=await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona),
+            persona=persona,
             lease_seconds=lease_seconds,
         )
+        if claimed is None:
+            await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona)  # unknown: NotFound
         if claimed is None and campaign_id is not None:
             # The claim only takes tasks of active campaigns: when it found none, say so if the
             # campaign is why (unknown, or not active). A claimed task needs no second look.
