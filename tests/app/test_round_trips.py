@@ -70,10 +70,22 @@ async def test_a_write_takes_four_round_trips(targets: Targets, tenant_factory: 
         # No such memory: an error for the agent, after the whole transaction has run.
         assert (await client.call_tool("forget", {"id": NO_MEMORY})).is_error
 
+    written = [0]
+
+    async def forget_versions(client: Client) -> None:
+        written[0] += 1
+        first = data(await client.call_tool("remember", {"content": f"Ada likes tea, take {written[0]}"}))
+        second = {"content": f"Ada likes coffee, take {written[0]}", "supersedes": first["id"]}
+        newest = data(await client.call_tool("remember", second))
+        assert data(await client.call_tool("forget", {"id": newest["id"]}))["versions"] == 2
+
     counted = await _counted(targets, tenant.tenant_slug, "forget", forget)
-    # BEGIN, the context statement, the delete, COMMIT with the session's reset.
+    versions = await _counted(targets, tenant.tenant_slug, "forget", forget_versions)
+    # BEGIN, the context statement, the delete (which finds the version chain itself), COMMIT with
+    # the session's reset.
     warm = 6 if targets.pooled else 4
     assert counted[1:] == [warm, warm]
+    assert versions[1:] == [warm, warm]
 
 
 async def test_list_tasks_is_one_round_trip_and_looks_a_persona_up_only_for_an_empty_page(
@@ -94,7 +106,8 @@ async def test_list_tasks_is_one_round_trip_and_looks_a_persona_up_only_for_an_e
 
     async def unknown(client: Client) -> None:
         failed = await client.call_tool("list_tasks", {"persona": "nobody"})
-        assert failed.is_error and "no persona with slug 'nobody'" in str(failed.content)
+        assert failed.is_error
+        assert "no persona with slug 'nobody'" in str(failed.content)
 
     plain = await _counted(targets, tenant.tenant_slug, "list_tasks", unfiltered)
     found = await _counted(targets, tenant.tenant_slug, "list_tasks", by_persona)
@@ -161,6 +174,31 @@ async def test_list_tasks_by_campaign_looks_the_campaign_up_only_for_an_empty_pa
     one = 6 if targets.pooled else 1
     assert with_tasks[1:] == [one, one]
     assert without[1:] == [2 * one, 2 * one]  # the page, then the campaign's existence
+
+
+async def test_update_task_takes_four_round_trips_unless_it_is_refused(
+    targets: Targets, tenant_factory: TenantFactory
+) -> None:
+    tenant = await tenant_factory(PERSONAS_A, "tripu")
+
+    async def finish(client: Client) -> None:
+        made = data(await client.call_tool("create_task", {"title": "t"}))
+        started = {"id": made["id"], "expected_version": 1, "status": "in_progress", "persona": "ada"}
+        assert data(await client.call_tool("update_task", started))["claimed_by"]
+        done = {"id": made["id"], "expected_version": 2, "status": "done", "result": {"ok": True}}
+        assert data(await client.call_tool("update_task", done))["status"] == "done"
+
+    async def stale(client: Client) -> None:
+        made = data(await client.call_tool("create_task", {"title": "t"}))
+        refused = await client.call_tool("update_task", {"id": made["id"], "expected_version": 7, "priority": 0})
+        assert "version conflict" in str(refused.content)
+
+    finished = await _counted(targets, tenant.tenant_slug, "update_task", finish)
+    refusals = await _counted(targets, tenant.tenant_slug, "update_task", stale)
+    # BEGIN, the context, the update (every rule in its WHERE, the persona's slug resolved in it,
+    # the task read back), COMMIT. Refused: the task is read to say which rule refused it.
+    assert finished[1:] == ([6] * 5 if targets.pooled else [4] * 5)  # (the first prepares its statements)
+    assert refusals[1:] == ([8, 8] if targets.pooled else [5, 5])
 
 
 async def test_claim_by_campaign_looks_the_campaign_up_only_when_nothing_was_claimed(

@@ -183,7 +183,6 @@ def _key(row: Record) -> list[Any]:
     return [row["priority"], row["created_at"].isoformat(), str(row["id"])]
 
 
-CURRENT = "SELECT version, status FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2"
 # Who holds an in-progress task, whether the lease has run out (by the database's clock, the one
 # claims use), and who is asking.
 CLAIM_STATE = """
@@ -191,20 +190,44 @@ SELECT claimed_by, lease_expires_at, lease_expires_at < now() AS expired, curren
 FROM mindscape.tasks WHERE tenant_id = $1 AND id = $2
 """
 
-# Moving to in_progress (re)claims the task for the transaction's principal with a fresh lease, and
-# so does a change to an in-progress task whose lease expired, by someone else (a takeover);
-# leaving in_progress drops the lease; lease_seconds alone renews it while in progress.
-UPDATE = """
-UPDATE mindscape.tasks
-SET title = $5, description = $6, priority = $7, due_at = $8, persona_id = $9, result = $10, status = $11,
-    claimed_by = CASE WHEN $12 THEN current_setting('app.principal') ELSE claimed_by END,
-    lease_expires_at = CASE WHEN $11 <> 'in_progress' THEN NULL
-                            WHEN $13::int IS NOT NULL THEN now() + $13::int * interval '1 second'
-                            ELSE lease_expires_at END,
-    attempts = attempts + $14,
-    version = version + 1, updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND version = $3 AND status = ANY($4::text[])
-RETURNING id
+# update_task's change in one statement, every rule in its WHERE, so that a change that is allowed
+# costs no read first: the task at the expected version ($3); a new status ($4, NULL: unchanged)
+# reachable from its status ($5: the statuses it may be reached from); an in-progress task only by
+# its claimant, or anyone once the lease expired; lease_seconds ($14) only for a task that is, or
+# becomes, in progress; a persona ($11) only by the slug of a live one. No row: `update` reads the
+# task to say which rule refused it.
+# Moving to in_progress (re)claims the task for the transaction's principal with a fresh lease
+# ($14, else the default $15), and so does a change to an in-progress task whose lease expired, by
+# someone else (a takeover); leaving in_progress drops the lease; lease_seconds alone renews it
+# while in progress. Claiming a pending task counts an attempt (resuming a blocked one does not).
+UPDATE = f"""
+WITH t AS (
+  UPDATE mindscape.tasks t
+  SET title = coalesce($6, t.title), description = coalesce($7, t.description),
+      priority = coalesce($8::smallint, t.priority),
+      due_at = CASE WHEN $10 THEN NULL ELSE coalesce($9, t.due_at) END,
+      persona_id = CASE WHEN $12 THEN NULL ELSE coalesce({live_persona("$1", "$11")}, t.persona_id) END,
+      result = coalesce($13, t.result),
+      status = coalesce($4, t.status),
+      claimed_by = CASE WHEN coalesce($4, t.status) = 'in_progress'
+                             AND (t.status <> 'in_progress' OR t.claimed_by <> current_setting('app.principal'))
+                        THEN current_setting('app.principal') ELSE t.claimed_by END,
+      lease_expires_at = CASE WHEN coalesce($4, t.status) <> 'in_progress' THEN NULL
+                              WHEN $14::int IS NOT NULL THEN now() + $14::int * interval '1 second'
+                              WHEN t.status <> 'in_progress' THEN now() + $15::int * interval '1 second'
+                              ELSE t.lease_expires_at END,
+      attempts = t.attempts + CASE WHEN $4 = 'in_progress' AND t.status = 'pending' THEN 1 ELSE 0 END,
+      version = t.version + 1, updated_at = now()
+  WHERE t.tenant_id = $1 AND t.id = $2 AND t.version = $3
+    AND ($4::text IS NULL OR $4 = t.status OR t.status = ANY($5::text[]))
+    AND (t.status <> 'in_progress' OR t.claimed_by IS NULL OR t.claimed_by = current_setting('app.principal')
+         OR t.lease_expires_at < now())
+    AND ($14::int IS NULL OR coalesce($4, t.status) = 'in_progress')
+    AND ($11::text IS NULL OR {live_persona("$1", "$11")} IS NOT NULL)
+  RETURNING t.*
+){_SELECT}
+FROM t
+{_PERSONA}
 """
 
 
@@ -225,56 +248,56 @@ class TaskChanges:
 
 async def update(
     conn: Connection, *, tenant_id: UUID, task_id: UUID, expected_version: int, changes: TaskChanges
-) -> tuple[Task, str]:
-    """Apply `changes` if the task is still at `expected_version`; returns it and its previous status."""
-    row = await conn.fetchrow(GET, tenant_id, task_id)
-    if row is None:
-        raise task_not_found(task_id)
-    before = Task.model_validate(dict(row))
-    if before.version != expected_version:
-        raise conflict("task", task_id, current_version=before.version, status=before.status, expected=expected_version)
-    status = changes.status or before.status
-    entering = status == "in_progress" and before.status != "in_progress"
-    taking_over = False
-    if before.status == "in_progress":
-        taking_over = await _check_claimant(conn, tenant_id=tenant_id, task_id=task_id) and status == "in_progress"
-    if status != before.status:
-        check_transition("task", TASK_TRANSITIONS, before.status, status)
-        allowed_from = sources(TASK_TRANSITIONS, status)
-    else:
-        allowed_from = [before.status]
-    if changes.lease_seconds is not None and status != "in_progress":
-        raise InvalidArgument(f"lease_seconds applies only to a task in progress; this one would be {status}")
-    lease = changes.lease_seconds or (DEFAULT_LEASE_SECONDS if entering else None)
+) -> Task:
+    """Apply `changes` if the task is still at `expected_version` and every rule allows them; the
+    task as changed. One statement when they are allowed; a refusal reads the task to say why."""
     c = changes
-    if "persona" in c.clear:
-        new_persona = None
-    else:
-        new_persona = await lookups.persona_id(conn, tenant_id=tenant_id, slug=c.persona) or row["persona_id"]
-    updated = await conn.fetchval(
+    updated = await _fetch(
+        conn,
         UPDATE,
         tenant_id,
         task_id,
         expected_version,
-        allowed_from,
-        c.title if c.title is not None else before.title,
-        c.description if c.description is not None else before.description,
-        c.priority if c.priority is not None else before.priority,
-        None if "due_at" in c.clear else c.due_at or before.due_at,
-        new_persona,
-        c.result if c.result is not None else before.result,
-        status,
-        entering or taking_over,
-        lease,
-        1 if entering and before.status == "pending" else 0,  # resuming a blocked task is not a new attempt
+        c.status,
+        sources(TASK_TRANSITIONS, c.status) if c.status is not None else [],
+        c.title,
+        c.description,
+        c.priority,
+        c.due_at,
+        "due_at" in c.clear,
+        None if "persona" in c.clear else c.persona,
+        "persona" in c.clear,
+        c.result,
+        c.lease_seconds,
+        DEFAULT_LEASE_SECONDS,
     )
-    if updated is None:  # changed by a transaction that committed after our read
-        now = await conn.fetchrow(CURRENT, tenant_id, task_id)
-        assert now is not None  # tasks are never deleted
-        raise conflict("task", task_id, current_version=now["version"], status=now["status"], expected=expected_version)
-    after = await get(conn, tenant_id=tenant_id, task_id=task_id)
-    assert after is not None
-    return after, before.status
+    if updated is not None:
+        return updated
+    raise await _refusal(conn, tenant_id=tenant_id, task_id=task_id, expected_version=expected_version, changes=c)
+
+
+async def _refusal(
+    conn: Connection, *, tenant_id: UUID, task_id: UUID, expected_version: int, changes: TaskChanges
+) -> Exception:
+    """Why UPDATE changed nothing, read from the task as it is now, in the order the rules apply."""
+    before = await _fetch(conn, GET, tenant_id, task_id)
+    if before is None:
+        return task_not_found(task_id)
+    stale = conflict("task", task_id, current_version=before.version, status=before.status, expected=expected_version)
+    if before.version != expected_version:
+        return stale
+    if before.status == "in_progress":
+        await _check_claimant(conn, tenant_id=tenant_id, task_id=task_id)
+    status = changes.status or before.status
+    if status != before.status:
+        check_transition("task", TASK_TRANSITIONS, before.status, status)
+    if changes.lease_seconds is not None and status != "in_progress":
+        return InvalidArgument(f"lease_seconds applies only to a task in progress; this one would be {status}")
+    if "persona" not in changes.clear:
+        await lookups.persona_id(conn, tenant_id=tenant_id, slug=changes.persona)  # unknown: NotFound
+    # Every rule allows it now: the task changed between the two statements (a lease ran out, a
+    # commit landed); the agent's retry decides on what it is now.
+    return stale
 
 
 async def _check_claimant(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> bool:

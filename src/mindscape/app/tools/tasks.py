@@ -133,7 +133,7 @@ async def update_task(
         raise InvalidArgument(f"{', '.join(sorted(both))}: pass a value or list it in `clear`, not both")
     changes = TaskChanges(status, result, title, description, priority, due_at, persona, lease_seconds, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
-        updated, _ = await tasks.update(
+        updated = await tasks.update(
             tx.conn, tenant_id=tx.tenant_id, task_id=task_id, expected_version=expected_version, changes=changes
         )
     return updated
