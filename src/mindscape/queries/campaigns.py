@@ -91,8 +91,10 @@ WHERE c.tenant_id = $1 AND c.id = $2
 
 async def get(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> Campaign | None:
     row = await conn.fetchrow(GET, tenant_id, campaign_id)
-    if row is None:
-        return None
+    return _campaign(row) if row is not None else None
+
+
+def _campaign(row: Record) -> Campaign:
     fields = dict(row)
     fields["task_counts"] = TaskCounts.model_validate(row["task_counts"])
     return Campaign.model_validate(fields)
@@ -109,10 +111,25 @@ async def status_of(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> str:
     return row["status"]
 
 
+# A new campaign with its personas ($8: slugs), read back as GET reads it, in one statement (a
+# data-modifying WITH runs whether or not the query reads it). A slug that names no live persona
+# is missing from `personas`: `create` then refuses the campaign, and its transaction rolls back.
 INSERT = """
-INSERT INTO mindscape.campaigns (tenant_id, name, objective, status, starts_at, ends_at, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING id
+WITH c AS (
+  INSERT INTO mindscape.campaigns (tenant_id, name, objective, status, starts_at, ends_at, metadata)
+  VALUES ($1, $2, $3, $4, $5, $6, $7)
+  RETURNING *
+), p AS (
+  SELECT p.id, p.slug FROM mindscape.personas p
+  WHERE p.tenant_id = $1 AND p.slug = ANY($8::text[]) AND p.deleted_at IS NULL
+), assigned AS (
+  INSERT INTO mindscape.campaign_personas (tenant_id, campaign_id, persona_id)
+  SELECT $1, c.id, p.id FROM c, p
+)
+SELECT c.id, c.name, c.objective, c.status, c.starts_at, c.ends_at, c.metadata, c.version,
+       c.created_at, c.updated_at, ARRAY(SELECT p.slug FROM p ORDER BY p.slug) AS personas,
+       '{}'::jsonb AS task_counts
+FROM c
 """
 
 ASSIGN = """
@@ -144,16 +161,25 @@ def _check_period(starts_at: datetime | None, ends_at: datetime | None) -> None:
 
 
 async def create(conn: Connection, *, tenant_id: UUID, new: NewCampaign) -> Campaign:
+    """The campaign, created with its personas; NotFound (the caller's transaction must then roll
+    back: the campaign was written) when a slug names no live persona."""
     _check_period(new.starts_at, new.ends_at)
-    persona_list = await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=new.personas)
-    campaign_id: UUID = await conn.fetchval(
-        INSERT, tenant_id, new.name, new.objective, new.status, new.starts_at, new.ends_at, new.metadata
+    row = await conn.fetchrow(
+        INSERT,
+        tenant_id,
+        new.name,
+        new.objective,
+        new.status,
+        new.starts_at,
+        new.ends_at,
+        new.metadata,
+        list(new.personas),
     )
-    if persona_list:
-        await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
-    created = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
-    assert created is not None
-    return created
+    assert row is not None  # an INSERT ... VALUES returns its row
+    for slug in new.personas:
+        if slug not in row["personas"]:
+            raise lookups.persona_not_found(slug)
+    return _campaign(row)
 
 
 LIST = """
