@@ -201,7 +201,7 @@ async def test_update_task_takes_four_round_trips_unless_it_is_refused(
     assert refusals[1:] == ([8, 8] if targets.pooled else [5, 5])
 
 
-async def test_create_campaign_with_its_personas_takes_four_round_trips(
+async def test_create_campaign_and_update_campaign_take_four_round_trips(
     targets: Targets, tenant_factory: TenantFactory
 ) -> None:
     tenant = await tenant_factory(PERSONAS_A, "tripn")
@@ -210,9 +210,17 @@ async def test_create_campaign_with_its_personas_takes_four_round_trips(
         made = data(await client.call_tool("create_campaign", {"name": "c", "personas": ["basil", "ada"]}))
         assert made["personas"] == ["ada", "basil"]
 
+    async def start(client: Client) -> None:
+        made = data(await client.call_tool("create_campaign", {"name": "c"}))
+        change = {"id": made["id"], "expected_version": 1, "status": "active", "objective": "o"}
+        assert data(await client.call_tool("update_campaign", change))["status"] == "active"
+
     counted = await _counted(targets, tenant.tenant_slug, "create_campaign", create)
-    # BEGIN, the context, the insert (with the personas' assignments, the campaign read back), COMMIT.
+    updated = await _counted(targets, tenant.tenant_slug, "update_campaign", start)
+    # BEGIN, the context, the insert (with the personas' assignments, the campaign read back), COMMIT;
+    # an update checks every rule in its WHERE and reads the campaign back in the same statement.
     assert counted[1:] == ([6, 6] if targets.pooled else [4, 4])
+    assert updated[1:] == ([6, 6] if targets.pooled else [4, 4])
 
 
 async def test_claim_by_campaign_looks_the_campaign_up_only_when_nothing_was_claimed(

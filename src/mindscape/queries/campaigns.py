@@ -211,15 +211,24 @@ def _key(row: Record) -> list[Any]:
     return [row["created_at"].isoformat(), str(row["id"])]
 
 
-CURRENT = "SELECT version, status FROM mindscape.campaigns WHERE tenant_id = $1 AND id = $2"
-
+# update_campaign's change in one statement, every rule in its WHERE, read back as GET reads it:
+# the campaign at the expected version ($3); a new status ($6, NULL: unchanged) reachable from its
+# status ($12: the statuses it may be reached from); the period it ends with either open or
+# ending after it starts. No row: `update` reads the campaign to say which rule refused it.
 UPDATE = """
-UPDATE mindscape.campaigns
-SET name = $5, objective = $6, status = $7, starts_at = $8, ends_at = $9, metadata = $10,
-    version = version + 1, updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND version = $3 AND status = ANY($4::text[])
-RETURNING id
-"""
+WITH c AS (
+  UPDATE mindscape.campaigns c
+  SET name = coalesce($4, c.name), objective = coalesce($5, c.objective), status = coalesce($6, c.status),
+      starts_at = CASE WHEN $8 THEN NULL ELSE coalesce($7, c.starts_at) END,
+      ends_at = CASE WHEN $10 THEN NULL ELSE coalesce($9, c.ends_at) END,
+      metadata = coalesce($11, c.metadata), version = c.version + 1, updated_at = now()
+  WHERE c.tenant_id = $1 AND c.id = $2 AND c.version = $3
+    AND ($6::text IS NULL OR $6 = c.status OR c.status = ANY($12::text[]))
+    AND ((CASE WHEN $10 THEN NULL ELSE coalesce($9, c.ends_at) END)
+         > (CASE WHEN $8 THEN NULL ELSE coalesce($7, c.starts_at) END)) IS NOT FALSE
+  RETURNING c.*
+)""" + GET.replace("FROM mindscape.campaigns c\nWHERE c.tenant_id = $1 AND c.id = $2", "FROM c")
+assert UPDATE.rstrip().endswith("FROM c")
 
 
 @dataclass(frozen=True)
@@ -238,51 +247,55 @@ class CampaignChanges:
 
 async def update(
     conn: Connection, *, tenant_id: UUID, campaign_id: UUID, expected_version: int, changes: CampaignChanges
-) -> tuple[Campaign, str]:
-    """Apply `changes` if the campaign is still at `expected_version`; returns it and its previous status."""
-    before = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
-    if before is None:
-        raise campaign_not_found(campaign_id)
-    if before.version != expected_version:
-        raise conflict(
-            "campaign", campaign_id, current_version=before.version, status=before.status, expected=expected_version
-        )
-    status = changes.status or before.status
-    if status != before.status:
-        check_transition("campaign", CAMPAIGN_TRANSITIONS, before.status, status)
-        allowed_from = sources(CAMPAIGN_TRANSITIONS, status)
-    else:
-        allowed_from = [before.status]
-    starts_at = None if "starts_at" in changes.clear else changes.starts_at or before.starts_at
-    ends_at = None if "ends_at" in changes.clear else changes.ends_at or before.ends_at
-    _check_period(starts_at, ends_at)
-    persona_list = (
-        await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=changes.personas)
-        if changes.personas is not None
-        else None
-    )
-    updated = await conn.fetchval(
+) -> Campaign:
+    """Apply `changes` if the campaign is still at `expected_version` and every rule allows them; the
+    campaign as changed. One statement, unless its personas change; a refusal reads it to say why."""
+    c = changes
+    row = await conn.fetchrow(
         UPDATE,
         tenant_id,
         campaign_id,
         expected_version,
-        allowed_from,
-        changes.name if changes.name is not None else before.name,
-        changes.objective if changes.objective is not None else before.objective,
-        status,
-        starts_at,
-        ends_at,
-        changes.metadata if changes.metadata is not None else before.metadata,
+        c.name,
+        c.objective,
+        c.status,
+        c.starts_at,
+        "starts_at" in c.clear,
+        c.ends_at,
+        "ends_at" in c.clear,
+        c.metadata,
+        sources(CAMPAIGN_TRANSITIONS, c.status) if c.status is not None else [],
     )
-    if updated is None:  # changed by a transaction that committed after our read
-        now = await conn.fetchrow(CURRENT, tenant_id, campaign_id)
-        assert now is not None  # campaigns are never deleted
-        raise conflict(
-            "campaign", campaign_id, current_version=now["version"], status=now["status"], expected=expected_version
+    if row is None:
+        raise await _refusal(
+            conn, tenant_id=tenant_id, campaign_id=campaign_id, expected_version=expected_version, changes=c
         )
-    if persona_list is not None:
-        await conn.execute(UNASSIGN_OTHERS, tenant_id, campaign_id, persona_list)
-        await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
-    after = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
-    assert after is not None
-    return after, before.status
+    updated = _campaign(row)
+    if c.personas is None:
+        return updated
+    # Unknown slugs: NotFound, and the caller's transaction rolls the update back.
+    persona_list = await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=c.personas)
+    await conn.execute(UNASSIGN_OTHERS, tenant_id, campaign_id, persona_list)
+    await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
+    return updated.model_copy(update={"personas": sorted(c.personas)})
+
+
+async def _refusal(
+    conn: Connection, *, tenant_id: UUID, campaign_id: UUID, expected_version: int, changes: CampaignChanges
+) -> Exception:
+    """Why UPDATE changed nothing, read from the campaign as it is now, in the order the rules apply."""
+    before = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
+    if before is None:
+        return campaign_not_found(campaign_id)
+    stale = conflict(
+        "campaign", campaign_id, current_version=before.version, status=before.status, expected=expected_version
+    )
+    if before.version != expected_version:
+        return stale
+    status = changes.status or before.status
+    if status != before.status:
+        check_transition("campaign", CAMPAIGN_TRANSITIONS, before.status, status)
+    starts_at = None if "starts_at" in changes.clear else changes.starts_at or before.starts_at
+    ends_at = None if "ends_at" in changes.clear else changes.ends_at or before.ends_at
+    _check_period(starts_at, ends_at)
+    return stale  # every rule allows it now: it changed between the two statements

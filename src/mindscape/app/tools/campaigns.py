@@ -94,7 +94,7 @@ async def update_campaign(
         raise InvalidArgument("personas lists a slug more than once; list each persona once")
     changes = CampaignChanges(name, objective, status, starts_at, ends_at, personas, metadata, cleared)
     async with tenant_call(ctx, read_only=False) as tx:
-        updated, _ = await campaigns.update(
+        updated = await campaigns.update(
             tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign_id, expected_version=expected_version, changes=changes
         )
     return updated
