@@ -79,13 +79,21 @@ async def test_a_write_takes_four_round_trips(targets: Targets, tenant_factory: 
         newest = data(await client.call_tool("remember", second))
         assert data(await client.call_tool("forget", {"id": newest["id"]}))["versions"] == 2
 
+    async def correct(client: Client) -> None:
+        written[0] += 1
+        made = data(await client.call_tool("remember", {"content": f"Ada likes tea, note {written[0]}"}))
+        change = {"id": made["id"], "expected_version": 1, "importance": 0.9, "metadata": {"topic": "drinks"}}
+        assert data(await client.call_tool("update_memory", change))["version"] == 2
+
     counted = await _counted(targets, tenant.tenant_slug, "forget", forget)
     versions = await _counted(targets, tenant.tenant_slug, "forget", forget_versions)
+    corrected = await _counted(targets, tenant.tenant_slug, "update_memory", correct)
     # BEGIN, the context statement, the delete (which finds the version chain itself), COMMIT with
     # the session's reset.
     warm = 6 if targets.pooled else 4
     assert counted[1:] == [warm, warm]
     assert versions[1:] == [warm, warm]
+    assert corrected[1:] == [warm, warm]  # the change and the memory read back in one statement
 
 
 async def test_list_tasks_is_one_round_trip_and_looks_a_persona_up_only_for_an_empty_page(

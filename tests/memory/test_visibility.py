@@ -122,6 +122,23 @@ async def test_persona_memory_is_for_callers_acting_as_it(office: Caller, client
         )
 
 
+async def test_update_memory_to_persona_visibility_is_for_callers_acting_as_it(
+    office: Caller, client_for: ClientFactory
+) -> None:
+    async with (
+        client_as(client_for, office, A, persona="ada") as ada,
+        client_as(client_for, office, B, persona="basil") as basil,
+        client_as(client_for, office, "dddddddddddd") as unbound,
+    ):
+        made = data(await unbound.call_tool("remember", {"content": SECRET, "persona": "ada"}))
+        change = {"id": made["id"], "expected_version": 1, "visibility": "persona"}
+        assert "needs a persona binding" in error_text(await unbound.call_tool("update_memory", change))
+        assert "your own persona 'basil'" in error_text(await basil.call_tool("update_memory", change))
+        changed = data(await ada.call_tool("update_memory", change))
+        assert (changed["visibility"], changed["version"]) == ("persona", 2)
+        assert not any((await _seen_by(basil, made["id"])).values())
+
+
 async def test_sql_as_the_runtime_role_with_the_other_keys_context(
     office: Caller, client_for: ClientFactory, pool: Pool
 ) -> None:

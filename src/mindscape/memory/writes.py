@@ -304,10 +304,27 @@ async def backfill_quietly(run: Callable[[], Awaitable[int]]) -> None:
         log.warning("background backfill failed; `mindscape memory backfill` retries it", exc_info=True)
 
 
+def _same_content(changes: memories.MemoryChanges) -> InvalidArgument:
+    return InvalidArgument(
+        f"the same content is already stored with visibility {changes.visibility!r}; forget one of the two"
+    )
+
+
 async def update(
     tx: TenantTx, caller: Caller, memory_id: UUID, expected_version: int, changes: memories.MemoryChanges
 ) -> Memory:
-    """Correct the current version of a memory in place (never its content: that is a new version)."""
+    """Correct the current version of a memory in place (never its content: that is a new version).
+
+    First in one statement, where the rules that need no read first allow it (memories.UPDATE_AT_ONCE:
+    it never applies a change the checks below would refuse); else read, check, then update."""
+    try:
+        done = await memories.update_at_once(
+            tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id, expected_version=expected_version, changes=changes
+        )
+    except asyncpg.UniqueViolationError:
+        raise _same_content(changes) from None
+    if done is not None:
+        return done
     old = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
     if old is None:
         raise memory_not_found(memory_id)
@@ -329,9 +346,7 @@ async def update(
             tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id, expected_version=expected_version, changes=changes
         )
     except asyncpg.UniqueViolationError:
-        raise InvalidArgument(
-            f"the same content is already stored with visibility {changes.visibility!r}; forget one of the two"
-        ) from None
+        raise _same_content(changes) from None
     if not done:  # changed between the read and the update: say what it is now
         now = await memories.state(tx.conn, tenant_id=tx.tenant_id, memory_id=memory_id)
         if now is None:

@@ -756,18 +756,31 @@ async def state(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> dict[s
     return dict(row) if row else None
 
 
-UPDATE = """
-UPDATE mindscape.memories SET
-    kind = coalesce($4, kind),
-    metadata = coalesce($5, metadata),
-    importance = CASE WHEN $8 THEN NULL ELSE coalesce($6, importance) END,
-    visibility = coalesce($7, visibility),
+_CHANGE = """
+UPDATE mindscape.memories m SET
+    kind = coalesce($4, m.kind),
+    metadata = coalesce($5, m.metadata),
+    importance = CASE WHEN $8 THEN NULL ELSE coalesce($6, m.importance) END,
+    visibility = coalesce($7, m.visibility),
     expires_at = CASE WHEN $9 THEN NULL WHEN $10::int IS NOT NULL THEN now() + make_interval(days => $10)
-                      ELSE expires_at END,
-    version = version + 1,
+                      ELSE m.expires_at END,
+    version = m.version + 1,
     updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND version = $3 AND valid_to IS NULL
-RETURNING id
+WHERE m.tenant_id = $1 AND m.id = $2 AND m.version = $3 AND m.valid_to IS NULL"""
+UPDATE = _CHANGE + "\nRETURNING m.id"
+# update_memory's fast path: the change and the memory read back in one statement, when the rules
+# that need no read allow it: metadata.context ($5) exactly as it is, a private memory only for
+# its writer, no persona visibility (its check needs the caller's persona binding). No row: not
+# necessarily a refusal; the caller decides with a read first (memory.writes.update).
+UPDATE_AT_ONCE = f"""
+WITH m AS ({_CHANGE}
+    AND ($5::jsonb IS NULL OR ($5 -> 'context') IS NOT DISTINCT FROM (m.metadata -> 'context'))
+    AND ($7::text IS DISTINCT FROM 'private' OR m.written_by = current_setting('app.principal'))
+    AND $7::text IS DISTINCT FROM 'persona'
+  RETURNING m.*
+)
+SELECT {MEMORY_FIELDS}
+FROM m LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
 """
 
 
@@ -782,24 +795,35 @@ class MemoryChanges:
     expires_in_days: int | None = None
 
 
+def _change_args(tenant_id: UUID, memory_id: UUID, expected_version: int, changes: MemoryChanges) -> tuple[Any, ...]:
+    c = changes
+    return (
+        tenant_id,
+        memory_id,
+        expected_version,
+        c.kind,
+        c.metadata,
+        c.importance,
+        c.visibility,
+        c.clear_importance,
+        c.clear_expiry,
+        c.expires_in_days,
+    )
+
+
 async def update(
     conn: Connection, *, tenant_id: UUID, memory_id: UUID, expected_version: int, changes: MemoryChanges
 ) -> bool:
     """Apply `changes` to the current version at `expected_version`; False when it is not that."""
-    row = await conn.fetchval(
-        UPDATE,
-        tenant_id,
-        memory_id,
-        expected_version,
-        changes.kind,
-        changes.metadata,
-        changes.importance,
-        changes.visibility,
-        changes.clear_importance,
-        changes.clear_expiry,
-        changes.expires_in_days,
-    )
-    return row is not None
+    return await conn.fetchval(UPDATE, *_change_args(tenant_id, memory_id, expected_version, changes)) is not None
+
+
+async def update_at_once(
+    conn: Connection, *, tenant_id: UUID, memory_id: UUID, expected_version: int, changes: MemoryChanges
+) -> Memory | None:
+    """UPDATE_AT_ONCE: the memory as changed, or None when the fast path did not apply (see there)."""
+    row = await conn.fetchrow(UPDATE_AT_ONCE, *_change_args(tenant_id, memory_id, expected_version, changes))
+    return Memory.model_validate(dict(row)) if row else None
 
 
 # Browse: newest first, a keyset cursor on (created_at, id), and a count that stops at a bound.
