@@ -85,6 +85,27 @@ async def test_expired_memories_never_come_back(office: Caller, client_for: Clie
     assert set(back) == {gone["id"], kept["id"]}  # remembering again renews the expiry
 
 
+async def test_an_expired_memory_cannot_be_updated_unless_its_expiry_is_renewed(
+    office: Caller, client_for: ClientFactory, targets: Targets
+) -> None:
+    async with client_for(office.tenant_slug) as client:
+        gone = await remember(client, "Temporary door code 4321", expires_in_days=1)
+        await sql(
+            targets,
+            office,
+            "UPDATE mindscape.memories SET expires_at = now() - interval '1 second' WHERE id = $1",
+            uuid.UUID(gone["id"]),
+        )
+        refused = error_text(
+            await client.call_tool("update_memory", {"id": gone["id"], "expected_version": 1, "importance": 0.9})
+        )
+        renewed = data(
+            await client.call_tool("update_memory", {"id": gone["id"], "expected_version": 1, "expires_in_days": 3})
+        )
+    assert f"no memory with id {gone['id']}" in refused
+    assert (renewed["version"], renewed["importance"]) == (2, None)
+
+
 async def test_hybrid_fuses_both_signals(office: Caller, targets: Targets) -> None:
     # Hashing similarities to the query: both 0.66, spelling_only 0.19, words_only 0.08, cat 0.05.
     # Only `both` and `words_only` contain a query word (stems: quarter, invoic, portal); the

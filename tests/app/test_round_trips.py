@@ -323,8 +323,15 @@ async def test_remember_is_one_round_trip_and_counts_against_the_quota(
     async def again(client: Client) -> None:
         assert data(await client.call_tool("remember", {"content": "Ada likes hiking, day 1"}))["duplicate"]
 
+    async def new_version(client: Client) -> None:
+        written[0] += 1
+        old = data(await client.call_tool("remember", {"content": f"The release is on day {written[0]}"}))
+        version = {"content": f"The release moved to day {written[0] + 1}", "supersedes": old["id"]}
+        assert not data(await client.call_tool("remember", version))["duplicate"]
+
     new = await _counted(targets, tenant.tenant_slug, "remember", fresh)
     duplicate = await _counted(targets, tenant.tenant_slug, "remember", again)
+    versions = await _counted(targets, tenant.tenant_slug, "remember", new_version, calls=6)
     # One statement: the context, the insert under the quota's lock, the embedding and the count
     # over every memory, committed as it ends (queries/memories.py REMEMBER). Through PgBouncer a
     # transaction: BEGIN, the context, the insert, the embedding, the count (two: see them all,
@@ -334,3 +341,9 @@ async def test_remember_is_one_round_trip_and_counts_against_the_quota(
     # next calls: the two warm calls are the two cheapest.)
     assert sorted(new)[:2] == ([12, 12] if targets.pooled else [1, 1])
     assert sorted(duplicate)[:2] == ([8, 8] if targets.pooled else [1, 1])
+    if not targets.pooled:
+        # A new version too: the old one's state and its closing are in the script. Six calls
+        # remember twice each; the first two are cold (in a transaction: the server has not yet
+        # read the tenant's settings), and the backfill after the first adds one more. In a
+        # transaction a new version would take 9.
+        assert versions.count(1) >= 9

@@ -343,6 +343,27 @@ async def test_updates_change_only_what_is_passed(office: Caller, client_for: Cl
     assert "nothing to change" in nothing
 
 
+async def test_updates_naming_an_unknown_persona_change_nothing(
+    office: Caller, client_for: ClientFactory, targets: Targets
+) -> None:
+    async with client_for(office.tenant_slug) as client:
+        task = data(await client.call_tool("create_task", {"title": "t", "persona": "ada"}))
+        campaign = data(await client.call_tool("create_campaign", {"name": "c", "personas": ["ada"]}))
+        before = await work_rows(targets, office)
+        task_change = {"id": task["id"], "expected_version": 1, "persona": "nobody", "priority": 0}
+        campaign_change = {"id": campaign["id"], "expected_version": 1, "personas": ["basil", "nobody"], "name": "d"}
+        refusals = [
+            error_text(await client.call_tool("update_task", task_change)),
+            error_text(await client.call_tool("update_campaign", campaign_change)),
+        ]
+        task_after = data(await client.call_tool("get_task", {"id": task["id"]}))
+        campaign_after = data(await client.call_tool("get_campaign", {"id": campaign["id"]}))
+    assert all("no persona with slug 'nobody'" in text for text in refusals)
+    assert (task_after["version"], task_after["persona"], task_after["priority"]) == (1, "ada", 2)
+    assert (campaign_after["version"], campaign_after["personas"], campaign_after["name"]) == (1, ["ada"], "c")
+    assert await work_rows(targets, office) == before  # no audit event either: both rolled back
+
+
 async def test_subtasks_follow_their_parent(office: Caller, client_for: ClientFactory) -> None:
     async with client_for(office.tenant_slug) as client:
         cid = (await call(client, "create_campaign", name="c"))["id"]

@@ -133,8 +133,11 @@ async def test_concurrent_supersedes_one_wins(
 async def _until_waiting(pool: Pool, sessions: int) -> None:
     async with pool.acquire() as conn:
         for _ in range(400):
+            # The supersede statement in a transaction, or the one-statement remember's function
+            # (queries/memories.py REMEMBER) that runs it.
             waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%SET valid_to%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND (query LIKE '%SET valid_to%' OR query LIKE '%pg_temp.mindscape_write_%')"
             )
             if waiting >= sessions:
                 return

@@ -175,3 +175,59 @@ async def test_an_unknown_task_is_not_found_on_both_paths(
     assert messages[0] == messages[1] == f"no task with id {task} in this workspace; list_tasks shows the ids"
     assert len(in_transaction) == (2 if targets.pooled else 1)
     assert await stored(targets, tenant) == []
+
+
+VERSIONS = """
+SELECT m.content, p.slug AS persona, m.kind, m.visibility, m.valid_to IS NULL AS current, m.version,
+       (SELECT n.content FROM mindscape.memories n WHERE n.tenant_id = m.tenant_id AND n.id = m.superseded_by) AS by,
+       (SELECT count(*) FROM mindscape.memory_embeddings e WHERE e.tenant_id = m.tenant_id AND e.memory_id = m.id
+          AND e.visibility = m.visibility) AS embeddings,
+       (SELECT array_agg(a.tool || ':' || a.outcome ORDER BY a.seq) FROM mindscape.audit_events a
+        WHERE a.tenant_id = m.tenant_id AND m.id::text = ANY (a.target_ids)) AS audit
+FROM mindscape.memories m LEFT JOIN mindscape.personas p ON p.tenant_id = m.tenant_id AND p.id = m.persona_id
+WHERE m.tenant_id = $1 ORDER BY m.content
+"""
+
+
+async def test_both_paths_write_new_versions_and_refuse_bad_ones_alike(
+    targets: Targets, tenant_factory: TenantFactory, in_transaction: list[str]
+) -> None:
+    tenants = {path: await tenant_factory(PERSONAS_A, "wsv") for path in PATHS}
+    refusals: dict[str, list[str]] = {}
+    for path, settings in PATHS.items():
+        async with client_with(targets, tenants[path].tenant_slug, **settings) as client:
+            old = await remember(client, "the release is on Monday", persona="ada", kind="fact", visibility="private")
+            # The new version keeps the old one's persona, kind and visibility.
+            new = await remember(client, "the release is on Tuesday", supersedes=old["id"])
+            assert new["duplicate"] is False
+            later = await remember(client, "the release is on Friday", supersedes=new["id"], kind="event")
+            missing, stale, same = (
+                {"content": "x", "supersedes": "00000000-0000-4000-8000-00000000000a"},
+                {"content": "the release is on Sunday", "supersedes": old["id"]},
+                {"content": "the release is on Friday", "supersedes": later["id"]},
+            )
+            refusals[path] = [
+                error_text(await client.call_tool("remember", call))
+                .replace(later["id"], "<current>")
+                .replace(old["id"], "<old>")
+                for call in (missing, stale, same)
+            ]
+        if path == "statement" and not targets.pooled:
+            # The versions in one statement each; each refusal left to the transaction, which says why.
+            assert in_transaction == ["x", "the release is on Sunday", "the release is on Friday"]
+            in_transaction.clear()
+    assert refusals["statement"] == refusals["transaction"]
+    assert "the current version is <current>" in refusals["statement"][1]
+    assert "already says exactly this" in refusals["statement"][2]
+    conn = await connect(inspect_url(targets))
+    try:
+        one, other = [[dict(r) for r in await conn.fetch(VERSIONS, tenants[p].tenant_id)] for p in PATHS]
+    finally:
+        await conn.close()
+    assert one == other
+    assert [(r["content"], r["persona"], r["kind"], r["visibility"], r["current"], r["by"]) for r in one] == [
+        ("the release is on Friday", "ada", "event", "private", True, None),
+        ("the release is on Monday", "ada", "fact", "private", False, "the release is on Tuesday"),
+        ("the release is on Tuesday", "ada", "fact", "private", False, "the release is on Friday"),
+    ]
+    assert all(r["embeddings"] == 1 for r in one)

@@ -207,14 +207,13 @@ def _no_such_task(exc: asyncpg.ForeignKeyViolationError, task_id: UUID | None) -
     return exc
 
 
-def at_once(
-    embedders: Embedders, prepared: Prepared, seen: dict[str, Any], *, supersedes: UUID | None, visibility: str | None
-) -> bool:
-    """Whether store_at_once can store `prepared` for a tenant whose settings are `seen`: it replaces
-    no version and is not persona-visible (checks that read first), and was embedded with the model
-    those settings name (JSON numbers only, as the statement compares them: json.dumps would
-    write NaN or Infinity, which PostgreSQL refuses)."""
-    if supersedes is not None or visibility == "persona" or prepared.vector is None:
+def at_once(embedders: Embedders, prepared: Prepared, seen: dict[str, Any], *, visibility: str | None) -> bool:
+    """Whether store_at_once can store `prepared` for a tenant whose settings are `seen`: it is not
+    persona-visible (a check that needs the caller's binding; a version that would inherit that
+    visibility is left to store() by the statement itself), and was embedded with the model those
+    settings name (JSON numbers only, as the statement compares them: json.dumps would write NaN
+    or Infinity, which PostgreSQL refuses)."""
+    if visibility == "persona" or prepared.vector is None:
         return False
     try:
         json.dumps(seen, allow_nan=False)
@@ -237,10 +236,12 @@ async def store_at_once(
     expires_in_days: int | None,
     visibility: Visibility | None,
     task_id: UUID | None,
+    supersedes: UUID | None = None,
 ) -> Remembered | None:
     """store() in one statement, where `at_once` says it can: the same answers, errors and quota
-    check, from the tenant's settings as `seen` (settings and the limits made from them). None:
-    nothing was written, use store()."""
+    check, from the tenant's settings as `seen` (settings and the limits made from them), also for
+    a new version of `supersedes`. None: nothing was written, use store(), which also says why a
+    version could not be written."""
     settings, limits = seen
     if prepared.vector is None:
         return None
@@ -250,13 +251,14 @@ async def store_at_once(
             writer,
             tenant_id=tenant_id,
             persona=persona,
-            kind=kind or "note",
+            kind=kind,
             content=prepared.content,
             metadata=metadata,
             importance=importance,
             expires_at=expiry(expires_in_days),
-            visibility=visibility or "tenant",
+            visibility=visibility,
             task_id=task_id,
+            supersedes=supersedes,
             max_memories=limits.max_memories.value,
             model=prepared.spec.key,
             vector=prepared.vector,

@@ -1,8 +1,9 @@
 """Campaign SQL, and the checks that task SQL shares with it (versions, transitions, cursors).
 
-Updates are guarded twice: Python checks the version and the transition against the row it
-read, and the UPDATE's WHERE repeats both, so a change committed in between makes the UPDATE
-match nothing instead of slipping through.
+Updates (of tasks too) carry every rule in the UPDATE's WHERE, so a change committed in between
+makes the UPDATE match nothing instead of slipping through; only then is the row read, and the
+same rules checked in Python against it, to say which one refused the change (`changed_meanwhile`
+when none does any more).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def conflict(kind: str, item_id: UUID, *, current_version: int, status: str, exp
         f"not {expected}: it changed since you read it. Re-read it with get_{kind}, then retry with "
         f"expected_version={current_version}. {json.dumps(facts)}"
     )
+
+
+def changed_meanwhile(kind: str, item_id: UUID) -> InvalidArgument:
+    """An update refused by a rule that no longer refuses it when the row is read again: the row
+    changed between the two statements (a lease ran out, a persona appeared)."""
+    return InvalidArgument(f"{kind} {item_id} changed while it was being updated; read it with get_{kind} and retry")
 
 
 def check_transition(kind: str, transitions: Mapping[str, Sequence[str]], current: str, target: str) -> None:
@@ -277,7 +284,9 @@ async def update(
     persona_list = await lookups.persona_ids(conn, tenant_id=tenant_id, slugs=c.personas)
     await conn.execute(UNASSIGN_OTHERS, tenant_id, campaign_id, persona_list)
     await conn.execute(ASSIGN, tenant_id, campaign_id, persona_list)
-    return updated.model_copy(update={"personas": sorted(c.personas)})
+    after = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)  # its personas as GET orders them
+    assert after is not None
+    return after
 
 
 async def _refusal(
@@ -287,15 +296,14 @@ async def _refusal(
     before = await get(conn, tenant_id=tenant_id, campaign_id=campaign_id)
     if before is None:
         return campaign_not_found(campaign_id)
-    stale = conflict(
-        "campaign", campaign_id, current_version=before.version, status=before.status, expected=expected_version
-    )
     if before.version != expected_version:
-        return stale
+        return conflict(
+            "campaign", campaign_id, current_version=before.version, status=before.status, expected=expected_version
+        )
     status = changes.status or before.status
     if status != before.status:
         check_transition("campaign", CAMPAIGN_TRANSITIONS, before.status, status)
     starts_at = None if "starts_at" in changes.clear else changes.starts_at or before.starts_at
     ends_at = None if "ends_at" in changes.clear else changes.ends_at or before.ends_at
     _check_period(starts_at, ends_at)
-    return stale  # every rule allows it now: it changed between the two statements
+    return changed_meanwhile("campaign", campaign_id)

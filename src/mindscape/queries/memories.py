@@ -105,12 +105,12 @@ def content_hash(content: str) -> bytes:
 def _insert_args(
     tenant_id: UUID,
     persona_id: UUID | None,
-    kind: str,
+    kind: str | None,
     content: str,
     metadata: dict[str, Any],
     importance: float | None,
     expires_at: datetime | None,
-    visibility: str,
+    visibility: str | None,
     task_id: UUID | None,
 ) -> tuple[Any, ...]:
     """INSERT's $1-$10, in order (REMEMBER runs INSERT as written, so it takes them in the same places)."""
@@ -227,6 +227,15 @@ async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory
     return bool(await conn.fetchval(HAS_EMBEDDING, tenant_id, model, memory_id))
 
 
+# Closes the old version in the new one's transaction: valid_to is the transaction's time, the
+# new version's valid_from. `valid_to IS NULL` makes a concurrent second supersede of the same
+# memory wait for the first and then match nothing (the row it re-reads is closed).
+SUPERSEDE = """
+UPDATE mindscape.memories SET valid_to = now(), superseded_by = $3, version = version + 1, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND valid_to IS NULL
+RETURNING id
+"""
+
 # remember in one statement (tenancy.one_statement.tenant_write): the persona's id from its slug
 # ($15, as lookups.persona_id finds it), the insert as INSERT runs it ($1-$11; under the lock
 # when there is a limit, $12 > 0), the embedding ($13 model, $14 vector),
@@ -234,14 +243,21 @@ async def has_embedding(conn: Connection, *, tenant_id: UUID, model: str, memory
 # takes its own snapshot as it starts, so the count sees every earlier lock holder's rows, and the
 # embeddings policy sees the new row. Over the limit it raises OVER_LIMIT with the live count as
 # its detail: the statement, the insert with it, is rolled back.
+# With $16, the new version of that memory: its persona, kind and visibility unless given ($15,
+# $3, $9 NULL), and the old version closed (SUPERSEDE) before the count, as store() does it.
+# Anything but the plain case (no such current memory, the same content already stored, a persona
+# visibility, a concurrent supersede) raises NOT_AT_ONCE: nothing is written, and the transaction
+# path (memory.writes.store) finds the same and says what it is.
 OVER_LIMIT = "MS429"
 NO_PERSONA = "MS404"  # $15 names no live persona
+NOT_AT_ONCE = "MS428"  # a case this script leaves to the transaction path
 REMEMBER = Script(
     # INSERT's tenant, persona (its id, set here from $15), kind, content, hash, metadata,
-    # importance, expiry, visibility, task, lock class; then the limit, the model, the vector, and
-    # the persona's slug.
+    # importance, expiry, visibility, task, lock class; then the limit, the model, the vector, the
+    # persona's slug and the memory this one supersedes.
     parameters=(
-        "uuid, uuid, text, text, bytea, jsonb, real, timestamptz, text, uuid, integer, integer, text, vector, text"
+        "uuid, uuid, text, text, bytea, jsonb, real, timestamptz, text, uuid, integer, integer, text, vector, text,"
+        " uuid"
     ),
     returns="id uuid, created boolean",
     declare="""
@@ -251,6 +267,8 @@ REMEMBER = Script(
         mindscape_created__ boolean;
         mindscape_n__ bigint;
         mindscape_before__ text;
+        mindscape_old__ record;
+        mindscape_closed__ uuid;
     """,
     body=f"""
   IF $15 IS NOT NULL THEN
@@ -260,12 +278,38 @@ REMEMBER = Script(
     END IF;
     $2 := mindscape_persona__;
   END IF;
+  IF $16 IS NOT NULL THEN
+    SELECT m.persona_id, m.kind, m.visibility INTO mindscape_old__
+    FROM mindscape.memories m WHERE m.tenant_id = $1 AND m.id = $16 AND m.valid_to IS NULL;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'not the current version' USING ERRCODE = '{NOT_AT_ONCE}';
+    END IF;
+    IF $15 IS NULL THEN
+      $2 := mindscape_old__.persona_id;
+    END IF;
+    $3 := coalesce($3, mindscape_old__.kind);
+    $9 := coalesce($9, mindscape_old__.visibility);
+  END IF;
+  $3 := coalesce($3, 'note');
+  $9 := coalesce($9, 'tenant');
+  IF $9 = 'persona' THEN
+    RAISE EXCEPTION 'persona visibility' USING ERRCODE = '{NOT_AT_ONCE}';
+  END IF;
   IF $12 > 0 THEN
     {INSERT_LOCKED.strip()}
     INTO mindscape_id__, mindscape_created__;
   ELSE
     {INSERT.strip()}
     INTO mindscape_id__, mindscape_created__;
+  END IF;
+  IF $16 IS NOT NULL THEN
+    IF NOT mindscape_created__ THEN
+      RAISE EXCEPTION 'already stored' USING ERRCODE = '{NOT_AT_ONCE}';
+    END IF;
+    EXECUTE {literal(SUPERSEDE)} INTO mindscape_closed__ USING $1, $16, mindscape_id__;
+    IF mindscape_closed__ IS NULL THEN
+      RAISE EXCEPTION 'superseded meanwhile' USING ERRCODE = '{NOT_AT_ONCE}';
+    END IF;
   END IF;
   EXECUTE {literal(STORE_EMBEDDINGS)} USING $1, $13, ARRAY[mindscape_id__], ARRAY[$14];
   IF $12 > 0 AND mindscape_created__ THEN
@@ -299,22 +343,25 @@ async def remember_at_once(
     *,
     tenant_id: UUID,
     persona: str | None,
-    kind: str,
+    kind: str | None,
     content: str,
     metadata: dict[str, Any],
     importance: float | None,
     expires_at: datetime | None,
-    visibility: str,
+    visibility: str | None,
     task_id: UUID | None,
     max_memories: int,
     model: str,
     vector: Sequence[float],
     seen: Mapping[str, Any],
+    supersedes: UUID | None = None,
 ) -> tuple[UUID, bool] | None:
     """REMEMBER's (id, duplicate), for the persona of slug `persona` (NotFound when none is live;
-    MemoryLimitReached over `max_memories`); None when nothing was written and the caller should
-    write in a transaction (`seen`, the tenant's settings `max_memories` and `model` came from,
-    changed, or the connection cannot run scripts)."""
+    MemoryLimitReached over `max_memories`), as the new version of `supersedes` if given (kind,
+    visibility and persona None: the old version's; else note, tenant and none); None when nothing
+    was written and the caller should write in a transaction (`seen`, the tenant's settings
+    `max_memories` and `model` came from, changed; the connection cannot run scripts; a case the
+    script leaves to the transaction, NOT_AT_ONCE)."""
     try:
         rows = await writer.run(
             REMEMBER,
@@ -324,9 +371,12 @@ async def remember_at_once(
             model,
             Vector(list(vector)),
             persona,
+            supersedes,
             seen=seen,
         )
     except asyncpg.PostgresError as exc:
+        if exc.sqlstate == NOT_AT_ONCE:
+            return None
         if exc.sqlstate == NO_PERSONA and persona is not None:
             raise persona_not_found(persona) from None
         if exc.sqlstate != OVER_LIMIT:
@@ -731,14 +781,6 @@ async def versions(conn: Connection, *, tenant_id: UUID, memory_id: UUID) -> lis
     return [found[i] for i in ids if i in found]
 
 
-# Closes the old version in the new one's transaction: valid_to is the transaction's time, the
-# new version's valid_from. `valid_to IS NULL` makes a concurrent second supersede of the same
-# memory wait for the first and then match nothing (the row it re-reads is closed).
-SUPERSEDE = """
-UPDATE mindscape.memories SET valid_to = now(), superseded_by = $3, version = version + 1, updated_at = now()
-WHERE tenant_id = $1 AND id = $2 AND valid_to IS NULL
-RETURNING id
-"""
 STATE = (
     "SELECT id, version, valid_to, superseded_by, visibility, written_by, persona_id, metadata, kind, importance"
     ", content_sha256, expires_at FROM mindscape.memories WHERE tenant_id = $1 AND id = $2"
@@ -770,13 +812,15 @@ WHERE m.tenant_id = $1 AND m.id = $2 AND m.version = $3 AND m.valid_to IS NULL""
 UPDATE = _CHANGE + "\nRETURNING m.id"
 # update_memory's fast path: the change and the memory read back in one statement, when the rules
 # that need no read allow it: metadata.context ($5) exactly as it is, a private memory only for
-# its writer, no persona visibility (its check needs the caller's persona binding). No row: not
-# necessarily a refusal; the caller decides with a read first (memory.writes.update).
+# its writer, no persona visibility (its check needs the caller's persona binding), not expired
+# unless the change renews or clears the expiry. No row: not necessarily a refusal; the caller
+# decides with a read first (memory.writes.update).
 UPDATE_AT_ONCE = f"""
 WITH m AS ({_CHANGE}
     AND ($5::jsonb IS NULL OR ($5 -> 'context') IS NOT DISTINCT FROM (m.metadata -> 'context'))
     AND ($7::text IS DISTINCT FROM 'private' OR m.written_by = current_setting('app.principal'))
     AND $7::text IS DISTINCT FROM 'persona'
+    AND (m.expires_at IS NULL OR m.expires_at > now() OR $9 OR $10::int IS NOT NULL)
   RETURNING m.*
 )
 SELECT {MEMORY_FIELDS}

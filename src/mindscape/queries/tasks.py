@@ -17,7 +17,7 @@ from mindscape.database.pool import Connection, Reader
 from mindscape.errors import InvalidArgument, NotFound
 from mindscape.models.task import TASK_TRANSITIONS, Task, TaskPage, TaskSummary
 from mindscape.queries import campaigns, cursor, lookups
-from mindscape.queries.campaigns import check_transition, conflict, cursor_time, cursor_uuid, sources
+from mindscape.queries.campaigns import changed_meanwhile, check_transition, conflict, cursor_time, cursor_uuid, sources
 from mindscape.queries.lookups import live_persona
 
 DEFAULT_LEASE_SECONDS = 300
@@ -283,9 +283,10 @@ async def _refusal(
     before = await _fetch(conn, GET, tenant_id, task_id)
     if before is None:
         return task_not_found(task_id)
-    stale = conflict("task", task_id, current_version=before.version, status=before.status, expected=expected_version)
     if before.version != expected_version:
-        return stale
+        return conflict(
+            "task", task_id, current_version=before.version, status=before.status, expected=expected_version
+        )
     if before.status == "in_progress":
         await _check_claimant(conn, tenant_id=tenant_id, task_id=task_id)
     status = changes.status or before.status
@@ -296,8 +297,8 @@ async def _refusal(
     if "persona" not in changes.clear:
         await lookups.persona_id(conn, tenant_id=tenant_id, slug=changes.persona)  # unknown: NotFound
     # Every rule allows it now: the task changed between the two statements (a lease ran out, a
-    # commit landed); the agent's retry decides on what it is now.
-    return stale
+    # persona appeared); the agent's retry decides on what it is now.
+    return changed_meanwhile("task", task_id)
 
 
 async def _check_claimant(conn: Connection, *, tenant_id: UUID, task_id: UUID) -> bool:

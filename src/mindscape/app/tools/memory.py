@@ -155,7 +155,7 @@ async def _at_once(
     if (
         seen is None
         or state.settings.database_pooler == "transaction"  # tenant_write would fall back: spare its connection
-        or not writes.at_once(state.embedders, prepared, seen[0], supersedes=supersedes, visibility=visibility)
+        or not writes.at_once(state.embedders, prepared, seen[0], visibility=visibility)
     ):
         return None
     async with tenant_write(ctx) as writer:
@@ -172,6 +172,7 @@ async def _at_once(
             expires_in_days=expires_in_days,
             visibility=visibility,
             task_id=task,
+            supersedes=supersedes,
         )
     if result is not None:  # the statement found `seen` current, as a transaction's context would have
         state.calls.observe(caller.tenant_id, seen[0])
