@@ -35,7 +35,7 @@ import struct
 import sys
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,33 +122,50 @@ async def trips_per_call(port: int, key: str, counter: Counter, tool: str, args:
         conn.close()
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> str:
+@dataclass
+class Proxied:
+    """A fresh tenant and write key, and a counting proxy in front of its database: `env` starts a
+    server whose runtime connections go through the proxy."""
+
+    key: str
+    counter: Counter
+    env: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def proxied(tmp: Path) -> AsyncGenerator[Proxied]:
     prep = argparse.Namespace(database_url=None, owner_database_url=None)
     targets, _slug, key = await prepare(prep, tmp)
     counter = Counter()
     proxy = CountingProxy(unix_socket(targets.runtime), counter)
     proxy_port = free_port()
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", proxy_port)
-    rows: list[str] = []
+    env = {
+        "MINDSCAPE_DATABASE_URL": f"postgresql://mindscape_app@127.0.0.1:{proxy_port}/mindscape?sslmode=disable",
+        # The cache's LISTEN connection goes straight to PostgreSQL: its health checks are not counted.
+        "MINDSCAPE_CREDENTIAL_LISTEN_URL": targets.runtime,
+        "MINDSCAPE_LOG_LEVEL": "WARNING",
+    }
     try:
+        yield Proxied(key, counter, env)
+    finally:
+        server.close()
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> str:
+    rows: list[str] = []
+    async with proxied(tmp) as p:
         for label, ttl in (("off (credential_cache_ttl_s = 0)", "0"), ("on (5 s, key cached)", "5")):
             port = free_port()
-            env = {
-                "MINDSCAPE_DATABASE_URL": f"postgresql://mindscape_app@127.0.0.1:{proxy_port}/mindscape?sslmode=disable",
-                "MINDSCAPE_CREDENTIAL_LISTEN_URL": targets.runtime,
-                "MINDSCAPE_CREDENTIAL_CACHE_TTL_S": ttl,
-                "MINDSCAPE_LOG_LEVEL": "WARNING",
-            }
+            env = p.env | {"MINDSCAPE_CREDENTIAL_CACHE_TTL_S": ttl}
             proc = await asyncio.to_thread(start, f"cache {ttl}", mindscape_cmd(port, 1), env, port, tmp)
             try:
                 for tool, tool_args in (("get_persona", {"slug": "ada"}), ("create_task", {})):
-                    per_call = await trips_per_call(port, key, counter, tool, tool_args, args.calls)
+                    per_call = await trips_per_call(port, p.key, p.counter, tool, tool_args, args.calls)
                     rows.append(f"| {label} | {tool} | {per_call:.2f} |")
                     print(rows[-1], file=sys.stderr, flush=True)
             finally:
                 await asyncio.to_thread(proc.stop)
-    finally:
-        server.close()
     head = [
         f"{args.calls} calls of each tool, one keep-alive client, one server process (same run):",
         "",
@@ -267,27 +284,14 @@ async def every_tool(port: int, key: str, counter: Counter, calls: int) -> list[
 
 
 async def run_every_tool(args: argparse.Namespace, tmp: Path) -> str:
-    prep = argparse.Namespace(database_url=None, owner_database_url=None)
-    targets, _slug, key = await prepare(prep, tmp)
-    counter = Counter()
-    proxy = CountingProxy(unix_socket(targets.runtime), counter)
-    proxy_port = free_port()
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", proxy_port)
-    try:
+    async with proxied(tmp) as p:
         port = free_port()
-        env = {
-            "MINDSCAPE_DATABASE_URL": f"postgresql://mindscape_app@127.0.0.1:{proxy_port}/mindscape?sslmode=disable",
-            "MINDSCAPE_CREDENTIAL_LISTEN_URL": targets.runtime,
-            "MINDSCAPE_LOG_LEVEL": "WARNING",
-            "MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0",
-        }
+        env = p.env | {"MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0"}
         proc = await asyncio.to_thread(start, "every tool", mindscape_cmd(port, 1), env, port, tmp)
         try:
-            rows = await every_tool(port, key, counter, args.calls)
+            rows = await every_tool(port, p.key, p.counter, args.calls)
         finally:
             await asyncio.to_thread(proc.stop)
-    finally:
-        server.close()
     head = [
         f"{args.calls} calls of each, one keep-alive client, one server process, the key cached:",
         "",
