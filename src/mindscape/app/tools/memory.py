@@ -230,14 +230,13 @@ async def recall(
             if mode == "semantic":
                 raise ToolError(f"semantic recall is unavailable ({why}); retry later or use mode='keyword'") from exc
             note = f"semantic search unavailable ({why}); keyword matches only"
-    plain = dataclasses.replace(
-        _filters(kinds, metadata, since, until, include_superseded, written_by, task), as_of=as_of
+    filters = dataclasses.replace(
+        _filters(kinds, metadata, since, until, include_superseded, written_by, task), as_of=as_of, persona=persona
     )
-    plain = dataclasses.replace(plain, persona=persona)
     # One statement, one round trip, when the tenant's model is known and its size known to be
     # ranked exactly (memory.recall); the persona's slug is resolved in the statement itself.
     if known is not None and (vector is None or state.sizes.known_exact(tenant_id, spec)):
-        question = Question(terms, k, plain, mode, spec, vector, floor)
+        question = Question(terms, k, filters, mode, spec, vector, floor)
         async with tenant_read(ctx, settings=memories.PLAN_PER_CALL) as read:
             found = await recall_exact(read.conn, tenant_id=read.tenant_id, question=question, note=note)
         if persona is not None and not found.memories:
@@ -247,7 +246,6 @@ async def recall(
             active = state.embedders.observe(tx.tenant_id, tx.settings)
             if vector is not None and active != spec:  # the tenant switched models since we last looked
                 vector = (await state.embedders.get(active).embed([terms.text]))[0]
-            filters = plain
             found = await run_recall(
                 tx.conn,
                 tenant_id=tx.tenant_id,
