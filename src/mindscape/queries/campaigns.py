@@ -81,7 +81,8 @@ def sources(transitions: Mapping[str, Sequence[str]], target: str) -> list[str]:
     return [status for status, targets in transitions.items() if target in targets]
 
 
-GET = """
+# A campaign as get() reads it, from `c` (the table, or the row an update returned).
+_SELECT = """
 SELECT c.id, c.name, c.objective, c.status, c.starts_at, c.ends_at, c.metadata, c.version,
        c.created_at, c.updated_at,
        ARRAY(SELECT p.slug FROM mindscape.campaign_personas cp
@@ -90,10 +91,8 @@ SELECT c.id, c.name, c.objective, c.status, c.starts_at, c.ends_at, c.metadata, 
              ORDER BY p.slug) AS personas,
        (SELECT coalesce(jsonb_object_agg(n.status, n.count), '{}'::jsonb)
         FROM (SELECT t.status, count(*) AS count FROM mindscape.tasks t
-              WHERE t.tenant_id = c.tenant_id AND t.campaign_id = c.id GROUP BY t.status) n) AS task_counts
-FROM mindscape.campaigns c
-WHERE c.tenant_id = $1 AND c.id = $2
-"""
+              WHERE t.tenant_id = c.tenant_id AND t.campaign_id = c.id GROUP BY t.status) n) AS task_counts"""
+GET = _SELECT + "\nFROM mindscape.campaigns c\nWHERE c.tenant_id = $1 AND c.id = $2\n"
 
 
 async def get(conn: Reader, *, tenant_id: UUID, campaign_id: UUID) -> Campaign | None:
@@ -222,7 +221,8 @@ def _key(row: Record) -> list[Any]:
 # the campaign at the expected version ($3); a new status ($6, NULL: unchanged) reachable from its
 # status ($12: the statuses it may be reached from); the period it ends with either open or
 # ending after it starts. No row: `update` reads the campaign to say which rule refused it.
-UPDATE = """
+UPDATE = (
+    """
 WITH c AS (
   UPDATE mindscape.campaigns c
   SET name = coalesce($4, c.name), objective = coalesce($5, c.objective), status = coalesce($6, c.status),
@@ -234,8 +234,10 @@ WITH c AS (
     AND ((CASE WHEN $10 THEN NULL ELSE coalesce($9, c.ends_at) END)
          > (CASE WHEN $8 THEN NULL ELSE coalesce($7, c.starts_at) END)) IS NOT FALSE
   RETURNING c.*
-)""" + GET.replace("FROM mindscape.campaigns c\nWHERE c.tenant_id = $1 AND c.id = $2", "FROM c")
-assert UPDATE.rstrip().endswith("FROM c")
+)"""
+    + _SELECT
+    + "\nFROM c\n"
+)
 
 
 @dataclass(frozen=True)

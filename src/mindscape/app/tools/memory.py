@@ -19,6 +19,7 @@ from mindscape.app.identity import current_caller
 from mindscape.app.rendering import memories_block
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
+from mindscape.app.tools.personas import persona_exists
 from mindscape.embeddings.base import EmbeddingError, ModelUnavailable
 from mindscape.errors import InvalidArgument, QuotaExceeded
 from mindscape.memory import writes
@@ -38,7 +39,7 @@ from mindscape.models.memory import (
     Visibility,
 )
 from mindscape.queries import cursor as cursors
-from mindscape.queries import fulltext, lookups, memories
+from mindscape.queries import fulltext, memories
 from mindscape.queries.memories import Filters, MemoryChanges
 from mindscape.quotas import memories as memory_quota
 from mindscape.quotas.limits import effective, effective_own
@@ -240,7 +241,7 @@ async def recall(
         async with tenant_read(ctx, settings=memories.PLAN_PER_CALL) as read:
             found = await recall_exact(read.conn, tenant_id=read.tenant_id, question=question, note=note)
         if persona is not None and not found.memories:
-            await _persona_exists(ctx, persona)
+            await persona_exists(ctx, persona)
     else:
         async with tenant_call(ctx, read_only=True) as tx:
             active = state.embedders.observe(tx.tenant_id, tx.settings)
@@ -343,7 +344,7 @@ async def list_memories(
             tx.conn, tenant_id=tx.tenant_id, filters=filters, limit=limit + 1, after=after, cap=MAX_COUNT + 1
         )
     if persona is not None and not total:
-        await _persona_exists(ctx, persona)
+        await persona_exists(ctx, persona)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = None
@@ -381,12 +382,6 @@ def _filters(
         written_by=written_by,
         task_id=task,
     )
-
-
-async def _persona_exists(ctx: Context[AppState], slug: str) -> None:
-    """NotFound when `slug` names no live persona: asked only when a filter by it found nothing."""
-    async with tenant_read(ctx) as tx:
-        await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug)
 
 
 def _cursor_id(key: list[Any]) -> uuid.UUID:

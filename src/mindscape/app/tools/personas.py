@@ -39,6 +39,13 @@ async def get_persona(slug: Slug, ctx: Context[AppState]) -> Persona:
     return found
 
 
+async def persona_exists(ctx: Context[AppState], slug: str) -> None:
+    """NotFound when `slug` names no live persona: asked by a tool whose filter by it found nothing
+    (the filter resolves the slug in its own statement, queries/lookups.py live_persona)."""
+    async with tenant_read(ctx) as tx:
+        await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=slug)
+
+
 async def list_personas(
     ctx: Context[AppState],
     query: Annotated[str | None, Field(min_length=1, max_length=200)] = None,

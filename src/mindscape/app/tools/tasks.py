@@ -13,6 +13,7 @@ from mindscape.app.arguments import CampaignId, Cursor, Limit, Slug, TaskId, Ver
 from mindscape.app.calls import REPLICA_NOTE, tenant_call, tenant_read
 from mindscape.app.resources import read_by_id
 from mindscape.app.state import AppState
+from mindscape.app.tools.personas import persona_exists
 from mindscape.errors import InvalidArgument
 from mindscape.models.campaign import JsonObject
 from mindscape.models.task import Claim, CreatedTask, Task, TaskPage, TaskStatus
@@ -102,8 +103,7 @@ async def list_tasks(
         async with tenant_read(ctx) as tx:
             await campaigns.status_of(tx.conn, tenant_id=tx.tenant_id, campaign_id=campaign)
     if not page.tasks and persona is not None:
-        async with tenant_read(ctx) as tx:
-            await lookups.persona_id(tx.conn, tenant_id=tx.tenant_id, slug=persona)
+        await persona_exists(ctx, persona)
     return page
 
 
