@@ -145,7 +145,7 @@ class MindscapeServer(MCPServer[AppState]):
         metrics = self.metrics
         with (
             trips.counting(lambda n: metrics.observe_trips(label, n)),
-            tracing.tool_span(label, tracing.mark_request(context)) as span,
+            tracing.tool_span(label, context) as span,
         ):
             outcome: tracing.Outcome = "failed"
             try:

@@ -100,9 +100,20 @@ def mark_request(context: Context[AppState, Any] | None) -> str | None:
     return tenant
 
 
+def off() -> bool:
+    """No tracer provider is installed (start was not called, nor one set by the embedding
+    application): every span would be a no-op, so none need be made."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
-def tool_span(tool: str, tenant: str | None) -> Generator[Span]:
-    """The span of one tool call; set its outcome with `outcome`."""
+def tool_span(tool: str, context: Context[AppState, Any] | None) -> Generator[Span]:
+    """The span of one tool call, with the tenant also put on the request's span; set its
+    outcome with `outcome`. With tracing off, a no-op span and no work."""
+    if off():
+        yield trace.INVALID_SPAN
+        return
+    tenant = mark_request(context)
     attributes: dict[str, Any] = {TOOL: tool}
     if tenant is not None:
         attributes[TENANT] = tenant

@@ -281,7 +281,11 @@ def discard(conn: Connection) -> None:
 
 async def release(pool: Pool, conn: PooledConnection) -> None:
     """Give `conn` back. When its reset fails (the connection died), asyncpg has already closed
-    it and will open a new one: that is logged, not raised over the call's own outcome."""
+    it and will open a new one: that is logged, not raised over the call's own outcome.
+
+    No cancel scope is needed around it: asyncpg runs the release in a task of its own
+    (asyncio.shield), started before its first wait, so a caller cancelled here still returns
+    the connection, only without waiting for it."""
     try:
         await pool.release(conn)
     except FAILURES as exc:

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import anyio
 import asyncpg
 from anyio.abc import TaskGroup
 from asyncpg import Record
@@ -365,8 +364,7 @@ async def tenant_read(
             # pool's reset would leave it, so release costs no round trip. (After an error, the
             # pool's reset runs, to be sure.)
             counted(conn).mark_reset()
-        with anyio.CancelScope(shield=True):
-            await release(pool, conn)
+        await release(pool, conn)  # shielded by asyncpg (database.pool.release)
 
 
 @dataclass
@@ -454,5 +452,4 @@ async def tenant_write(
         elif writer.succeeded or not writer.sent:
             # As tenant_read's: every setting was local to the statement (or nothing was sent).
             counted(conn).mark_reset()
-        with anyio.CancelScope(shield=True):
-            await release(pool, conn)
+        await release(pool, conn)  # shielded by asyncpg (database.pool.release)

@@ -133,8 +133,7 @@ async def transaction_on(
                 await _commit(conn)
     finally:
         if not handed_off:
-            with anyio.CancelScope(shield=True):
-                await release(pool, conn)
+            await release(pool, conn)  # shielded by asyncpg (database.pool.release)
 
 
 def context_values(caller: Caller, statement_timeout_ms: int, call: str, source: str) -> list[str]:
