@@ -340,14 +340,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Targets, str, str]:
-    """Schema, a fresh tenant with the demo personas, and a write key: (targets, tenant slug, key)."""
+async def prepare(args: argparse.Namespace, tmp: Path) -> Targets:
+    """The database, its schema up to date."""
     if args.database_url:
         owner = args.owner_database_url or args.database_url
         targets = Targets(runtime=args.database_url, owner=owner, embedded=False)
     else:
         targets = await start_embedded(tmp)
     await migrate.upgrade(targets.owner)
+    return targets
+
+
+async def new_tenant(targets: Targets) -> tuple[str, str]:
+    """A fresh tenant with the demo personas, and a write key: (tenant slug, key).
+
+    Each Mindscape row gets its own, seeded alike: on one shared tenant, every row would start
+    with the memories and tasks the rows before it wrote (an A/A run of one build measured its
+    second row about 12% slower for that alone)."""
     slug = f"load-{uuid.uuid4().hex[:8]}"
     await tenant_ops.create_tenant(targets, slug=slug, name="HTTP load benchmark")
     settings = Settings(database_url=SecretStr(targets.runtime))
@@ -368,7 +377,7 @@ async def prepare(args: argparse.Namespace, tmp: Path) -> tuple[Targets, str, st
         await conn.close()
     if created is None:
         raise SystemExit(f"could not create a key for tenant {slug}")
-    return targets, slug, new.token
+    return slug, new.token
 
 
 async def seed_through_server(port: int, key: str) -> str:
@@ -586,8 +595,7 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
-    targets, slug, key = asyncio.run(prepare(args, tmp))
-    log(f"tenant {slug} with {len(SLUGS)} personas and a write key")
+    targets = asyncio.run(prepare(args, tmp))
     env = {
         "MINDSCAPE_DATABASE_URL": targets.runtime,
         "MINDSCAPE_QUOTA_CALLS_PER_MINUTE": "0",  # no quota throttling while measuring throughput
@@ -608,7 +616,6 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
     bare.stop()
     rows: list[Row] = []
     missing: list[str] = []
-    campaign: str | None = None
     runs: list[tuple[int, str, dict[str, str]]] = [
         (w, f"mindscape, {w} worker{'s' if w > 1 else ''}", {}) for w in args.worker_counts
     ]
@@ -623,9 +630,9 @@ def run(args: argparse.Namespace, tmp: Path, servers: list[Server]) -> str:
             missing.append(f"- {name}: did not start ({str(exc).splitlines()[0]}); its stderr is above")
             continue
         servers.append(server)
-        if campaign is None:
-            log("seeding a campaign, tasks and memories through the server")
-            campaign = asyncio.run(seed_through_server(port, key))
+        slug, key = asyncio.run(new_tenant(targets))
+        log(f"{name}: tenant {slug} with {len(SLUGS)} personas and a write key; seeding a campaign, tasks and memories")
+        campaign = asyncio.run(seed_through_server(port, key))
         rows.append(measure(server, key, mixed_workload(campaign, f"w{workers}-{len(rows)}-"), args))
         rows[-1].trips = round_trips(port)
         server.stop()
