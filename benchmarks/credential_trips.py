@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_load import Connection, Message, free_port, mindscape_cmd, prepare, start
+from http_load import Connection, Message, free_port, mindscape_cmd, new_tenant, prepare, start
 
 UNTYPED = {80877103, 80877104, 196608}  # SSLRequest, GSSENCRequest, StartupMessage (protocol 3.0)
 
@@ -135,7 +135,8 @@ class Proxied:
 @contextlib.asynccontextmanager
 async def proxied(tmp: Path) -> AsyncGenerator[Proxied]:
     prep = argparse.Namespace(database_url=None, owner_database_url=None)
-    targets, _slug, key = await prepare(prep, tmp)
+    targets = await prepare(prep, tmp)
+    _slug, key = await new_tenant(targets)
     counter = Counter()
     proxy = CountingProxy(unix_socket(targets.runtime), counter)
     proxy_port = free_port()

@@ -57,6 +57,7 @@ from http_load import (
     free_port,
     mindscape_cmd,
     mixed_workload,
+    new_tenant,
     prepare,
     seed_through_server,
     start,
@@ -341,7 +342,11 @@ async def stored_keys(targets: Targets, slug: str) -> Counter[str]:
 
 
 def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> str:
-    targets, slug, key = asyncio.run(prepare(argparse.Namespace(database_url=None), tmp))
+    async def setup() -> tuple[Targets, str, str]:
+        targets = await prepare(argparse.Namespace(database_url=None), tmp)
+        return targets, *await new_tenant(targets)
+
+    targets, slug, key = asyncio.run(setup())
     log(f"tenant {slug} with the demo personas and a write key")
     runtime_url, through = targets.runtime, "directly"
     base_env = {
