@@ -227,6 +227,12 @@ class Tally:
     http_errors: Counter[str] = field(default_factory=Counter[str])
     tool_errors: Counter[str] = field(default_factory=Counter[str])
     calls: Counter[str] = field(default_factory=Counter[str])
+    by_tool: dict[str, list[float]] = field(default_factory=dict[str, list[float]])  # tool -> its latencies
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    ordered = sorted(latencies)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000 if ordered else math.nan
 
 
 @dataclass
@@ -269,7 +275,9 @@ async def drive(
                 else:
                     error = (tally.tool_errors, f"{tool}: {_text(result)[:120]}") if result.get("isError") else None
                 if now >= measure_from:
-                    tally.latencies.append(loop.time() - now)
+                    took = loop.time() - now
+                    tally.latencies.append(took)
+                    tally.by_tool.setdefault(tool, []).append(took)
                     tally.calls[tool] += 1
                     if error is not None:
                         error[0][error[1]] += 1
@@ -480,8 +488,7 @@ class Row:
         return len(self.tally.latencies) / self.seconds
 
     def pct_ms(self, q: float) -> float:
-        ordered = sorted(self.tally.latencies)
-        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000 if ordered else math.nan
+        return percentile_ms(self.tally.latencies, q)
 
     @property
     def growth(self) -> float:
@@ -551,6 +558,11 @@ def report(rows: list[Row], bare: Row, args: argparse.Namespace) -> str:
     for r in rows:
         mix = ", ".join(f"{tool} {n / len(r.tally.latencies):.0%}" for tool, n in sorted(r.tally.calls.items()))
         lines.append(f"- {r.name} mix: {mix}")
+        by_tool = ", ".join(
+            f"{tool} {percentile_ms(took, 0.5):.0f} / {percentile_ms(took, 0.99):.0f}"
+            for tool, took in sorted(r.tally.by_tool.items())
+        )
+        lines.append(f"- {r.name} p50 / p99 ms by tool: {by_tool}")
         for kind, counter in (("HTTP error", r.tally.http_errors), ("isError", r.tally.tool_errors)):
             for what, n in counter.most_common(5):
                 lines.append(f"  - {kind} x{n}: {what}")

@@ -119,6 +119,11 @@ class MindscapeServer(MCPServer[AppState]):
             tool.fn_metadata.output_schema = schemas.published_output(tool.fn_metadata.output_schema)
         vars(tool).pop("output_schema", None)  # Tool.output_schema is a cached_property: read it anew
 
+    def trace_only_when_tracing(self) -> None:
+        """The SDK's span per request is made only while a tracer provider is installed (app.tracing)."""
+        low = self._lowlevel_server
+        low.middleware = tracing.only_when_tracing(low.middleware)
+
     def add_prompt(self, prompt: Prompt) -> None:
         if prompt.description:
             prompt = prompt.model_copy(update={"description": inspect.cleandoc(prompt.description)})
@@ -363,6 +368,7 @@ def build_server(
         cache_hints=CACHE_HINTS,
     )
     server.metrics = ToolMetrics()
+    server.trace_only_when_tracing()
     personas.register(server)
     memory.register(server, semantic=semantic, replica_reads=replica_reads)
     campaigns.register(server)

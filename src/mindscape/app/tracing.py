@@ -23,7 +23,11 @@ from importlib.metadata import version
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+# The SDK's own request spans; it documents removing them from `Server.middleware` to opt out and
+# exports the class only from this module (mcp is pinned below 3).
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
@@ -104,6 +108,25 @@ def off() -> bool:
     """No tracer provider is installed (start was not called, nor one set by the embedding
     application): every span would be a no-op, so none need be made."""
     return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+class RequestSpans:
+    """The SDK's request-span middleware (a SERVER span per message), passed by while tracing is
+    off: even its no-op span costs each request an attribute dict, a context switch and a
+    `_meta` trace-context lookup. A provider installed later turns it on at the next request."""
+
+    def __init__(self, inner: ServerMiddleware[Any]) -> None:
+        self._inner = inner
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if off():
+            return await call_next(ctx)
+        return await self._inner(ctx, call_next)
+
+
+def only_when_tracing(middleware: list[ServerMiddleware[Any]]) -> list[ServerMiddleware[Any]]:
+    """`middleware` (a low-level server's), its OpenTelemetry layer made a RequestSpans."""
+    return [RequestSpans(m) if isinstance(m, OpenTelemetryMiddleware) else m for m in middleware]
 
 
 @contextmanager
