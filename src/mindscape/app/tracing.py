@@ -9,8 +9,8 @@ isError result, failed for a JSON-RPC error). Never arguments, content, keys or 
 
 Off unless an endpoint is configured (`otel_exporter_otlp_endpoint`, or the standard
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT; OTEL_SDK_DISABLED=true turns it off):
-then no provider is installed, the OpenTelemetry API's spans are no-ops, and the SDK packages are
-not even imported. Started once per process (`start`); spans are batched and flushed at exit.
+then no provider is installed, no span is made (the SDK's request spans included: RequestSpans),
+and the SDK packages are not even imported. Started once per process (`start`); spans are batched and flushed at exit.
 """
 
 from __future__ import annotations
