@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from contextlib import nullcontext
+from types import SimpleNamespace
+from typing import Any, cast
 
+import mcp.server._otel as sdk_otel
 import pytest
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from starlette.types import Message, Scope
 
 from mindscape.app import tracing
@@ -103,3 +107,48 @@ def test_traces_go_where_configured_and_nowhere_by_default(
 ) -> None:
     settings = Settings(database_url=None, otel_exporter_otlp_endpoint=configured)
     assert tracing.endpoint(settings, environ) == expected
+
+
+async def test_while_tracing_is_off_no_span_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracer provider installed: the SDK's request-span middleware is passed by and a tool
+    call's span is the no-op one; once one is installed, both are back at the next request."""
+    assert tracing.OpenTelemetryMiddleware is not None
+    seen: list[str] = []
+
+    class Other:
+        async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+            seen.append("other")
+            return await call_next(ctx)
+
+    async def handler(ctx: ServerRequestContext[Any, Any]) -> HandlerResult:
+        seen.append("handler")
+        return None
+
+    sdk, other = tracing.OpenTelemetryMiddleware(), Other()
+    wrapped, kept = tracing.only_when_tracing([sdk, other])
+    assert isinstance(wrapped, tracing.RequestSpans)
+    assert kept is other
+    ctx = cast(
+        ServerRequestContext[Any, Any],
+        SimpleNamespace(method="tools/call", params={}, request_id=1, meta=None, protocol_version="2026-07-28"),
+    )
+
+    def entered(*_: Any, **__: Any) -> Any:
+        seen.append("span")
+        return nullcontext(trace.INVALID_SPAN)
+
+    monkeypatch.setattr(sdk_otel, "otel_span", entered)
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert tracing.off()
+    assert await wrapped(ctx, handler) is None
+    with tracing.tool_span("get_persona", None) as span:
+        assert span is trace.INVALID_SPAN
+    assert seen == ["handler"]
+
+    seen.clear()
+    monkeypatch.setattr(trace, "get_tracer_provider", TracerProvider)
+    assert not tracing.off()
+    await wrapped(ctx, handler)
+    assert seen == ["span", "handler"]
+    with tracing.tool_span("get_persona", None) as span:
+        assert span is not trace.INVALID_SPAN

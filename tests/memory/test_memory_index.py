@@ -14,6 +14,7 @@ from mindscape.database.pool import Pool, connect, create_pool
 from mindscape.database.targets import Targets
 from mindscape.database.vector_index import ensure_index, has_tenant_index, tenant_index_name
 from mindscape.embeddings.base import ModelSpec
+from mindscape.memory import recall as recall_module
 from mindscape.memory.indexing import index_tenants
 from mindscape.memory.recall import (
     OWN_INDEX_EF_MAX,
@@ -132,9 +133,11 @@ async def test_large_tenants_get_and_search_their_own_index(
 
 
 async def test_the_embedded_server_builds_a_missing_index(
-    targets: Targets, pool: Pool, tenant_factory: TenantFactory
+    targets: Targets, pool: Pool, tenant_factory: TenantFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Recall on a large tenant without its own index starts a background build (owner URL given)."""
+    # The cached path never expires here, however slow the build: only the builder's word changes it.
+    monkeypatch.setattr(recall_module, "SIZE_TTL_S", 3600.0)
     spec = ModelSpec("hashing", "grown", DIMS)
     tenant = await tenant_factory([], "grown")
     await load_vectors(pool, tenant, spec.key, clustered(np.random.default_rng(5), THRESHOLD + 50, DIMS, np.eye(DIMS)))
@@ -148,7 +151,7 @@ async def test_the_embedded_server_builds_a_missing_index(
                     break
             await anyio.sleep(0.1)
         # The index turns valid when its build commits; the builder tells the cache a moment later,
-        # after closing its connection. Well inside the cache's 60 s lifetime, so only that tells it.
+        # after closing its connection.
         path = "shared_index"
         for _ in range(50):
             async with tenant_transaction(pool, tenant, read_only=True, statement_timeout_ms=10_000) as tx:

@@ -23,9 +23,6 @@ from importlib.metadata import version
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-# The SDK's own request spans; it documents removing them from `Server.middleware` to opt out and
-# exports the class only from this module (mcp is pinned below 3).
-from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context
@@ -35,6 +32,14 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from mindscape.app.identity import TENANT_SLUG
 from mindscape.app.state import AppState
 from mindscape.config.settings import Settings
+
+try:
+    # The SDK's own request spans. It documents removing them from `Server.middleware` to opt out,
+    # but exports the class only from this private module, which a 2.x release may move: then its
+    # spans are simply always made.
+    from mcp.server._otel import OpenTelemetryMiddleware
+except ImportError:  # pragma: no cover - depends on the SDK's layout
+    OpenTelemetryMiddleware = None
 
 log = logging.getLogger(__name__)
 TRACER = trace.get_tracer("mindscape")
@@ -96,7 +101,9 @@ def tenant_of(context: Context[AppState, Any] | None) -> str | None:
 
 
 def mark_request(context: Context[AppState, Any] | None) -> str | None:
-    """Put the tenant on the request's span (the SDK's); returns it."""
+    """Put the tenant on the request's span (the SDK's); returns it (None, unlooked-up, while tracing is off)."""
+    if off():
+        return None
     tenant = tenant_of(context)
     span = trace.get_current_span()
     if tenant is not None and span.is_recording():
@@ -126,6 +133,8 @@ class RequestSpans:
 
 def only_when_tracing(middleware: list[ServerMiddleware[Any]]) -> list[ServerMiddleware[Any]]:
     """`middleware` (a low-level server's), its OpenTelemetry layer made a RequestSpans."""
+    if OpenTelemetryMiddleware is None:  # pragma: no cover
+        return middleware
     return [RequestSpans(m) if isinstance(m, OpenTelemetryMiddleware) else m for m in middleware]
 
 

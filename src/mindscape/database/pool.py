@@ -285,7 +285,10 @@ async def release(pool: Pool, conn: PooledConnection) -> None:
 
     No cancel scope is needed around it: asyncpg runs the release in a task of its own
     (asyncio.shield), started before its first wait, so a caller cancelled here still returns
-    the connection, only without waiting for it."""
+    the connection, only without waiting for it. (Then the cancellation, not an error the call
+    was raising, leaves the `finally` that released: the call was being cancelled, by its client
+    or by shutdown, and no one receives its answer. A CommitUnknown is never replaced: its
+    connection was discarded, and releasing a discarded connection does not wait.)"""
     try:
         await pool.release(conn)
     except FAILURES as exc:
