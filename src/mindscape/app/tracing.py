@@ -102,8 +102,10 @@ def tenant_of(context: Context[AppState, Any] | None) -> str | None:
 
 def mark_request(context: Context[AppState, Any] | None) -> str | None:
     """Put the tenant on the request's span (the SDK's); returns it (None, unlooked-up, while tracing is off)."""
-    if off():
-        return None
+    return None if off() else _mark(context)
+
+
+def _mark(context: Context[AppState, Any] | None) -> str | None:
     tenant = tenant_of(context)
     span = trace.get_current_span()
     if tenant is not None and span.is_recording():
@@ -145,7 +147,7 @@ def tool_span(tool: str, context: Context[AppState, Any] | None) -> Generator[Sp
     if off():
         yield trace.INVALID_SPAN
         return
-    tenant = mark_request(context)
+    tenant = _mark(context)
     attributes: dict[str, Any] = {TOOL: tool}
     if tenant is not None:
         attributes[TENANT] = tenant
