@@ -367,10 +367,12 @@ async def is_set(event: anyio.Event) -> bool:
 
 
 async def refused(url: str) -> bool:
+    """Not served: refused, or (with workers, while the listening socket closes) accepted and closed
+    without an answer."""
     async with httpx2.AsyncClient() as http:
         try:
             await http.get(f"{url}/healthz")
-        except httpx2.ConnectError:
+        except (httpx2.ConnectError, httpx2.ReadError, httpx2.RemoteProtocolError):
             return True
     return False
 
